@@ -1,0 +1,469 @@
+package main
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// world drives Views directly, with the test choosing the delivery order:
+// the in-memory network of the pure tests.
+type world struct {
+	t     testing.TB
+	n     int
+	views []*View // views[i] is user_{i+1}
+	now   time.Duration
+}
+
+func newWorld(t testing.TB, n int, grace time.Duration) *world {
+	w := &world{t: t, n: n}
+	for u := int32(1); u <= int32(n); u++ {
+		v := NewView(u, n, grace, true)
+		v.Learn(1, int32(n), 0)
+		v.ResetRecords()
+		w.views = append(w.views, v)
+	}
+	return w
+}
+
+func (w *world) v(u int32) *View { return w.views[u-1] }
+
+func (w *world) group(uids ...int32) *Group { return newGroup(w.n, uids...) }
+
+// recipients are the users an event goes to, as User.fanOut picks them.
+func (w *world) recipients(ev *Event) []int32 {
+	var out []int32
+	for u := int32(1); u <= int32(w.n); u++ {
+		if u != ev.From && (ev.Kind != MessageEvent || ev.Group.Has(u)) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// deliver applies ev at user u and returns the records it produced.
+func (w *world) deliver(u int32, ev *Event) []Record {
+	w.t.Helper()
+	if ev == nil {
+		w.t.Fatal("deliver: nil event")
+	}
+	v := w.v(u)
+	v.ResetRecords()
+	v.Apply(ev, w.now)
+	return slices.Clone(v.Records())
+}
+
+// all delivers ev to every recipient.
+func (w *world) all(ev *Event) {
+	for _, u := range w.recipients(ev) {
+		w.deliver(u, ev)
+	}
+}
+
+func kinds(recs []Record) []RecordKind {
+	var out []RecordKind
+	for _, r := range recs {
+		out = append(out, r.Kind)
+	}
+	return out
+}
+
+func liveStamps(v *View) []Stamp {
+	var out []Stamp
+	for _, r := range v.Rooms() {
+		out = append(out, r.Stamp)
+	}
+	return out
+}
+
+// roomIndex finds the index in mine of the live room with stamp s.
+func roomIndex(t testing.TB, v *View, s Stamp) int {
+	t.Helper()
+	for i, e := range v.mine {
+		if e.stamp == s {
+			return i
+		}
+	}
+	t.Fatalf("%s is not in a live room %s", uidName(v.Self()), s)
+	return -1
+}
+
+func TestCreateJoinSee(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	ev := w.v(1).Create(w.group(1, 2), 0)
+	if got := kinds(w.v(1).Records()); !slices.Equal(got, []RecordKind{KindCreate}) {
+		t.Fatalf("creator records = %v", got)
+	}
+	if got := kinds(w.deliver(2, ev)); !slices.Equal(got, []RecordKind{KindJoin}) {
+		t.Errorf("member records = %v, want join", got)
+	}
+	if got := kinds(w.deliver(3, ev)); !slices.Equal(got, []RecordKind{KindSee}) {
+		t.Errorf("non-member records = %v, want see", got)
+	}
+	for _, v := range w.views {
+		if v.LiveCount() != 1 {
+			t.Errorf("%s sees %d live rooms, want 1 (every user knows every room)", uidName(v.Self()), v.LiveCount())
+		}
+	}
+	if w.v(3).RoomCount() != 0 || w.v(2).RoomCount() != 1 {
+		t.Errorf("membership: user_2 in %d, user_3 in %d rooms", w.v(2).RoomCount(), w.v(3).RoomCount())
+	}
+}
+
+func TestCreateFailsWhenGroupLive(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	w.all(w.v(1).Create(w.group(1, 2), 0))
+	w.v(2).ResetRecords()
+	if ev := w.v(2).Create(w.group(1, 2), 0); ev != nil {
+		t.Fatal("second create of a live group succeeded")
+	}
+	if w.v(2).CreateFailed != 1 || w.v(2).Records()[0].Kind != KindCreateFailed {
+		t.Errorf("failure not counted or logged: %+v", w.v(2).Records())
+	}
+	// A different group is fine.
+	if w.v(2).Create(w.group(2, 3), 0) == nil {
+		t.Error("create of another group failed")
+	}
+}
+
+func TestActionsFailWithoutRooms(t *testing.T) {
+	v := NewView(1, 3, time.Hour, true)
+	if v.Create(nil, 0) != nil || v.Send(0, 0) != nil || v.Close(0, 0) != nil {
+		t.Fatal("an action without a group or a room succeeded")
+	}
+	want := []RecordKind{KindCreateFailed, KindMessageFailed, KindCloseFailed}
+	if got := kinds(v.Records()); !slices.Equal(got, want) {
+		t.Errorf("records = %v, want %v", got, want)
+	}
+	if v.CreateFailed != 1 || v.MessageFailed != 1 || v.CloseFailed != 1 {
+		t.Errorf("counts = %+v", v.Counts)
+	}
+}
+
+// Two users create the same group before either hears of the other: every
+// user ends with the same single room, the one with the greater stamp,
+// whatever order the creates arrive in.
+func TestDuplicateCreateConverges(t *testing.T) {
+	for _, order := range [][2]int{{0, 1}, {1, 0}} {
+		w := newWorld(t, 3, time.Hour)
+		a := w.v(1).Create(w.group(1, 2, 3), 0)
+		b := w.v(2).Create(w.group(1, 2, 3), 0)
+		winner := b.Room
+		if winner.Less(a.Room) {
+			winner = a.Room
+		}
+		w.deliver(1, b)
+		w.deliver(2, a)
+		evs := []*Event{a, b}
+		w.deliver(3, evs[order[0]])
+		recs := w.deliver(3, evs[order[1]])
+		if got := kinds(recs); !slices.Equal(got, []RecordKind{KindMerge}) {
+			t.Errorf("order %v: second create gave %v, want merge", order, got)
+		}
+		for _, v := range w.views {
+			if got := liveStamps(v); !slices.Equal(got, []Stamp{winner}) {
+				t.Errorf("order %v: %s has %v live, want [%v]", order, uidName(v.Self()), got, winner)
+			}
+			if v.RoomCount() != 1 {
+				t.Errorf("order %v: %s is in %d rooms, want 1", order, uidName(v.Self()), v.RoomCount())
+			}
+		}
+		// The loser's creator counts a resolved duplicate once no close of
+		// it can still arrive.
+		w.now = 2 * time.Hour
+		for _, v := range w.views {
+			v.Expire(w.now)
+			v.Finish()
+		}
+		var dups, live int64
+		for _, v := range w.views {
+			dups += v.Duplicates
+			live += v.OwnLive
+		}
+		if dups != 1 || live != 1 {
+			t.Errorf("order %v: duplicates %d, live %d; want 1 and 1", order, dups, live)
+		}
+	}
+}
+
+// A close that overtakes its create leaves a tombstone; the create, when
+// it comes, is stale: no ghost room.
+func TestCloseBeforeCreate(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	create := w.v(1).Create(w.group(1, 2, 3), 0)
+	w.deliver(2, create)
+	closing := w.v(2).Close(0, 0)
+	if got := kinds(w.deliver(3, closing)); !slices.Equal(got, []RecordKind{KindCloseSeen}) {
+		t.Errorf("close first: %v", got)
+	}
+	recs := w.deliver(3, create)
+	if got := kinds(recs); !slices.Equal(got, []RecordKind{KindStale}) {
+		t.Errorf("create after its close: %v, want stale", got)
+	}
+	if recs[0].Reason != "its close came first" || recs[0].Of != CreateEvent {
+		t.Errorf("stale record = %+v", recs[0])
+	}
+	w.deliver(1, closing)
+	for _, v := range w.views {
+		if v.LiveCount() != 0 || v.RoomCount() != 0 {
+			t.Errorf("%s: ghost room: %v", uidName(v.Self()), liveStamps(v))
+		}
+	}
+	if w.v(1).Closed != 1 {
+		t.Errorf("creator counted %d closed, want 1", w.v(1).Closed)
+	}
+}
+
+// A message that overtakes the create of its room is held back, then
+// delivered once when the create arrives.
+func TestMessageBeforeCreate(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	create := w.v(1).Create(w.group(1, 2, 3), 0)
+	msg := w.v(1).Send(0, 0)
+	if got := w.deliver(3, msg); len(got) != 0 {
+		t.Errorf("held message logged %v", kinds(got))
+	}
+	if w.v(3).HeldCount() != 1 || w.v(3).Deliveries != 0 {
+		t.Fatalf("held %d, delivered %d; want 1, 0", w.v(3).HeldCount(), w.v(3).Deliveries)
+	}
+	recs := w.deliver(3, create)
+	if got := kinds(recs); !slices.Equal(got, []RecordKind{KindJoin, KindReceive}) {
+		t.Fatalf("create after message: %v", got)
+	}
+	if r := recs[1]; !r.Held || r.Late || r.Msg != msg.ID() || r.By != 1 {
+		t.Errorf("receive = %+v", r)
+	}
+	if w.v(3).HeldCount() != 0 || w.v(3).Deliveries != 1 {
+		t.Errorf("held %d, delivered %d; want 0, 1", w.v(3).HeldCount(), w.v(3).Deliveries)
+	}
+}
+
+// A message in flight while its room closes is delivered, marked late.
+func TestMessageAfterClose(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	create := w.v(1).Create(w.group(1, 2, 3), 0)
+	w.all(create)
+	msg := w.v(2).Send(0, 0)
+	closing := w.v(1).Close(0, 0)
+	w.deliver(3, closing)
+	recs := w.deliver(3, msg)
+	if len(recs) != 1 || recs[0].Kind != KindReceive || !recs[0].Late || recs[0].Held {
+		t.Fatalf("message after close: %+v", recs)
+	}
+	if w.v(3).Late != 1 {
+		t.Errorf("late = %d", w.v(3).Late)
+	}
+	// The closer gets it too, late; it was a member when it was sent.
+	if recs := w.deliver(1, msg); !recs[0].Late {
+		t.Errorf("closer's copy not late: %+v", recs[0])
+	}
+}
+
+// A message held back for a room is released, late, when the room's close
+// arrives before its create; the create that follows is stale.
+func TestMessageHeldUntilClose(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	create := w.v(1).Create(w.group(1, 2, 3), 0)
+	w.deliver(2, create)
+	msg := w.v(2).Send(0, 0)
+	closing := w.v(2).Close(0, 0)
+	w.deliver(3, msg)
+	recs := w.deliver(3, closing)
+	if got := kinds(recs); !slices.Equal(got, []RecordKind{KindCloseSeen, KindReceive}) {
+		t.Fatalf("close releases the held message: %v", got)
+	}
+	if !recs[1].Late || !recs[1].Held {
+		t.Errorf("receive = %+v, want late and held", recs[1])
+	}
+	if got := kinds(w.deliver(3, create)); !slices.Equal(got, []RecordKind{KindStale}) {
+		t.Errorf("create last: %v", got)
+	}
+}
+
+// A late close of an older incarnation cannot end a newer one.
+func TestStaleCloseOfOlderRoom(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	g := w.group(1, 2)
+	first := w.v(1).Create(g, 0)
+	w.deliver(2, first)
+	closeFirst := w.v(2).Close(0, 0)
+	w.deliver(1, closeFirst)
+	second := w.v(1).Create(g, 0) // a new incarnation of the same group
+	if second == nil || !first.Room.Less(second.Room) {
+		t.Fatalf("second incarnation %v not after %v", second, first)
+	}
+	w.deliver(3, first)
+	w.deliver(3, second)
+	recs := w.deliver(3, closeFirst)
+	if got := kinds(recs); !slices.Equal(got, []RecordKind{KindStale}) {
+		t.Fatalf("old close: %v, want stale", got)
+	}
+	if got := liveStamps(w.v(3)); !slices.Equal(got, []Stamp{second.Room}) {
+		t.Errorf("live = %v, want the newer room", got)
+	}
+}
+
+// A message to the loser of a duplicate race is delivered, late, by users
+// who already keep the winner, and exactly once by all.
+func TestMessageToReplacedDuplicate(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	a := w.v(1).Create(w.group(1, 2, 3), 0)
+	b := w.v(2).Create(w.group(1, 2, 3), 0)
+	loser, winner := a, b
+	if b.Room.Less(a.Room) {
+		loser, winner = b, a
+	}
+	msg := w.v(loser.From).Send(0, 0)
+	w.deliver(3, winner)
+	w.deliver(3, loser)
+	recs := w.deliver(3, msg)
+	if len(recs) != 1 || !recs[0].Late || recs[0].Room != loser.Room {
+		t.Errorf("message to the loser: %+v", recs)
+	}
+}
+
+func TestLearnKnowsUsersInOrder(t *testing.T) {
+	v := NewView(3, 5, time.Hour, true)
+	if v.Known() != 3 { // only itself so far, as uid 3
+		t.Errorf("Known = %d before any news", v.Known())
+	}
+	v.Learn(1, 2, 0)
+	v.Learn(4, 4, 0)
+	v.Learn(4, 5, 0) // repeated news is ignored
+	if v.Known() != 5 {
+		t.Errorf("Known = %d, want 5", v.Known())
+	}
+	var peers []int32
+	for _, r := range v.Records() {
+		peers = append(peers, r.Peer)
+	}
+	if !slices.Equal(peers, []int32{1, 2, 4, 5}) {
+		t.Errorf("online records for %v", peers)
+	}
+	if NewView(1, 5, time.Hour, false).Known() != 1 {
+		t.Error("user_1 does not know itself")
+	}
+}
+
+// Closed entries are reclaimed grace after they close, and not before; an
+// entry that a newer create revived, or that holds messages for a newer
+// incarnation, is kept.
+func TestExpireReclaims(t *testing.T) {
+	const grace = 10 * time.Second
+	w := newWorld(t, 3, grace)
+	g := w.group(1, 2, 3)
+	create := w.v(1).Create(g, 0)
+	w.all(create)
+	closing := w.v(1).Close(0, 0)
+	w.all(closing)
+	v := w.v(2)
+	v.Expire(grace - 1)
+	if v.Entries() != 1 {
+		t.Fatalf("entries = %d before grace, want 1 (the tombstone)", v.Entries())
+	}
+	v.Expire(grace)
+	if v.Entries() != 0 {
+		t.Fatalf("entries = %d after grace, want 0", v.Entries())
+	}
+
+	// Revived: the tombstone's schedule is void once a newer create lands.
+	w.now = 20 * time.Second
+	again := w.v(1).Create(g, w.now)
+	w.all(again)
+	w.now = 21 * time.Second
+	bye := w.v(3).Close(0, w.now)
+	w.deliver(2, bye)
+	w.now = 22 * time.Second
+	third := w.v(1).Create(g, w.now) // user_1 has not seen the close yet: fails
+	if third != nil {
+		t.Fatal("create of a group live in the creator's view succeeded")
+	}
+	w.deliver(1, bye)
+	third = w.v(1).Create(g, w.now)
+	w.deliver(2, third)
+	v.Expire(21*time.Second + grace)
+	if got := liveStamps(v); !slices.Equal(got, []Stamp{third.Room}) {
+		t.Errorf("after a void reclaim, live = %v, want %v", got, third.Room)
+	}
+
+	// Held: a closed entry waiting on messages to a newer room is kept.
+	w2 := newWorld(t, 3, grace)
+	first := w2.v(1).Create(g, 0)
+	w2.all(first)
+	end := w2.v(1).Close(0, 0)
+	w2.all(end)
+	next := w2.v(1).Create(g, time.Second)
+	w2.deliver(2, next)
+	msg := w2.v(2).Send(0, time.Second)
+	w2.deliver(3, msg) // user_3 has not seen next yet
+	w2.v(3).Expire(time.Hour)
+	if w2.v(3).Entries() != 1 || w2.v(3).HeldCount() != 1 {
+		t.Fatalf("entry with a held message reclaimed: entries %d, held %d", w2.v(3).Entries(), w2.v(3).HeldCount())
+	}
+	w2.deliver(3, next)
+	if w2.v(3).HeldCount() != 0 || w2.v(3).Deliveries != 1 {
+		t.Errorf("held message not delivered after the create")
+	}
+}
+
+func TestGroupPickAndHash(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	sizes := map[int]int{}
+	for range 20000 {
+		g := pickGroup(rng, 10, 4, 10)
+		if !g.Has(4) {
+			t.Fatal("group without its creator")
+		}
+		if g.Size() < 2 || g.Size() > 10 {
+			t.Fatalf("size %d out of [2,10]", g.Size())
+		}
+		if got := len(g.Members()); got != g.Size() {
+			t.Fatalf("members %d, size %d", got, g.Size())
+		}
+		sizes[g.Size()]++
+	}
+	// Uniform over 2..10: 9 sizes, about 2222 each.
+	for s := 2; s <= 10; s++ {
+		if sizes[s] < 1900 || sizes[s] > 2550 {
+			t.Errorf("size %d picked %d times of 20000, want about 2222", s, sizes[s])
+		}
+	}
+	// Only known users are picked.
+	for range 1000 {
+		for _, u := range pickGroup(rng, 10, 2, 3).Members() {
+			if u > 3 {
+				t.Fatalf("picked user_%d, who is not known", u)
+			}
+		}
+	}
+	if pickGroup(rng, 10, 1, 1) != nil {
+		t.Error("a group with no one else")
+	}
+	a, b := newGroup(100, 3, 70, 99), newGroup(100, 99, 3, 70)
+	if !a.Equal(b) || a.hash != b.hash {
+		t.Error("equal groups differ")
+	}
+	if a.Equal(newGroup(100, 3, 70)) || a.Has(4) || !a.Has(70) || a.Has(1000) {
+		t.Error("group membership wrong")
+	}
+}
+
+// Groups whose hashes collide are still told apart.
+func TestHashCollisionChains(t *testing.T) {
+	v := NewView(1, 4, time.Hour, false)
+	v.Learn(1, 4, 0)
+	a, b := newGroup(4, 1, 2), newGroup(4, 1, 3)
+	b.hash = a.hash // force a collision
+	ea := v.Create(a, 0)
+	eb := v.Create(b, 0)
+	if ea == nil || eb == nil || v.LiveCount() != 2 || v.Entries() != 2 {
+		t.Fatalf("colliding groups merged: live %d", v.LiveCount())
+	}
+	v.Close(roomIndex(t, v, ea.Room), 0)
+	v.Close(roomIndex(t, v, eb.Room), 0)
+	v.Expire(2 * time.Hour)
+	if v.Entries() != 0 {
+		t.Errorf("entries = %d after reclaiming both", v.Entries())
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"math/bits"
+	"math/rand/v2"
+	"strconv"
+	"time"
+)
+
+// Stamp is a Lamport timestamp: the sender's clock and uid. Every event a
+// user sends takes a fresh clock value, so a stamp names exactly one event
+// in a run, and stamps are totally ordered (clock first, then uid) the same
+// way by every user without asking anyone.
+type Stamp struct {
+	Clock uint64
+	UID   int32
+}
+
+// Less orders stamps by clock, then uid.
+func (s Stamp) Less(t Stamp) bool {
+	return s.Clock < t.Clock || s.Clock == t.Clock && s.UID < t.UID
+}
+
+// IsZero reports whether s is the zero stamp, which precedes every real one.
+func (s Stamp) IsZero() bool { return s == Stamp{} }
+
+// String renders a stamp as "clock.uid", the id of a room or a message.
+func (s Stamp) String() string { return string(s.append(nil)) }
+
+func (s Stamp) append(b []byte) []byte {
+	b = strconv.AppendUint(b, s.Clock, 10)
+	b = append(b, '.')
+	return strconv.AppendInt(b, int64(s.UID), 10)
+}
+
+// Group is an immutable set of members: the key of a room. One Group value
+// is shared by the event that announces it and by every view that keeps it,
+// so a room costs one member set, not one per user. Bit u of bits is set
+// when user_u is a member; hash is computed once, when the group is made.
+type Group struct {
+	bits []uint64
+	size int
+	hash uint64
+}
+
+// newGroup returns a group of the given uids; n is the number of users.
+func newGroup(n int, uids ...int32) *Group {
+	g := &Group{bits: make([]uint64, words(n))}
+	for _, u := range uids {
+		g.add(u)
+	}
+	g.seal()
+	return g
+}
+
+// words is the bitset length that holds uids 1..n.
+func words(n int) int { return (n + 64) / 64 }
+
+func (g *Group) add(u int32) { g.bits[u/64] |= 1 << (u % 64) }
+
+// seal computes the size and hash after the members are set. The hash only
+// keys maps; nothing printed depends on it.
+func (g *Group) seal() {
+	h, size := uint64(len(g.bits)), 0
+	for _, w := range g.bits {
+		size += bits.OnesCount64(w)
+		h = (h ^ w) * 0x9e3779b97f4a7c15
+		h ^= h >> 29
+	}
+	g.size, g.hash = size, h
+}
+
+// Has reports whether user u is a member.
+func (g *Group) Has(u int32) bool {
+	i := int(u / 64)
+	return i < len(g.bits) && g.bits[i]&(1<<(u%64)) != 0
+}
+
+// Size is the number of members.
+func (g *Group) Size() int { return g.size }
+
+// Equal reports whether g and h have the same members.
+func (g *Group) Equal(h *Group) bool {
+	if g == h {
+		return true
+	}
+	if g.hash != h.hash || g.size != h.size || len(g.bits) != len(h.bits) {
+		return false
+	}
+	for i, w := range g.bits {
+		if h.bits[i] != w {
+			return false
+		}
+	}
+	return true
+}
+
+// Members returns the uids in ascending order.
+func (g *Group) Members() []int32 {
+	out := make([]int32, 0, g.size)
+	for i, w := range g.bits {
+		for w != 0 {
+			out = append(out, int32(i*64+bits.TrailingZeros64(w)))
+			w &= w - 1
+		}
+	}
+	return out
+}
+
+// pickGroup picks a random group of the known users user_1..user_known, self
+// included, of a size uniform from 2 to all of them; nil if self knows no
+// one else. It uses Floyd's sampling: O(size) work and no scratch memory.
+func pickGroup(rng *rand.Rand, n int, self, known int32) *Group {
+	if known < 2 {
+		return nil
+	}
+	size := 2 + rng.IntN(int(known)-1)
+	g := &Group{bits: make([]uint64, words(n))}
+	g.add(self)
+	others := int(known) - 1
+	uid := func(i int) int32 { // the i-th known user other than self
+		if u := int32(i) + 1; u < self {
+			return u
+		}
+		return int32(i) + 2
+	}
+	for j := others - (size - 1); j < others; j++ {
+		t := uid(rng.IntN(j + 1))
+		if g.Has(t) {
+			t = uid(j)
+		}
+		g.add(t)
+	}
+	g.seal()
+	return g
+}
+
+// EventKind says what an Event does to a room.
+type EventKind uint8
+
+// The three room events.
+const (
+	CreateEvent EventKind = iota + 1
+	MessageEvent
+	CloseEvent
+)
+
+// Event is one room event as its sender made it. It is immutable once sent:
+// one Event is shared by every recipient, so an action allocates one event
+// however many users it reaches.
+//
+// Room names the incarnation the event is about: for a create it is the
+// event's own stamp; a close carries the stamp of the incarnation it closes;
+// a message carries the stamp of the incarnation it was sent to.
+type Event struct {
+	Kind  EventKind
+	From  int32
+	Clock uint64 // the sender's Lamport clock when it sent the event
+	Room  Stamp
+	Group *Group
+	Sent  time.Duration // simulation time of sending, since the start
+}
+
+// ID is the event's own stamp: a message id or, for a create, a room id.
+func (e *Event) ID() Stamp { return Stamp{e.Clock, e.From} }
+
+// Delivery is what travels on an EventChannel: one event for one recipient,
+// and the simulation time at which it may be applied. Due is later than
+// Event.Sent only under an injected delay (or by one tick in fast mode).
+type Delivery struct {
+	Event *Event
+	Due   time.Duration
+}
+
+// Online tells a user that users First..Last (inclusive) are online.
+type Online struct {
+	First, Last int32
+}
+
+// uidName renders a uid the way the log shows it.
+func uidName(u int32) string { return string(appendUID(nil, u)) }
+
+func appendUID(b []byte, u int32) []byte {
+	return strconv.AppendInt(append(b, "user_"...), int64(u), 10)
+}

@@ -1,0 +1,3 @@
+module chatsim
+
+go 1.25

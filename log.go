@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// RecordKind is what a log record tells.
+type RecordKind uint8
+
+// The kinds of log records; their names are the JSON "kind" values.
+const (
+	KindOnline RecordKind = iota + 1
+	KindCreate
+	KindCreateFailed
+	KindJoin
+	KindSee
+	KindMerge
+	KindMessage
+	KindMessageFailed
+	KindReceive
+	KindClose
+	KindCloseFailed
+	KindCloseSeen
+	KindStale
+)
+
+var kindNames = [...]string{
+	KindOnline:        "online",
+	KindCreate:        "create",
+	KindCreateFailed:  "create_failed",
+	KindJoin:          "join",
+	KindSee:           "see",
+	KindMerge:         "merge",
+	KindMessage:       "message",
+	KindMessageFailed: "message_failed",
+	KindReceive:       "receive",
+	KindClose:         "close",
+	KindCloseFailed:   "close_failed",
+	KindCloseSeen:     "close_seen",
+	KindStale:         "stale",
+}
+
+func (k RecordKind) String() string { return kindNames[k] }
+
+// Record is one line of the log, from the perspective of User. Fields that
+// do not apply to a kind are zero.
+type Record struct {
+	T       time.Duration // simulation time since the start
+	User    int32
+	Kind    RecordKind
+	Room    Stamp  // the incarnation concerned (for a merge, the one kept)
+	Dropped Stamp  // merge: the incarnation dropped
+	Group   *Group // members, where a room is announced
+	By      int32  // who caused it: creator, sender or closer
+	Peer    int32  // online: the user that came online
+	Msg     Stamp  // message id
+	Of      EventKind
+	Late    bool // receive: the incarnation is no longer live in this view
+	Held    bool // receive: the message waited for its room to be known
+	Reason  string
+}
+
+// phrases are the messages users send; a message's text is picked by its id.
+var phrases = [...]string{
+	"hi all", "anyone around?", "lunch at noon?", "did the build pass?",
+	"brb", "sounds good", "who has the notes?", "see you tomorrow",
+	"+1", "on my way", "which room was that?", "thanks!",
+}
+
+func messageText(id Stamp) string {
+	return phrases[(id.Clock*31+uint64(id.UID))%uint64(len(phrases))]
+}
+
+// maxShown is how many members a log line lists before it abbreviates, so
+// that a line stays readable for a room of a thousand.
+const maxShown = 8
+
+// renderer turns records into log lines, as text or as JSON Lines.
+type renderer struct {
+	json bool
+	base time.Time // the wall time shown for simulation time 0
+}
+
+// append renders rec as one line, newline included.
+func (r *renderer) append(b []byte, rec *Record) []byte {
+	if r.json {
+		return r.appendJSON(b, rec)
+	}
+	b = append(b, '[')
+	b = r.base.Add(rec.T).AppendFormat(b, "15:04:05.000000")
+	b = append(b, ' ')
+	b = appendUID(b, rec.User)
+	b = append(b, "] "...)
+	switch rec.Kind {
+	case KindOnline:
+		b = appendUID(b, rec.Peer)
+		b = append(b, " is online"...)
+	case KindCreate:
+		b = appendChat(append(b, "I created "...), rec.Room)
+		b = appendMembers(append(b, " with "...), rec.Group)
+	case KindCreateFailed:
+		if rec.Group == nil {
+			b = append(b, "I wanted to create a chat, but "...)
+			b = append(b, rec.Reason...)
+			break
+		}
+		b = appendMembers(append(b, "I wanted to create a chat with "...), rec.Group)
+		b = appendChat(append(b, ", but "...), rec.Room)
+		b = append(b, " already has that group"...)
+	case KindJoin, KindSee:
+		if rec.Kind == KindJoin {
+			b = append(b, "I joined "...)
+		} else {
+			b = append(b, "I see a new "...)
+		}
+		b = appendChat(b, rec.Room)
+		b = appendUID(append(b, ", created by "...), rec.By)
+		b = appendMembers(append(b, ", with "...), rec.Group)
+	case KindMerge:
+		b = appendChat(b, rec.Dropped)
+		b = appendChat(append(b, " and "...), rec.Room)
+		b = append(b, " have the same group: I keep "...)
+		b = rec.Room.append(b)
+		b = append(b, ", the greater stamp, and drop "...)
+		b = rec.Dropped.append(b)
+	case KindMessage:
+		b = appendQuoted(append(b, "I sent "...), rec.Msg)
+		b = appendChat(append(b, " to "...), rec.Room)
+	case KindReceive:
+		b = appendQuoted(append(b, "I received "...), rec.Msg)
+		b = appendUID(append(b, " from "...), rec.By)
+		b = appendChat(append(b, " in "...), rec.Room)
+		if rec.Held {
+			b = append(b, ", held back until I knew the chat"...)
+		}
+		if rec.Late {
+			b = append(b, " (late: the chat is no longer live)"...)
+		}
+	case KindMessageFailed:
+		b = append(b, "I wanted to send a message, but "...)
+		b = append(b, rec.Reason...)
+	case KindClose:
+		b = appendChat(append(b, "I closed "...), rec.Room)
+	case KindCloseFailed:
+		b = append(b, "I wanted to close a chat, but "...)
+		b = append(b, rec.Reason...)
+	case KindCloseSeen:
+		b = appendUID(b, rec.By)
+		b = appendChat(append(b, " closed "...), rec.Room)
+	case KindStale:
+		b = append(b, "I ignored "...)
+		b = appendUID(b, rec.By)
+		if rec.Of == CreateEvent {
+			b = append(b, "'s outdated create of "...)
+		} else {
+			b = append(b, "'s outdated close of "...)
+		}
+		b = appendChat(b, rec.Room)
+		b = append(b, ": "...)
+		b = append(b, rec.Reason...)
+	}
+	return append(b, '\n')
+}
+
+func appendChat(b []byte, s Stamp) []byte { return s.append(append(b, "chat "...)) }
+
+func appendQuoted(b []byte, msg Stamp) []byte { return strconv.AppendQuote(b, messageText(msg)) }
+
+// appendMembers lists up to maxShown members, then how many more there are.
+func appendMembers(b []byte, g *Group) []byte {
+	for i, u := range g.Members() {
+		if i == maxShown {
+			b = append(b, " and "...)
+			b = strconv.AppendInt(b, int64(g.Size()-maxShown), 10)
+			return append(b, " more"...)
+		}
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = appendUID(b, u)
+	}
+	return b
+}
+
+// jsonRecord is the JSON Lines form of a Record.
+type jsonRecord struct {
+	T           float64  `json:"t"`
+	User        string   `json:"user"`
+	Kind        string   `json:"kind"`
+	Peer        string   `json:"peer,omitempty"`
+	Room        string   `json:"room,omitempty"`
+	DroppedRoom string   `json:"dropped_room,omitempty"`
+	Members     []string `json:"members,omitempty"`
+	By          string   `json:"by,omitempty"`
+	Msg         string   `json:"msg,omitempty"`
+	Text        string   `json:"text,omitempty"`
+	Event       string   `json:"event,omitempty"`
+	Late        *bool    `json:"late,omitempty"`
+	Held        bool     `json:"held,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+}
+
+func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
+	j := jsonRecord{T: rec.T.Seconds(), User: uidName(rec.User), Kind: rec.Kind.String(), Reason: rec.Reason}
+	if rec.Peer != 0 {
+		j.Peer = uidName(rec.Peer)
+	}
+	if !rec.Room.IsZero() {
+		j.Room = rec.Room.String()
+	}
+	if !rec.Dropped.IsZero() {
+		j.DroppedRoom = rec.Dropped.String()
+	}
+	if rec.Group != nil {
+		for _, u := range rec.Group.Members() {
+			j.Members = append(j.Members, uidName(u))
+		}
+	}
+	if rec.By != 0 {
+		j.By = uidName(rec.By)
+	}
+	if !rec.Msg.IsZero() {
+		j.Msg, j.Text = rec.Msg.String(), messageText(rec.Msg)
+	}
+	switch rec.Of {
+	case CreateEvent:
+		j.Event = "create"
+	case CloseEvent:
+		j.Event = "close"
+	}
+	if rec.Kind == KindReceive {
+		j.Late, j.Held = &rec.Late, rec.Held
+	}
+	return appendJSONLine(b, j)
+}
+
+// appendJSONLine appends v as one line of JSON.
+func appendJSONLine(b []byte, v any) []byte {
+	line, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only plain structs are marshalled
+	}
+	return append(append(b, line...), '\n')
+}
+
+// sink is the one serialized, buffered writer that every line goes
+// through. Whole batches of lines are written under the lock, so lines never
+// interleave; a flusher writes the buffer out shortly after it becomes
+// dirty, so a person watching sees lines as they happen while a busy run
+// still makes few system calls.
+type sink struct {
+	mu     sync.Mutex
+	w      *bufio.Writer
+	err    error
+	kick   chan struct{} // one slot: the buffer has something to flush
+	broken chan struct{} // closed on the first write error
+}
+
+// flushDelay is how long a line may wait in the buffer.
+const flushDelay = 20 * time.Millisecond
+
+func newSink(w io.Writer) *sink {
+	return &sink{
+		w:      bufio.NewWriterSize(w, 64<<10),
+		kick:   make(chan struct{}, 1),
+		broken: make(chan struct{}),
+	}
+}
+
+// Write writes p whole, or drops it once the output has failed (a reader
+// that went away, as in `chatsim | head`).
+func (s *sink) Write(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	if _, err := s.w.Write(p); err != nil {
+		s.fail(err)
+		return
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Flush writes out the buffer now.
+func (s *sink) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		if err := s.w.Flush(); err != nil {
+			s.fail(err)
+		}
+	}
+	return s.err
+}
+
+func (s *sink) fail(err error) {
+	s.err = err
+	close(s.broken)
+}
+
+// flushLoop flushes the buffer flushDelay after it becomes dirty, until
+// stop is closed.
+func (s *sink) flushLoop(stop <-chan struct{}) {
+	t := time.NewTimer(flushDelay)
+	t.Stop()
+	for {
+		select {
+		case <-stop:
+			t.Stop()
+			return
+		case <-s.kick:
+			t.Reset(flushDelay)
+			select {
+			case <-stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			s.Flush()
+		}
+	}
+}
