@@ -1,0 +1,342 @@
+// Command chatsim simulates a multi-user chat with no central server. Every
+// user is a goroutine with its own view of who is online and of every live
+// room; users create rooms, send messages and close rooms only by sending
+// events to each other. Run it with -h for the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// hardExit ends the process at once on a second interrupt.
+var hardExit = os.Exit
+
+// maxUsers is the most users a run may have.
+const maxUsers = 100000
+
+// run is the whole program: it parses args, runs the simulation and prints
+// the summary, and returns the exit status: 0 when the run converged, 1 when
+// it did not (a bug), 2 on bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, fs, err := parseArgs(args)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout, fs, true)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatsim: %v\n", err)
+		printUsage(stderr, fs, false)
+		return 2
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = rand.Uint64N(1e9) + 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopSignals := onSignals(cancel)
+	defer stopSignals()
+
+	stopProfiles, err := startProfiles(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "chatsim: %v\n", err)
+		return 1
+	}
+	s := newSim(cfg, stdout, stderr)
+	s.out.Write(startLine(cfg))
+	rep := s.run(ctx)
+	if err := stopProfiles(); err != nil {
+		fmt.Fprintf(stderr, "chatsim: %v\n", err)
+	}
+	if isClosed(s.out.broken) {
+		return 0 // the reader went away, as with `chatsim | head`: nothing to say
+	}
+	if err := s.out.Flush(); err != nil {
+		return 0
+	}
+	if cfg.JSON {
+		err = rep.writeJSON(stdout)
+	} else {
+		err = rep.writeText(stdout)
+	}
+	if err == nil && !rep.Converged {
+		return 1
+	}
+	return 0
+}
+
+// onSignals cancels the run on the first SIGINT or SIGTERM and exits at
+// once on the second. It returns a function that stops listening.
+func onSignals(cancel func()) (stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			hardExit(130)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
+}
+
+func startLine(cfg Config) []byte {
+	mode := "real time"
+	if cfg.Fast {
+		mode = "fast"
+	}
+	if cfg.JSON {
+		return appendJSONLine(nil, struct {
+			Kind   string  `json:"kind"`
+			T      float64 `json:"t"`
+			Seed   uint64  `json:"seed"`
+			Users  int     `json:"users"`
+			Mode   string  `json:"mode"`
+			Tick   string  `json:"tick"`
+			Chance float64 `json:"chance"`
+			Delay  string  `json:"delay,omitempty"`
+		}{"start", 0, cfg.Seed, cfg.Users, mode, cfg.Tick.String(), cfg.Chance, durOrEmpty(cfg.Delay)})
+	}
+	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", cfg.Users, cfg.Seed, mode, cfg.Tick, cfg.Chance)
+	if cfg.Delay > 0 {
+		line += ", delay up to " + cfg.Delay.String()
+	}
+	if cfg.Duration > 0 {
+		line += ", for " + cfg.Duration.String()
+	} else {
+		line += ", until Ctrl-C"
+	}
+	return []byte(line + "\n")
+}
+
+func durOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// parseArgs reads the flags. Every flag checks its own range, so an error
+// names the flag and what it allows.
+func parseArgs(args []string) (Config, *flag.FlagSet, error) {
+	cfg := Config{Users: 4, Tick: time.Second, Chance: 0.3}
+	fs := flag.NewFlagSet("chatsim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var(&intValue{&cfg.Users, 2, maxUsers}, "users", "simulate `N` users, from 2 to 100000")
+	fs.Var(&seedValue{&cfg.Seed}, "seed", "seed `S` for every random choice; 0 picks one (the seed in use is printed, to repeat a run)")
+	fs.Var(&durValue{&cfg.Duration, 0}, "duration", "stop by itself after `D` (simulated with -fast); 0 runs until Ctrl-C")
+	fs.Var(&durValue{&cfg.Tick, 1}, "tick", "how often each user rolls for an action, `D` above 0")
+	fs.Var(&chanceValue{&cfg.Chance}, "chance", "chance `P` from 0 to 1 that a user acts on a tick")
+	fs.BoolVar(&cfg.Quiet, "quiet", false, "no per-event log, only the summary")
+	fs.BoolVar(&cfg.JSON, "json", false, "log and summary as JSON Lines instead of text")
+	fs.BoolVar(&cfg.Fast, "fast", false, "virtual time in lockstep: as fast as the CPU allows, and the same seed gives the same output")
+	fs.Var(&durValue{&cfg.Delay, 0}, "delay", "hold each delivery back a random time up to `D` (whole ticks with -fast)")
+	fs.Var(&durValue{&cfg.Stats, 0}, "stats", "write a progress line to stderr every `D` (simulated with -fast)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile to `file`")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` at the end")
+	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace to `file` (go tool trace)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, fs, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fs, fmt.Errorf("unexpected argument %q: chatsim takes only flags", fs.Arg(0))
+	}
+	return cfg, fs, nil
+}
+
+const usageIntro = `chatsim simulates a chat with no server. Every user is a goroutine with its
+own view of who is online and of every live room; users create rooms, send
+messages and close rooms only by telling each other. Ctrl-C stops the run,
+delivers what is in flight and prints a summary; a second Ctrl-C quits at once.
+
+`
+
+const usageHead = `Usage: chatsim [flags]
+
+Examples:
+  chatsim -users 6                          watch six users, until Ctrl-C
+  chatsim -users 6 -duration 30s -seed 42   stop by itself after 30s
+  chatsim -fast -users 5 -duration 60s -seed 7 -delay 3s
+                                            virtual time: replays byte for byte
+  chatsim -quiet -users 1000 -tick 10ms -duration 10s
+  chatsim -fast -json -duration 60s | jq -c 'select(.kind == "merge")'
+
+Flags:
+`
+
+// printUsage prints the usage; the intro only when it was asked for.
+func printUsage(w io.Writer, fs *flag.FlagSet, intro bool) {
+	if intro {
+		fmt.Fprint(w, usageIntro)
+	}
+	fmt.Fprint(w, usageHead)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// intValue is an int flag confined to [lo, hi].
+type intValue struct {
+	p      *int
+	lo, hi int
+}
+
+func (v *intValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.Itoa(*v.p)
+}
+
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < v.lo || n > v.hi {
+		return fmt.Errorf("must be a whole number from %d to %d", v.lo, v.hi)
+	}
+	*v.p = n
+	return nil
+}
+
+// seedValue is a uint64 flag.
+type seedValue struct{ p *uint64 }
+
+func (v *seedValue) String() string {
+	if v.p == nil {
+		return "0"
+	}
+	return strconv.FormatUint(*v.p, 10)
+}
+
+func (v *seedValue) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return errors.New("must be a whole number from 0 to 18446744073709551615 (0 picks one)")
+	}
+	*v.p = n
+	return nil
+}
+
+// chanceValue is a probability flag.
+type chanceValue struct{ p *float64 }
+
+func (v *chanceValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.FormatFloat(*v.p, 'g', -1, 64)
+}
+
+func (v *chanceValue) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f >= 0 && f <= 1) {
+		return errors.New("must be a number from 0 to 1, like 0.3")
+	}
+	*v.p = f
+	return nil
+}
+
+// durValue is a duration flag of at least min.
+type durValue struct {
+	p   *time.Duration
+	min time.Duration
+}
+
+func (v *durValue) String() string {
+	if v.p == nil {
+		return "0s"
+	}
+	return v.p.String()
+}
+
+func (v *durValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < v.min {
+		if v.min > 0 {
+			return errors.New("must be a duration above 0, like 500ms or 2s")
+		}
+		return errors.New("must be a duration of 0 or more, like 30s or 5m")
+	}
+	*v.p = d
+	return nil
+}
+
+// startProfiles starts what -cpuprofile and -trace ask for and returns the
+// function that finishes them and writes -memprofile.
+func startProfiles(cfg Config) (stop func() error, err error) {
+	var closers []func() error
+	stop = func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		if cfg.MemProfile != "" {
+			errs = append(errs, writeHeapProfile(cfg.MemProfile))
+		}
+		return errors.Join(errs...)
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		closers = append(closers, func() error { pprof.StopCPUProfile(); return f.Close() })
+	}
+	if cfg.Trace != "" {
+		f, err := os.Create(cfg.Trace)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("-trace: %w", err)
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			stop()
+			return nil, fmt.Errorf("-trace: %w", err)
+		}
+		closers = append(closers, func() error { trace.Stop(); return f.Close() })
+	}
+	return stop, nil
+}
+
+func writeHeapProfile(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("-memprofile: %w", err)
+	}
+	return f.Close()
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// badInputs are command lines that must be refused with a one-line error
+// that names the flag and what it allows, then the usage, and status 2.
+var badInputs = []struct {
+	args []string
+	want string // in the first line of stderr
+}{
+	{[]string{"-users", "1"}, `-users: must be a whole number from 2 to 100000`},
+	{[]string{"-users", "-3"}, `-users: must be a whole number from 2 to 100000`},
+	{[]string{"-users", "x"}, `-users: must be a whole number from 2 to 100000`},
+	{[]string{"-users", "1000001"}, `-users: must be a whole number from 2 to 100000`},
+	{[]string{"-chance", "1.5"}, `-chance: must be a number from 0 to 1`},
+	{[]string{"-chance", "-0.1"}, `-chance: must be a number from 0 to 1`},
+	{[]string{"-chance", "NaN"}, `-chance: must be a number from 0 to 1`},
+	{[]string{"-tick", "0"}, `-tick: must be a duration above 0`},
+	{[]string{"-tick", "-1s"}, `-tick: must be a duration above 0`},
+	{[]string{"-duration", "-5s"}, `-duration: must be a duration of 0 or more`},
+	{[]string{"-delay", "soon"}, `-delay: must be a duration of 0 or more`},
+	{[]string{"-stats", "-1s"}, `-stats: must be a duration of 0 or more`},
+	{[]string{"-seed", "x"}, `-seed: must be a whole number from 0 to`},
+	{[]string{"-bogus"}, `flag provided but not defined: -bogus`},
+	{[]string{"-users", "6", "extra"}, `unexpected argument "extra": chatsim takes only flags`},
+	{[]string{"-users"}, `flag needs an argument: -users`},
+}
+
+func TestBadInput(t *testing.T) {
+	for _, tc := range badInputs {
+		var out, errs bytes.Buffer
+		code := run(tc.args, &out, &errs)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2", tc.args, code)
+		}
+		first, rest, _ := strings.Cut(errs.String(), "\n")
+		if !strings.HasPrefix(first, "chatsim: ") || !strings.Contains(first, tc.want) {
+			t.Errorf("%v: first line %q, want it to contain %q", tc.args, first, tc.want)
+		}
+		if !strings.Contains(rest, "Usage: chatsim [flags]") {
+			t.Errorf("%v: no usage after the error", tc.args)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%v: wrote to stdout: %q", tc.args, out.String())
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		var out, errs bytes.Buffer
+		if code := run([]string{arg}, &out, &errs); code != 0 {
+			t.Errorf("%s: exit %d", arg, code)
+		}
+		for _, want := range []string{"Usage: chatsim [flags]", "Examples:", "-users N", "-seed S", "-fast", "-quiet"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s: usage lacks %q", arg, want)
+			}
+		}
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	cfg, _, err := parseArgs(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Users != 4 || cfg.Chance != 0.3 || cfg.Tick.String() != "1s" || cfg.Duration != 0 || cfg.Seed != 0 || cfg.Quiet {
+		t.Errorf("defaults = %+v", cfg)
+	}
+}
+
+// A short run through run, as main calls it: the seed is printed at the
+// start and in the summary, and the verdict is given.
+func TestRunPrintsSeedAndSummary(t *testing.T) {
+	var out, errs bytes.Buffer
+	code := run([]string{"-fast", "-users", "6", "-duration", "30s", "-seed", "99"}, &out, &errs)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	s := out.String()
+	if !strings.HasPrefix(s, "chatsim: 6 users, seed 99, fast, tick 1s, chance 0.3, for 30s\n") {
+		t.Errorf("start line: %.100q", s)
+	}
+	for _, want := range []string{"\nsummary\n", "seed        99 (repeat the run with -seed 99)", "verdict     converged"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+func TestRunPicksSeed(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run([]string{"-fast", "-quiet", "-duration", "5s"}, &out, &errs); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(out.String(), "seed 0,") {
+		t.Errorf("seed 0 was not replaced: %s", out.String())
+	}
+}
+
+// Profiles and traces are written where asked.
+func TestProfiles(t *testing.T) {
+	dir := t.TempDir()
+	cpu, mem, tr := filepath.Join(dir, "cpu.out"), filepath.Join(dir, "mem.out"), filepath.Join(dir, "trace.out")
+	var out, errs bytes.Buffer
+	code := run([]string{"-fast", "-quiet", "-users", "20", "-duration", "20s", "-cpuprofile", cpu, "-memprofile", mem, "-trace", tr}, &out, &errs)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	for _, f := range []string{cpu, mem, tr} {
+		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	code = run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
+	if code != 1 || !strings.Contains(errs.String(), "-cpuprofile:") {
+		t.Errorf("unwritable profile: exit %d, %q", code, errs.String())
+	}
+}
+
+// brokenWriter fails like a pipe whose reader went away.
+type brokenWriter struct{ n int }
+
+func (w *brokenWriter) Write(p []byte) (int, error) {
+	if w.n <= 0 {
+		return 0, errors.New("broken pipe")
+	}
+	w.n--
+	return len(p), nil
+}
+
+// When the output goes away the run ends quietly: no panic, nothing on
+// stderr.
+func TestBrokenOutputEndsQuietly(t *testing.T) {
+	for _, fast := range []string{"-fast", "-fast=false"} {
+		var errs bytes.Buffer
+		code := run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{n: 1}, &errs)
+		if code != 0 || errs.Len() != 0 {
+			t.Errorf("%s: exit %d, stderr %q", fast, code, errs.String())
+		}
+	}
+}
+
+// A second signal ends the process at once with status 130.
+func TestSecondSignalExits(t *testing.T) {
+	exited := make(chan int, 1)
+	hardExit = func(code int) { exited <- code }
+	defer func() { hardExit = os.Exit }()
+	cancelled := make(chan struct{})
+	stop := onSignals(func() { close(cancelled) })
+	defer stop()
+	p, _ := os.FindProcess(os.Getpid())
+	p.Signal(os.Interrupt)
+	<-cancelled
+	p.Signal(os.Interrupt)
+	if code := <-exited; code != 130 {
+		t.Errorf("second interrupt: exit %d, want 130", code)
+	}
+}

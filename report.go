@@ -1,0 +1,413 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"strings"
+	"time"
+)
+
+// Report is everything the summary says, gathered before anything is
+// printed, so that text and JSON say the same.
+type Report struct {
+	Seed     uint64  `json:"seed"`
+	Users    int     `json:"users"`
+	Mode     string  `json:"mode"`
+	Tick     string  `json:"tick"`
+	Chance   float64 `json:"chance"`
+	Delay    string  `json:"delay,omitempty"`
+	Stopped  string  `json:"stopped"`
+	RunTime  float64 `json:"run_time"` // seconds; simulated in fast mode
+	Ticks    int64   `json:"ticks"`    // ticks run: per user in fast mode, the longest any user served in real time
+	Served   int64   `json:"ticks_served"`
+	Skipped  int64   `json:"ticks_skipped"`
+	Actions  Actions `json:"actions"`
+	Rooms    Rooms   `json:"rooms"`
+	Messages Msgs    `json:"messages"`
+
+	Latency   *Latency `json:"latency,omitempty"` // real time only
+	OverBound int64    `json:"over_bound,omitempty"`
+
+	LiveSpark     string `json:"live_rooms_sparkline"`
+	DeliverySpark string `json:"deliveries_sparkline"`
+
+	Converged bool     `json:"converged"`
+	Problems  []string `json:"problems,omitempty"`
+
+	finals []finalView // JSON mode: each user's live rooms
+}
+
+// Actions counts the users' rolls that led to an action, by kind.
+type Actions struct {
+	Total   int64  `json:"total"`
+	Create  Action `json:"create"`
+	Message Action `json:"message"`
+	Close   Action `json:"close"`
+}
+
+// Action is the count of one kind of action and of its failures.
+type Action struct {
+	Tried  int64 `json:"tried"`
+	Failed int64 `json:"failed"`
+}
+
+// Rooms is what became of the rooms created: each was closed, replaced by a
+// concurrent duplicate, or is live at the end.
+type Rooms struct {
+	Created    int64 `json:"created"`
+	Duplicates int64 `json:"duplicates_resolved"`
+	Closed     int64 `json:"closed"`
+	Live       int64 `json:"live"`
+}
+
+// Msgs accounts for messages: every message owes one delivery to each other
+// member of its room, and after the drain all are paid.
+type Msgs struct {
+	Sent       int64 `json:"sent"`
+	Expected   int64 `json:"expected"`
+	Deliveries int64 `json:"deliveries"`
+	Late       int64 `json:"late"`
+	Held       int64 `json:"held"`
+}
+
+// Latency is the spread of send-to-apply times in real time.
+type Latency struct {
+	P50 time.Duration `json:"p50_ns"`
+	P95 time.Duration `json:"p95_ns"`
+	P99 time.Duration `json:"p99_ns"`
+	Max time.Duration `json:"max_ns"`
+}
+
+type finalView struct {
+	Kind  string   `json:"kind"`
+	User  string   `json:"user"`
+	Rooms []string `json:"rooms"`
+}
+
+// report builds the report once every user has exited.
+func (s *Sim) report() *Report {
+	c := s.cfg
+	r := &Report{
+		Seed: c.Seed, Users: c.Users, Tick: c.Tick.String(), Chance: c.Chance,
+		Mode: "real time", Stopped: s.stopped, RunTime: s.runTime.Seconds(),
+	}
+	if c.Fast {
+		r.Mode = "fast"
+	}
+	if c.Delay > 0 {
+		r.Delay = c.Delay.String()
+	}
+	var lat hist
+	var tot Counts
+	for _, u := range s.users {
+		v := u.view
+		r.Served += u.Ticks
+		r.Skipped += u.Skipped
+		r.Ticks = max(r.Ticks, u.Ticks+u.Skipped)
+		r.Actions.Total += u.Acted
+		r.Messages.Held += int64(v.HeldCount())
+		r.OverBound += u.overBound
+		tot.add(&v.Counts)
+		if u.lat != nil {
+			lat.merge(u.lat)
+		}
+	}
+	if c.Fast {
+		r.Ticks = s.ticks
+	}
+	r.Actions.Create = Action{tot.Creates, tot.CreateFailed}
+	r.Actions.Message = Action{tot.Messages, tot.MessageFailed}
+	r.Actions.Close = Action{tot.Closes, tot.CloseFailed}
+	r.Rooms = Rooms{Created: tot.Created, Duplicates: tot.Duplicates, Closed: tot.Closed, Live: tot.OwnLive}
+	r.Messages.Sent = tot.Messages - tot.MessageFailed
+	r.Messages.Expected = tot.Expected
+	r.Messages.Deliveries = tot.Deliveries
+	r.Messages.Late = tot.Late
+	if !c.Fast && lat.n > 0 {
+		r.Latency = &Latency{lat.quantile(0.50), lat.quantile(0.95), lat.quantile(0.99), lat.max}
+	}
+	r.LiveSpark = s.live.sparkline()
+	r.DeliverySpark = s.delivers.sparkline()
+
+	views := make([]*View, len(s.users))
+	for i, u := range s.users {
+		views[i] = u.view
+	}
+	r.Problems = check(views, &tot, r)
+	r.Converged = len(r.Problems) == 0
+	if c.JSON {
+		for _, v := range views {
+			f := finalView{Kind: "final", User: uidName(v.Self()), Rooms: []string{}}
+			for _, room := range v.Rooms() {
+				f.Rooms = append(f.Rooms, room.Stamp.String())
+			}
+			r.finals = append(r.finals, f)
+		}
+	}
+	return r
+}
+
+// maxProblems caps how many differences the verdict lists.
+const maxProblems = 5
+
+// check compares every user's final view and the run's accounting. It
+// returns what is wrong, or nothing when the run converged: every user has
+// the same live rooms, no two live rooms share a group, every room created
+// was closed, replaced or is live, and every message reached every other
+// member of its room exactly once.
+func check(views []*View, tot *Counts, r *Report) []string {
+	var problems []string
+	add := func(format string, args ...any) {
+		if len(problems) < maxProblems {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	if len(views) == 0 {
+		return nil
+	}
+	ref := views[0].Rooms()
+	for _, v := range views[1:] {
+		if d := diffRooms(ref, v.Rooms()); d != "" {
+			add("%s and %s disagree: %s", uidName(views[0].Self()), uidName(v.Self()), d)
+		}
+	}
+	byHash := map[uint64][]*Group{}
+	for _, room := range ref {
+		for _, g := range byHash[room.Group.hash] {
+			if g.Equal(room.Group) {
+				add("two live rooms share a group: %s", room.Stamp)
+			}
+		}
+		byHash[room.Group.hash] = append(byHash[room.Group.hash], room.Group)
+	}
+	if int64(len(ref)) != tot.OwnLive {
+		add("%d rooms are live in the views, but their creators count %d live", len(ref), tot.OwnLive)
+	}
+	if n := tot.Closed + tot.Duplicates + tot.OwnLive; n != tot.Created {
+		add("%d rooms created, but %d closed, replaced or live", tot.Created, n)
+	}
+	if r.Messages.Held > 0 {
+		add("%d messages still held back", r.Messages.Held)
+	}
+	if tot.Deliveries != tot.Expected {
+		add("%d deliveries, but messages were owed %d", tot.Deliveries, tot.Expected)
+	}
+	if tot.NonMember > 0 {
+		add("%d messages reached a non-member", tot.NonMember)
+	}
+	return problems
+}
+
+// diffRooms describes how two sorted room lists differ, or returns "".
+func diffRooms(a, b []Room) string {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch {
+		case a[i].Stamp == b[j].Stamp:
+			i++
+			j++
+		case a[i].Stamp.Less(b[j].Stamp):
+			return fmt.Sprintf("only the first has chat %s live", a[i].Stamp)
+		default:
+			return fmt.Sprintf("only the second has chat %s live", b[j].Stamp)
+		}
+	}
+	if i < len(a) {
+		return fmt.Sprintf("only the first has chat %s live", a[i].Stamp)
+	}
+	if j < len(b) {
+		return fmt.Sprintf("only the second has chat %s live", b[j].Stamp)
+	}
+	return ""
+}
+
+// writeText prints the summary for people.
+func (r *Report) writeText(w io.Writer) error {
+	var b strings.Builder
+	p := func(label, format string, args ...any) {
+		fmt.Fprintf(&b, "  %-11s ", label)
+		fmt.Fprintf(&b, format, args...)
+		b.WriteByte('\n')
+	}
+	b.WriteString("\nsummary\n")
+	p("seed", "%d (repeat the run with -seed %d)", r.Seed, r.Seed)
+	mode := r.Mode
+	if r.Delay != "" {
+		mode += ", delay up to " + r.Delay
+	}
+	p("users", "%d, %s, tick %s, chance %g", r.Users, mode, r.Tick, r.Chance)
+	p("run", "%s, %d ticks, %s", fmtSeconds(r.RunTime), r.Ticks, r.Stopped)
+	p("ticks", "%d served, %d skipped under load", r.Served, r.Skipped)
+	a := r.Actions
+	p("actions", "%d: create %d (%d failed), message %d (%d failed), close %d (%d failed)",
+		a.Total, a.Create.Tried, a.Create.Failed, a.Message.Tried, a.Message.Failed, a.Close.Tried, a.Close.Failed)
+	m := r.Rooms
+	p("rooms", "%d created: %d closed, %d concurrent duplicates resolved, %d live at the end",
+		m.Created, m.Closed, m.Duplicates, m.Live)
+	g := r.Messages
+	p("messages", "%d sent, %d deliveries of %d owed, %d late, %d held back", g.Sent, g.Deliveries, g.Expected, g.Late, g.Held)
+	if l := r.Latency; l != nil {
+		p("latency", "p50 %s, p95 %s, p99 %s, max %s (send to apply)", fmtDur(l.P50), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Max))
+	}
+	if r.OverBound > 0 {
+		p("over bound", "%d deliveries took longer than the reclaiming of closed rooms allows for", r.OverBound)
+	}
+	p("live rooms", "%s", r.LiveSpark)
+	p("deliveries", "%s (per tick)", r.DeliverySpark)
+	if r.Converged {
+		p("verdict", "converged: all %d users agree on %d live rooms, no two share a group, every message delivered once", r.Users, r.Rooms.Live)
+	} else {
+		p("verdict", "NOT CONVERGED")
+		for _, s := range r.Problems {
+			p("", "%s", s)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeJSON prints each user's final rooms, then the summary, as JSON Lines.
+func (r *Report) writeJSON(w io.Writer) error {
+	var b []byte
+	for _, f := range r.finals {
+		b = appendJSONLine(b, f)
+	}
+	b = appendJSONLine(b, struct {
+		Kind string `json:"kind"`
+		*Report
+	}{"summary", r})
+	_, err := w.Write(b)
+	return err
+}
+
+func fmtSeconds(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
+	default:
+		return d.Round(time.Microsecond / 10).String()
+	}
+}
+
+// sparkWidth is the most characters a sparkline takes.
+const sparkWidth = 48
+
+// series keeps a value sampled over a run in at most sparkWidth buckets:
+// when they are full, neighbours are merged and each bucket covers twice as
+// many samples. Memory stays fixed however long the run.
+type series struct {
+	sum []float64
+	n   []int
+	per int // samples per bucket
+}
+
+func newSeries(width int) series {
+	return series{sum: make([]float64, 0, width), n: make([]int, 0, width), per: 1}
+}
+
+func (s *series) add(x float64) {
+	if k := len(s.n); k > 0 && s.n[k-1] < s.per {
+		s.sum[k-1] += x
+		s.n[k-1]++
+		return
+	}
+	if len(s.n) == cap(s.n) {
+		h := len(s.n) / 2
+		for i := range h {
+			s.sum[i] = s.sum[2*i] + s.sum[2*i+1]
+			s.n[i] = s.n[2*i] + s.n[2*i+1]
+		}
+		s.sum, s.n, s.per = s.sum[:h], s.n[:h], s.per*2
+	}
+	s.sum = append(s.sum, x)
+	s.n = append(s.n, 1)
+}
+
+var sparks = []rune("▁▂▃▄▅▆▇█")
+
+// sparkline draws the bucket averages from 0 to the largest, with the range
+// after it.
+func (s *series) sparkline() string {
+	if len(s.n) == 0 {
+		return "(no samples)"
+	}
+	avg := make([]float64, len(s.n))
+	top := 0.0
+	for i := range avg {
+		avg[i] = s.sum[i] / float64(s.n[i])
+		top = max(top, avg[i])
+	}
+	var b strings.Builder
+	for _, x := range avg {
+		i := 0
+		if top > 0 {
+			i = int(math.Round(x / top * float64(len(sparks)-1)))
+		}
+		b.WriteRune(sparks[i])
+	}
+	fmt.Fprintf(&b, " max %.4g", top)
+	return b.String()
+}
+
+// hist is a log-linear histogram of durations: sixteen buckets per power of
+// two, so a quantile is within 1/16 of the truth, in fixed memory.
+type hist struct {
+	counts [64 * 16]int64
+	n      int64
+	max    time.Duration
+}
+
+func histBucket(v uint64) int {
+	if v < 16 {
+		return int(v)
+	}
+	e := bits.Len64(v) - 5 // v>>e is in [16, 32)
+	return (e+1)*16 + int(v>>e) - 16
+}
+
+// histUpper is the largest value in bucket i.
+func histUpper(i int) time.Duration {
+	if i < 16 {
+		return time.Duration(i)
+	}
+	e := i/16 - 1
+	return time.Duration((uint64(16+i%16+1) << e) - 1)
+}
+
+func (h *hist) add(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	h.counts[histBucket(uint64(d))]++
+	h.n++
+	h.max = max(h.max, d)
+}
+
+func (h *hist) merge(o *hist) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+	h.max = max(h.max, o.max)
+}
+
+// quantile returns the upper end of the bucket that holds the q-quantile.
+func (h *hist) quantile(q float64) time.Duration {
+	rank := int64(math.Ceil(q * float64(h.n)))
+	var seen int64
+	for i, c := range h.counts {
+		seen += c
+		if seen >= rank && c > 0 {
+			return min(histUpper(i), h.max)
+		}
+	}
+	return h.max
+}

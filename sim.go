@@ -1,0 +1,400 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config is a run's settings, as the flags give them.
+type Config struct {
+	Users    int
+	Seed     uint64
+	Duration time.Duration // 0: until stopped
+	Tick     time.Duration
+	Chance   float64
+	Quiet    bool
+	JSON     bool
+	Fast     bool
+	Delay    time.Duration // each delivery is held back up to this long
+	Stats    time.Duration // 0: no progress lines
+
+	CPUProfile, MemProfile, Trace string
+
+	inbox int // EventChannel capacity; 0 picks one by the number of users
+}
+
+// Sim is one run: the users, the directory of their channels, and the
+// machinery around them: the clock, the stop, the log and the figures for
+// the summary. The simulator may count things across users for reporting and
+// checking, but no user ever reads another's state to decide what to do.
+type Sim struct {
+	cfg     Config
+	users   []*User         // users[i] is user_{i+1}
+	dir     []chan Delivery // dir[u] is user_u's EventChannel; fixed before any user starts
+	out     *sink
+	stderr  io.Writer
+	rend    renderer
+	logging bool
+	t0      time.Time
+
+	// bound is Δ, the longest time from sending an event to applying it
+	// that the reclaiming of closed rooms relies on; grace > 2Δ. In fast
+	// mode Δ is exact. In real time it is an allowance, like Cassandra's
+	// gc_grace_seconds: every delivery that takes longer is counted.
+	bound, grace time.Duration
+	delayTicks   int64 // fast mode: the injected delay, in whole ticks
+
+	// Real time.
+	//
+	// inflight counts deliveries sent and not yet applied, against a
+	// capacity: the network's admission control. Before a user acts it
+	// reserves room for its widest possible fan-out; if the network is
+	// full the tick is skipped, like a busy signal. Recipients give the
+	// room back as they apply. So the events in flight, the memory they
+	// hold and the time they wait stay bounded however much load is asked
+	// for; the capacity is wide enough that light runs never meet it.
+	inflight atomic.Int64
+	capacity int64
+	begin    chan struct{} // closed when every user is online: acting may start
+	stop     chan struct{} // closed to stop acting
+	allQuiet chan struct{} // closed when every user has stopped sending
+	quiet    sync.WaitGroup
+
+	// Fast mode.
+	phase   *phase
+	barrier sync.WaitGroup
+	ticks   int64 // action ticks run
+
+	done     sync.WaitGroup
+	runTime  time.Duration
+	stopped  string // why the run ended
+	live     series // live rooms per sample
+	delivers series // deliveries per tick, per sample
+}
+
+// phase is one step of the lockstep coordinator. Users wait for start to
+// close; the coordinator fills in next (and its fields) before closing
+// start, so a user that has seen start may read them without a lock.
+type phase struct {
+	tick  int64
+	act   bool // roll for actions; off while draining
+	final bool // settle and exit
+	start chan struct{}
+	next  *phase
+}
+
+// networkCapacity is how many deliveries per user the network carries at
+// once in real time: enough to keep every user busy, few enough that a
+// delivery waits milliseconds, not seconds, when more is asked than the
+// machine can do.
+const networkCapacity = 64
+
+// realSlack is the allowance for queueing in real time that the reclaiming
+// of closed rooms assumes on top of any injected delay.
+const realSlack = time.Second
+
+func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
+	s := &Sim{
+		cfg:      cfg,
+		dir:      make([]chan Delivery, cfg.Users+1),
+		out:      newSink(stdout),
+		stderr:   stderr,
+		rend:     renderer{json: cfg.JSON},
+		logging:  !cfg.Quiet,
+		begin:    make(chan struct{}),
+		stop:     make(chan struct{}),
+		allQuiet: make(chan struct{}),
+		phase:    &phase{start: make(chan struct{})},
+		live:     newSeries(sparkWidth),
+		delivers: newSeries(sparkWidth),
+	}
+	if cfg.Fast {
+		s.delayTicks = int64((cfg.Delay + cfg.Tick - 1) / cfg.Tick)
+		// An event sent on tick t is applied on tick t+1+delay at the
+		// latest, and reclaiming runs before a tick's deliveries.
+		s.bound = time.Duration(s.delayTicks+1) * cfg.Tick
+		s.grace = 2*s.bound + cfg.Tick
+	} else {
+		s.bound = cfg.Delay + max(realSlack, cfg.Tick)
+		s.grace = 2*s.bound + cfg.Tick
+		s.capacity = networkCapacity * int64(cfg.Users)
+	}
+	inbox := cfg.inbox
+	if inbox == 0 {
+		inbox = inboxCapacity(cfg.Users)
+	}
+	for u := 1; u <= cfg.Users; u++ {
+		s.dir[u] = make(chan Delivery, inbox)
+	}
+	return s
+}
+
+// inboxCapacity sizes an EventChannel: room for a tick's worth of events
+// from a few hundred senders, but not so much that 100,000 idle inboxes
+// weigh gigabytes.
+func inboxCapacity(users int) int {
+	return min(max(users/4, 64), 1024)
+}
+
+// now is the simulation time in real time. In fast mode the only events
+// outside ticks are the announcements at start-up, at time 0.
+func (s *Sim) now() time.Duration {
+	if s.cfg.Fast {
+		return 0
+	}
+	return time.Since(s.t0)
+}
+
+// run runs the simulation until ctx ends, the duration passes or the
+// output breaks, then drains it and returns the report.
+func (s *Sim) run(ctx context.Context) *Report {
+	s.t0 = time.Now()
+	if !s.cfg.Fast {
+		s.rend.base = s.t0
+	}
+	flushStop := make(chan struct{})
+	var helpers sync.WaitGroup
+	helpers.Go(func() { s.out.flushLoop(flushStop) })
+
+	s.startUsers(ctx)
+	if s.cfg.Fast {
+		s.runFast(ctx)
+	} else {
+		s.runReal(ctx, &helpers)
+	}
+	s.done.Wait()
+	close(flushStop)
+	helpers.Wait()
+	return s.report()
+}
+
+// startUsers brings users online one by one, each in its own goroutine.
+// Every newcomer is told of everyone already there, and everyone there of
+// the newcomer. Beyond a few hundred users the news for existing users is
+// batched, so that start-up costs O(users) messages per user, not O(users²)
+// in all.
+func (s *Sim) startUsers(ctx context.Context) {
+	batch := int32(max(1, s.cfg.Users/256))
+	var announced int32 // every started user knows user_1..user_announced
+	for k := int32(1); k <= int32(s.cfg.Users); k++ {
+		if ctx.Err() != nil {
+			break
+		}
+		u := newUser(s, k)
+		s.users = append(s.users, u)
+		s.done.Add(1)
+		if s.cfg.Fast {
+			go u.runFast()
+		} else {
+			s.quiet.Add(1)
+			go u.runReal()
+		}
+		if k > 1 {
+			u.UserChannel <- Online{1, k - 1}
+		}
+		if k-announced >= batch || k == int32(s.cfg.Users) {
+			for _, old := range s.users[:k-1] {
+				old.UserChannel <- Online{announced + 1, k}
+			}
+			announced = k
+		}
+	}
+}
+
+// runReal lets users act on their own tickers until the run ends, then
+// stops them and waits for the drain.
+func (s *Sim) runReal(ctx context.Context, helpers *sync.WaitGroup) {
+	sampleStop := make(chan struct{})
+	helpers.Go(func() { s.sampleReal(sampleStop) })
+	var end <-chan time.Time
+	if s.cfg.Duration > 0 {
+		t := time.NewTimer(s.cfg.Duration)
+		defer t.Stop()
+		end = t.C
+	}
+	started := time.Now()
+	if ctx.Err() == nil {
+		close(s.begin)
+		select {
+		case <-ctx.Done():
+			s.stopped = "interrupted"
+		case <-end:
+			s.stopped = "duration reached"
+		case <-s.out.broken:
+			s.stopped = "output closed"
+		}
+	} else {
+		s.stopped = "interrupted"
+	}
+	s.runTime = time.Since(started)
+	close(s.stop)
+	go func() {
+		s.quiet.Wait()
+		close(s.allQuiet)
+	}()
+	s.done.Wait()
+	close(sampleStop)
+}
+
+// runFast is the lockstep coordinator: it releases tick after tick and
+// waits for every user to finish each. When the run ends it keeps releasing
+// ticks without actions until every delivery has been applied, then a final
+// phase in which users settle their views.
+func (s *Sim) runFast(ctx context.Context) {
+	var limit int64 // action ticks to run; 0: until stopped
+	if s.cfg.Duration > 0 {
+		limit = int64(s.cfg.Duration / s.cfg.Tick)
+	}
+	started := time.Now()
+	p, acting := s.phase, true
+	var lastDeliveries int64
+	nextStats := s.cfg.Stats
+	for t := int64(1); ; t++ {
+		if acting {
+			switch {
+			case limit > 0 && t > limit:
+				s.stopped = "duration reached"
+			case ctx.Err() != nil:
+				s.stopped = "interrupted"
+			case isClosed(s.out.broken):
+				s.stopped = "output closed"
+			}
+			if s.stopped != "" {
+				acting, s.ticks = false, t-1
+			}
+		}
+		if !acting && s.outstanding() == 0 {
+			break
+		}
+		p.tick, p.act = t, acting
+		p = s.release(p)
+		if !acting {
+			continue
+		}
+		var live, deliveries int64
+		for _, u := range s.users {
+			live += int64(u.view.LiveCount())
+			deliveries += u.view.Deliveries
+		}
+		s.live.add(float64(live) / float64(len(s.users)))
+		s.delivers.add(float64(deliveries - lastDeliveries))
+		lastDeliveries = deliveries
+		if now := time.Duration(t) * s.cfg.Tick; s.cfg.Stats > 0 && now >= nextStats {
+			s.printStats(now, t, float64(live)/float64(len(s.users)), deliveries, time.Since(started))
+			nextStats += s.cfg.Stats
+		}
+	}
+	s.runTime = time.Duration(s.ticks) * s.cfg.Tick
+	p.final = true
+	s.release(p)
+}
+
+// release runs one phase on every user and writes the phase's log lines in
+// uid order. It returns the next phase.
+func (s *Sim) release(p *phase) *phase {
+	p.next = &phase{start: make(chan struct{})}
+	s.barrier.Add(len(s.users))
+	close(p.start)
+	s.barrier.Wait()
+	for _, u := range s.users {
+		s.out.Write(u.buf)
+		u.buf = u.buf[:0]
+	}
+	return p.next
+}
+
+// outstanding counts deliveries sent but not yet applied. It is read
+// between phases, when no user is working.
+func (s *Sim) outstanding() int64 {
+	var n int64
+	for _, u := range s.users {
+		n += u.sent - u.applied
+	}
+	return n
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// sampleReal samples live rooms and deliveries once a tick for the
+// sparklines, and writes a progress line every -stats.
+func (s *Sim) sampleReal(stop <-chan struct{}) {
+	tk := time.NewTicker(s.cfg.Tick)
+	defer tk.Stop()
+	var statsC <-chan time.Time
+	if s.cfg.Stats > 0 {
+		st := time.NewTicker(s.cfg.Stats)
+		defer st.Stop()
+		statsC = st.C
+	}
+	var last int64
+	gauge := func() (live float64, deliveries int64) {
+		var l int64
+		for _, u := range s.users {
+			l += u.pubLive.Load()
+			deliveries += u.pubDeliveries.Load()
+		}
+		return float64(l) / float64(len(s.users)), deliveries
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tk.C:
+			live, d := gauge()
+			s.live.add(live)
+			s.delivers.add(float64(d - last))
+			last = d
+		case <-statsC:
+			live, d := gauge()
+			now := s.now()
+			s.printStats(now, int64(now/s.cfg.Tick), live, d, now)
+		}
+	}
+}
+
+// printStats writes one progress line to stderr, never into the log.
+func (s *Sim) printStats(now time.Duration, ticks int64, live float64, deliveries int64, wall time.Duration) {
+	rate := 0.0
+	if wall > 0 {
+		rate = float64(deliveries) / wall.Seconds()
+	}
+	fmt.Fprintf(s.stderr, "chatsim: %s tick %d, live rooms %.1f, deliveries %d (%.0f/s), memory %s\n",
+		clockString(now), ticks, live, deliveries, rate, bytesString(heapBytes()))
+}
+
+// heapBytes is the memory held by live heap objects.
+func heapBytes() uint64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sample[0].Value.Uint64()
+}
+
+func clockString(d time.Duration) string {
+	return time.Time{}.Add(d).Format("15:04:05")
+}
+
+func bytesString(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	default:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+}

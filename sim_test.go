@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// simulate runs a whole simulation to its end and returns the report and
+// what it wrote.
+func simulate(t testing.TB, ctx context.Context, cfg Config) (*Report, string) {
+	t.Helper()
+	var out, errs bytes.Buffer
+	s := newSim(cfg, &out, &errs)
+	rep := s.run(ctx)
+	if err := s.out.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return rep, out.String()
+}
+
+func requireConverged(t testing.TB, rep *Report) {
+	t.Helper()
+	if !rep.Converged {
+		t.Fatalf("not converged: %v", rep.Problems)
+	}
+	if rep.Messages.Held != 0 || rep.Messages.Deliveries != rep.Messages.Expected {
+		t.Fatalf("messages: %+v", rep.Messages)
+	}
+}
+
+// Six users for ten simulated minutes, in real-time mode under a fake
+// clock: the run takes milliseconds, every user acts at the rate it should
+// whatever traffic it receives, the views converge and every goroutine the
+// run started exits (synctest.Test fails otherwise).
+func TestRealTimeUnderFakeClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Users: 6, Seed: 42, Tick: time.Second, Chance: 0.3, Duration: 10 * time.Minute}
+		start := time.Now()
+		rep, out := simulate(t, context.Background(), cfg)
+		requireConverged(t, rep)
+		if took := time.Since(start); took != 10*time.Minute {
+			t.Errorf("simulated run took %v, want 10m", took)
+		}
+		// Each user ticks every second from a random phase: 600 ticks.
+		if rep.Skipped != 0 || rep.Served < 6*599 || rep.Served > 6*600 {
+			t.Errorf("ticks served %d, skipped %d; want about 3600 and 0", rep.Served, rep.Skipped)
+		}
+		// Acting is Binomial(ticks, 0.3): within five standard deviations.
+		n := float64(rep.Served)
+		sd := math.Sqrt(n * 0.3 * 0.7)
+		if got := float64(rep.Actions.Total); math.Abs(got-0.3*n) > 5*sd {
+			t.Errorf("acted %v times in %v ticks; want 0.3 within ±%.0f", got, n, 5*sd)
+		}
+		// Each action kind has equal odds.
+		for _, k := range []int64{rep.Actions.Create.Tried, rep.Actions.Message.Tried, rep.Actions.Close.Tried} {
+			third := float64(rep.Actions.Total) / 3
+			if math.Abs(float64(k)-third) > 5*math.Sqrt(third) {
+				t.Errorf("action kinds %+v are not about a third each", rep.Actions)
+			}
+		}
+		if rep.Rooms.Created == 0 || rep.Messages.Deliveries == 0 {
+			t.Errorf("nothing happened: %+v", rep)
+		}
+		if !strings.Contains(out, "] I created chat ") || !strings.Contains(out, "] I received \"") {
+			t.Errorf("log lacks creates or receipts:\n%.2000s", out)
+		}
+		if rep.Latency == nil || rep.Latency.Max != 0 {
+			t.Errorf("latency under a fake clock = %+v, want all zero", rep.Latency)
+		}
+	})
+}
+
+// Channels of one slot and every user acting on every tick: sends find
+// full channels all the time, and users sending to each other must not
+// deadlock (synctest.Test reports a deadlock as a failure).
+func TestFullChannelsDoNotDeadlock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Users: 40, Seed: 7, Tick: time.Second, Chance: 1, Duration: time.Minute, Quiet: true, inbox: 1}
+		rep, _ := simulate(t, context.Background(), cfg)
+		requireConverged(t, rep)
+		if rep.Actions.Total < 40*50 {
+			t.Errorf("only %d actions", rep.Actions.Total)
+		}
+	})
+}
+
+// Under far more load than the network carries, users skip ticks instead
+// of piling up events; the run still converges.
+func TestOverloadSkipsTicks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Users: 50, Seed: 3, Tick: time.Millisecond, Chance: 1, Duration: 300 * time.Millisecond, Quiet: true, Delay: 50 * time.Millisecond}
+		rep, _ := simulate(t, context.Background(), cfg)
+		requireConverged(t, rep)
+		if rep.Skipped == 0 {
+			t.Errorf("no ticks skipped at %d served", rep.Served)
+		}
+	})
+}
+
+// A run stopped before every user is online stops cleanly.
+func TestStopDuringStartup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		for _, fast := range []bool{false, true} {
+			rep, _ := simulate(t, ctx, Config{Users: 50, Seed: 1, Tick: time.Second, Chance: 0.3, Fast: fast})
+			requireConverged(t, rep)
+			if rep.Actions.Total != 0 || rep.Stopped != "interrupted" {
+				t.Errorf("fast=%v: %d actions, stopped %q", fast, rep.Actions.Total, rep.Stopped)
+			}
+		}
+	})
+}
+
+// Cancelling a real-time run stops it: users stop acting, what is in flight
+// is delivered, and the views converge.
+func TestInterruptDrains(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			time.Sleep(90 * time.Second)
+			cancel()
+		}()
+		rep, _ := simulate(t, ctx, Config{Users: 8, Seed: 5, Tick: time.Second, Chance: 0.5, Delay: 3 * time.Second, Quiet: true})
+		requireConverged(t, rep)
+		if rep.Stopped != "interrupted" || rep.RunTime < 89 || rep.RunTime > 91 {
+			t.Errorf("stopped %q after %vs", rep.Stopped, rep.RunTime)
+		}
+	})
+}
+
+// After a run in real time every goroutine it started has exited, outside
+// a synctest bubble too.
+func TestNoGoroutinesLeft(t *testing.T) {
+	before := runtime.NumGoroutine()
+	rep, _ := simulate(t, context.Background(), Config{Users: 30, Seed: 2, Tick: 5 * time.Millisecond, Chance: 0.5, Duration: 200 * time.Millisecond, Quiet: true})
+	requireConverged(t, rep)
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after the run, %d before", n, before)
+	}
+}
+
+// Two users whose channels are both full send to each other at once. A
+// plain blocking send would deadlock here; each keeps taking its own
+// deliveries while it waits, and both sends complete in order.
+func TestSendWhileBothChannelsFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 1, inbox: 1}, io.Discard, io.Discard)
+		a, b := newUser(s, 1), newUser(s, 2)
+		a.view.Learn(1, 2, 0)
+		b.view.Learn(1, 2, 0)
+		old := &Event{Kind: CloseEvent, From: 9, Clock: 1}
+		s.dir[1] <- Delivery{Event: old}
+		s.dir[2] <- Delivery{Event: old}
+		evA := a.view.Create(newGroup(2, 1, 2), 0)
+		evB := b.view.Create(newGroup(2, 1, 2), 0)
+		// Each sends, then goes on receiving, as its loop would, until
+		// both sends are done.
+		sent, stop := make(chan struct{}), make(chan struct{})
+		var wg sync.WaitGroup
+		for _, p := range []struct {
+			u  *User
+			ev *Event
+		}{{a, evA}, {b, evB}} {
+			wg.Go(func() {
+				p.u.fanOut(p.ev)
+				sent <- struct{}{}
+				for {
+					select {
+					case d := <-p.u.EventChannel:
+						p.u.stash(d)
+					case <-stop:
+						return
+					}
+				}
+			})
+		}
+		<-sent
+		<-sent
+		close(stop)
+		wg.Wait()
+		// Nothing is lost and each sender's order holds: every user has the
+		// delivery that was in its way, then the other's create.
+		for _, c := range []struct {
+			u     *User
+			other *Event
+		}{{a, evB}, {b, evA}} {
+			for len(c.u.EventChannel) > 0 {
+				c.u.stash(<-c.u.EventChannel)
+			}
+			if len(c.u.backlog) != 2 || c.u.backlog[0].Event != old || c.u.backlog[1].Event != c.other {
+				t.Errorf("%s received %v, want the old delivery, then the other's create", uidName(c.u.UID), c.u.backlog)
+			}
+		}
+	})
+}
+
+// The verdict compares views: when they disagree it fails and says how.
+func TestCheckFindsDisagreement(t *testing.T) {
+	w := newWorld(t, 3, time.Hour)
+	ev := w.v(1).Create(w.group(1, 2), 0)
+	w.deliver(2, ev) // user_3 never hears of it
+	msg := w.v(1).Send(0, 0)
+	w.deliver(3, msg) // held by user_3, never delivered to user_2
+	for _, v := range w.views {
+		v.Finish()
+	}
+	var tot Counts
+	for _, v := range w.views {
+		tot.add(&v.Counts)
+	}
+	r := &Report{Users: 3}
+	r.Messages.Held = int64(w.v(3).HeldCount())
+	r.Problems = check(w.views, &tot, r)
+	want := []string{
+		"user_1 and user_3 disagree: only the first has chat 1.1 live",
+		"1 messages still held back",
+		"0 deliveries, but messages were owed 1",
+	}
+	if !slices.Equal(r.Problems, want) {
+		t.Errorf("problems = %q, want %q", r.Problems, want)
+	}
+	var out bytes.Buffer
+	r.writeText(&out)
+	if !strings.Contains(out.String(), "verdict     NOT CONVERGED\n              user_1 and user_3 disagree") {
+		t.Errorf("summary:\n%s", out.String())
+	}
+	if d := diffRooms(nil, []Room{{Stamp: Stamp{2, 1}}}); d != "only the second has chat 2.1 live" {
+		t.Errorf("diff = %q", d)
+	}
+}

@@ -1,0 +1,475 @@
+package main
+
+import (
+	"container/heap"
+	"math/bits"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// User is one simulated person: a goroutine that owns a View and changes
+// the world only by sending events to other users' channels. It never reads
+// another user's state.
+//
+// UserChannel brings news of users coming online; EventChannel brings room
+// events from peers. Each user sends from its own loop, never from a
+// goroutine per send, so the events of one sender reach each recipient in
+// the order they were sent (unless a delay is injected on purpose).
+type User struct {
+	UID          int32
+	UserChannel  chan Online
+	EventChannel chan Delivery
+
+	sim     *Sim
+	view    *View
+	rng     *rand.Rand
+	backlog []Delivery // received while blocked in a send; applied next, in order
+	buf     []byte     // rendered log lines not yet handed to the sink
+
+	// Real time.
+	delayed delayHeap // deliveries whose injected delay has not passed
+	lat     *hist     // send-to-apply latency
+
+	// Fast mode.
+	buckets [][]Delivery // by due tick, modulo len(buckets)
+
+	// Deliveries this user sent and applied. Both change only while the
+	// user works on a phase, so the coordinator can read them between
+	// phases: their sums differ by what is still on its way.
+	sent, applied int64
+
+	owed                  int64 // deliveries applied but not yet given back to the network
+	Ticks, Skipped, Acted int64
+	overBound             int64 // deliveries applied later than Sim.bound after sending
+
+	// Published for the sampler in real time; the owner stores, others load.
+	pubDeliveries, pubLive atomic.Int64
+}
+
+func newUser(s *Sim, uid int32) *User {
+	u := &User{
+		UID:          uid,
+		UserChannel:  make(chan Online, 16),
+		EventChannel: s.dir[uid],
+		sim:          s,
+		view:         NewView(uid, s.cfg.Users, s.grace, s.logging),
+		rng:          rand.New(rand.NewPCG(s.cfg.Seed, uint64(uid))),
+	}
+	if s.cfg.Fast {
+		u.buckets = make([][]Delivery, s.delayTicks+2)
+	} else {
+		u.lat = new(hist)
+	}
+	return u
+}
+
+// roll is one tick of the user's own will: with probability chance it picks
+// one of three actions with equal odds. It returns the event to send, if any.
+func (u *User) roll(now time.Duration) *Event {
+	u.Ticks++
+	if u.rng.Float64() >= u.sim.cfg.Chance {
+		return nil
+	}
+	u.Acted++
+	v := u.view
+	switch u.rng.IntN(3) {
+	case 0:
+		return v.Create(pickGroup(u.rng, u.sim.cfg.Users, u.UID, v.Known()), now)
+	case 1:
+		return v.Send(u.pick(v.RoomCount()), now)
+	default:
+		return v.Close(u.pick(v.RoomCount()), now)
+	}
+}
+
+func (u *User) pick(n int) int {
+	if n == 0 {
+		return 0
+	}
+	return u.rng.IntN(n)
+}
+
+// fanOut sends ev to its recipients: every other member for a message,
+// every other known user for a create or a close.
+func (u *User) fanOut(ev *Event) {
+	if ev == nil {
+		return
+	}
+	if ev.Kind == MessageEvent {
+		for i, w := range ev.Group.bits {
+			for w != 0 {
+				r := int32(i*64 + bits.TrailingZeros64(w))
+				w &= w - 1
+				if r != u.UID {
+					u.send(r, ev)
+				}
+			}
+		}
+		return
+	}
+	for r := int32(1); r <= u.view.Known(); r++ {
+		if r != u.UID {
+			u.send(r, ev)
+		}
+	}
+}
+
+// send puts one delivery on r's channel. If the channel is full it keeps
+// receiving its own channel while it waits: two users sending to each other
+// with full buffers both make room for each other, so sends never deadlock,
+// and no goroutine is spawned per send.
+func (u *User) send(r int32, ev *Event) {
+	d := Delivery{ev, u.due(ev)}
+	u.sent++
+	ch := u.sim.dir[r]
+	select {
+	case ch <- d:
+		return
+	default:
+	}
+	for {
+		select {
+		case ch <- d:
+			return
+		case in := <-u.EventChannel:
+			u.stash(in)
+		}
+	}
+}
+
+// due is when a delivery of ev may be applied: at once in real time, on the
+// next tick in fast mode, plus a random injected delay for each recipient.
+func (u *User) due(ev *Event) time.Duration {
+	s := u.sim
+	if s.cfg.Fast {
+		d := ev.Sent + s.cfg.Tick
+		if s.delayTicks > 0 {
+			d += time.Duration(u.rng.Int64N(s.delayTicks+1)) * s.cfg.Tick
+		}
+		return d
+	}
+	if s.cfg.Delay > 0 {
+		return ev.Sent + time.Duration(u.rng.Int64N(int64(s.cfg.Delay)+1))
+	}
+	return ev.Sent
+}
+
+// stash keeps a delivery received while sending.
+func (u *User) stash(d Delivery) {
+	if u.buckets != nil {
+		u.bucket(d)
+		return
+	}
+	u.backlog = append(u.backlog, d)
+}
+
+// flushLog renders the view's new records and hands them to the sink.
+func (u *User) flushLog() {
+	recs := u.view.Records()
+	if len(recs) == 0 {
+		return
+	}
+	for i := range recs {
+		u.buf = u.sim.rend.append(u.buf, &recs[i])
+	}
+	u.view.ResetRecords()
+	if !u.sim.cfg.Fast {
+		u.sim.out.Write(u.buf)
+		u.buf = u.buf[:0]
+	}
+}
+
+// runReal is the user's loop in real time. Events are applied as they
+// arrive; a time.Ticker with a random phase drives the user's own actions,
+// so incoming traffic never resets the tick.
+func (u *User) runReal() {
+	s := u.sim
+	defer s.done.Done()
+	var (
+		begin    = s.begin
+		phase    *time.Timer
+		ticker   *time.Ticker
+		tickC    <-chan time.Time
+		first    time.Duration // when tick 0 fired
+		last     int64         // index of the last tick served
+		wake                   = time.NewTimer(time.Hour)
+		wakeAt   time.Duration = -1
+		stopping               = s.stop
+	)
+	wake.Stop()
+	defer wake.Stop()
+	for {
+		select {
+		case <-begin:
+			begin = nil
+			phase = time.NewTimer(time.Duration(u.rng.Int64N(int64(s.cfg.Tick))))
+			tickC = phase.C
+		case o := <-u.UserChannel:
+			u.view.Learn(o.First, o.Last, s.now())
+		case d := <-u.EventChannel:
+			now := s.now()
+			u.handle(d, now)
+			for n := len(u.EventChannel); n > 0; n-- {
+				u.handle(<-u.EventChannel, now)
+			}
+		case <-tickC:
+			now := s.now()
+			if ticker == nil {
+				ticker = time.NewTicker(s.cfg.Tick)
+				tickC, first, last = ticker.C, now, 0
+			} else {
+				// A Ticker drops the ticks its reader was too busy to take;
+				// count them so the summary says how many went unserved.
+				k := int64((now - first) / s.cfg.Tick)
+				u.Skipped += max(0, k-last-1)
+				last = max(last, k)
+			}
+			u.tick(now)
+		case <-wake.C:
+			wakeAt = -1
+			u.applyDue(s.now())
+		case <-stopping:
+			if phase != nil {
+				phase.Stop()
+			}
+			if ticker != nil {
+				ticker.Stop()
+			}
+			u.drain()
+			return
+		}
+		u.flushLog()
+		u.giveBack()
+		if len(u.delayed) > 0 && u.delayed[0].Due != wakeAt {
+			wakeAt = u.delayed[0].Due
+			wake.Reset(wakeAt - s.now())
+		}
+	}
+}
+
+// tick catches up on what has arrived, then rolls for an action. Catching
+// up first is the backpressure: a user that is behind does not add to the
+// load until it has applied what it was sent.
+func (u *User) tick(now time.Duration) {
+	for n := len(u.EventChannel); n > 0; n-- {
+		u.handle(<-u.EventChannel, now)
+	}
+	u.applyDue(now)
+	u.giveBack()
+	// Reserve room for the widest fan-out before the view acts: an action
+	// the view has made must be sent.
+	widest := int64(u.view.Known() - 1)
+	if u.sim.inflight.Add(widest) > u.sim.capacity {
+		u.sim.inflight.Add(-widest)
+		u.Skipped++
+	} else {
+		sent := u.sent
+		u.fanOut(u.roll(now))
+		u.sim.inflight.Add((u.sent - sent) - widest)
+		u.applyBacklog()
+	}
+	u.pubDeliveries.Store(u.view.Deliveries)
+	u.pubLive.Store(int64(u.view.LiveCount()))
+}
+
+func (u *User) applyBacklog() {
+	for i := 0; i < len(u.backlog); i++ {
+		u.handle(u.backlog[i], u.sim.now())
+	}
+	clear(u.backlog)
+	u.backlog = u.backlog[:0]
+}
+
+// handle applies a delivery now, or keeps it until its injected delay has
+// passed.
+func (u *User) handle(d Delivery, now time.Duration) {
+	if d.Due > now {
+		u.delayed.push(d)
+		return
+	}
+	u.apply(d, now)
+}
+
+// giveBack returns the room of applied deliveries to the network, once per
+// batch rather than once per delivery.
+func (u *User) giveBack() {
+	if u.owed != 0 {
+		u.sim.inflight.Add(-u.owed)
+		u.owed = 0
+	}
+}
+
+func (u *User) apply(d Delivery, now time.Duration) {
+	u.view.Apply(d.Event, now)
+	u.owed++
+	if u.lat != nil {
+		took := now - d.Event.Sent
+		u.lat.add(took)
+		if took > u.sim.bound {
+			u.overBound++
+		}
+	}
+}
+
+// applyDue applies the delayed deliveries that are due.
+func (u *User) applyDue(now time.Duration) {
+	for len(u.delayed) > 0 && u.delayed[0].Due <= now {
+		u.apply(u.delayed.pop(), now)
+	}
+	u.view.Expire(now)
+}
+
+// drain runs after the stop: the user no longer acts, but keeps applying
+// what others send until every user has stopped sending; then it applies
+// everything still on its way, delays or not, and settles its view.
+func (u *User) drain() {
+	s := u.sim
+	s.quiet.Done()
+	for waiting := true; waiting; u.flushLog() {
+		select {
+		case d := <-u.EventChannel:
+			u.handle(d, s.now())
+		case o := <-u.UserChannel:
+			u.view.Learn(o.First, o.Last, s.now())
+		case <-s.allQuiet:
+			waiting = false
+		}
+	}
+	// Every send has completed: what is on the channel is all there is.
+	now := s.now()
+	for len(u.EventChannel) > 0 {
+		u.handle(<-u.EventChannel, now)
+	}
+	for len(u.delayed) > 0 {
+		u.apply(u.delayed.pop(), now)
+	}
+	u.view.Finish()
+	u.flushLog()
+	u.pubDeliveries.Store(u.view.Deliveries)
+	u.pubLive.Store(int64(u.view.LiveCount()))
+}
+
+// runFast is the user's loop in lockstep: the coordinator releases one
+// phase at a time and waits until every user has finished it. On tick t a
+// user applies every delivery due by t in canonical order (send time, then
+// sender, then the sender's clock), then rolls its action. Nothing in a tick
+// depends on the scheduler, so a run is a function of its flags and seed.
+func (u *User) runFast() {
+	s := u.sim
+	defer s.done.Done()
+	for p := s.phase; ; p = p.next {
+		// Others may still be sending this phase; keep taking deliveries
+		// until the next phase starts.
+		for waiting := true; waiting; {
+			select {
+			case d := <-u.EventChannel:
+				u.bucket(d)
+			case o := <-u.UserChannel:
+				u.view.Learn(o.First, o.Last, s.now())
+			case <-p.start:
+				waiting = false
+			}
+		}
+		// Every send of the last phase, and every announcement, completed
+		// before this phase started.
+		for len(u.UserChannel) > 0 {
+			o := <-u.UserChannel
+			u.view.Learn(o.First, o.Last, 0)
+		}
+		for len(u.EventChannel) > 0 {
+			u.bucket(<-u.EventChannel)
+		}
+		if p.final {
+			u.view.Finish()
+			u.flushLog()
+			s.barrier.Done()
+			return
+		}
+		now := time.Duration(p.tick) * s.cfg.Tick
+		u.view.Expire(now)
+		b := &u.buckets[p.tick%int64(len(u.buckets))]
+		slices.SortFunc(*b, canonical)
+		for _, d := range *b {
+			u.view.Apply(d.Event, now)
+		}
+		u.applied += int64(len(*b))
+		clear(*b)
+		*b = (*b)[:0]
+		if p.act {
+			u.fanOut(u.roll(now))
+		}
+		u.flushLog()
+		s.barrier.Done()
+	}
+}
+
+// bucket files a delivery under its due tick.
+func (u *User) bucket(d Delivery) {
+	b := &u.buckets[int64(d.Due/u.sim.cfg.Tick)%int64(len(u.buckets))]
+	*b = append(*b, d)
+}
+
+// canonical orders deliveries by send time, sender and the sender's clock:
+// an order every run reproduces.
+func canonical(a, b Delivery) int {
+	x, y := a.Event, b.Event
+	switch {
+	case x.Sent != y.Sent:
+		return cmpInt(int64(x.Sent), int64(y.Sent))
+	case x.From != y.From:
+		return cmpInt(int64(x.From), int64(y.From))
+	default:
+		return cmpInt(int64(x.Clock), int64(y.Clock))
+	}
+}
+
+func cmpInt(a, b int64) int {
+	if a < b {
+		return -1
+	}
+	if a > b {
+		return 1
+	}
+	return 0
+}
+
+// delayHeap is a min-heap of deliveries by due time (then canonical order).
+// push and pop avoid heap.Push and heap.Pop, whose interface{} arguments
+// would allocate for every delivery.
+type delayHeap []Delivery
+
+func (h delayHeap) Len() int { return len(h) }
+func (h delayHeap) Less(i, j int) bool {
+	if h[i].Due != h[j].Due {
+		return h[i].Due < h[j].Due
+	}
+	return canonical(h[i], h[j]) < 0
+}
+func (h delayHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *delayHeap) Push(x any)   { *h = append(*h, x.(Delivery)) }
+func (h *delayHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func (h *delayHeap) push(d Delivery) {
+	*h = append(*h, d)
+	heap.Fix(h, len(*h)-1)
+}
+
+func (h *delayHeap) pop() Delivery {
+	old := *h
+	d := old[0]
+	n := len(old) - 1
+	old[0] = old[n]
+	old[n] = Delivery{}
+	*h = old[:n]
+	if n > 0 {
+		heap.Fix(h, 0)
+	}
+	return d
+}
