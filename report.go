@@ -30,13 +30,23 @@ type Report struct {
 	Latency   *Latency `json:"latency,omitempty"` // real time only
 	OverBound int64    `json:"over_bound,omitempty"`
 
-	LiveSpark     string `json:"live_rooms_sparkline"`
-	DeliverySpark string `json:"deliveries_sparkline"`
+	LiveRooms  Spark `json:"live_rooms"`
+	Deliveries Spark `json:"deliveries_per_tick"`
 
 	Converged bool     `json:"converged"`
 	Problems  []string `json:"problems,omitempty"`
 
 	finals []finalView // JSON mode: each user's live rooms
+}
+
+// Spark is a value over the run: a sparkline from 0 to Max.
+type Spark struct {
+	Line string  `json:"sparkline"`
+	Max  float64 `json:"max"`
+}
+
+func (s Spark) String() string {
+	return fmt.Sprintf("%s max %.4g", s.Line, s.Max)
 }
 
 // Actions counts the users' rolls that led to an action, by kind.
@@ -128,8 +138,8 @@ func (s *Sim) report() *Report {
 	if !c.Fast && lat.n > 0 {
 		r.Latency = &Latency{lat.quantile(0.50), lat.quantile(0.95), lat.quantile(0.99), lat.max}
 	}
-	r.LiveSpark = s.live.sparkline()
-	r.DeliverySpark = s.delivers.sparkline()
+	r.LiveRooms = s.live.spark()
+	r.Deliveries = s.delivers.spark()
 
 	views := make([]*View, len(s.users))
 	for i, u := range s.users {
@@ -244,20 +254,20 @@ func (r *Report) writeText(w io.Writer) error {
 	p("actions", "%d: create %d (%d failed), message %d (%d failed), close %d (%d failed)",
 		a.Total, a.Create.Tried, a.Create.Failed, a.Message.Tried, a.Message.Failed, a.Close.Tried, a.Close.Failed)
 	m := r.Rooms
-	p("rooms", "%d created: %d closed, %d concurrent duplicates resolved, %d live at the end",
-		m.Created, m.Closed, m.Duplicates, m.Live)
+	p("rooms", "%d created: %d closed, %s resolved, %d live at the end",
+		m.Created, m.Closed, plural(m.Duplicates, "concurrent duplicate"), m.Live)
 	g := r.Messages
-	p("messages", "%d sent, %d deliveries of %d owed, %d late, %d held back", g.Sent, g.Deliveries, g.Expected, g.Late, g.Held)
+	p("messages", "%d sent, %s of %d owed, %d late, %d held back", g.Sent, plural(g.Deliveries, "delivery"), g.Expected, g.Late, g.Held)
 	if l := r.Latency; l != nil {
 		p("latency", "p50 %s, p95 %s, p99 %s, max %s (send to apply)", fmtDur(l.P50), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Max))
 	}
 	if r.OverBound > 0 {
 		p("over bound", "%d deliveries took longer than the reclaiming of closed rooms allows for", r.OverBound)
 	}
-	p("live rooms", "%s", r.LiveSpark)
-	p("deliveries", "%s (per tick)", r.DeliverySpark)
+	p("live rooms", "%s", r.LiveRooms)
+	p("deliveries", "%s (message deliveries per tick)", r.Deliveries)
 	if r.Converged {
-		p("verdict", "converged: all %d users agree on %d live rooms, no two share a group, every message delivered once", r.Users, r.Rooms.Live)
+		p("verdict", "converged: all %d users agree on %s, no two share a group, every message delivered once", r.Users, plural(r.Rooms.Live, "live room"))
 	} else {
 		p("verdict", "NOT CONVERGED")
 		for _, s := range r.Problems {
@@ -280,6 +290,17 @@ func (r *Report) writeJSON(w io.Writer) error {
 	}{"summary", r})
 	_, err := w.Write(b)
 	return err
+}
+
+// plural writes a count and a noun, in the plural unless the count is 1.
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if strings.HasSuffix(noun, "y") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func fmtSeconds(s float64) string {
@@ -333,11 +354,10 @@ func (s *series) add(x float64) {
 
 var sparks = []rune("▁▂▃▄▅▆▇█")
 
-// sparkline draws the bucket averages from 0 to the largest, with the range
-// after it.
-func (s *series) sparkline() string {
+// spark draws the bucket averages from 0 to the largest.
+func (s *series) spark() Spark {
 	if len(s.n) == 0 {
-		return "(no samples)"
+		return Spark{Line: "(no samples)"}
 	}
 	avg := make([]float64, len(s.n))
 	top := 0.0
@@ -353,8 +373,7 @@ func (s *series) sparkline() string {
 		}
 		b.WriteRune(sparks[i])
 	}
-	fmt.Fprintf(&b, " max %.4g", top)
-	return b.String()
+	return Spark{Line: b.String(), Max: top}
 }
 
 // hist is a log-linear histogram of durations: sixteen buckets per power of
