@@ -53,7 +53,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	stopSignals := onSignals(cancel)
 	defer stopSignals()
+	return execute(ctx, cfg, stdout, stderr)
+}
 
+// execute runs a parsed configuration until ctx ends or the run stops by
+// itself, and prints the log and the summary.
+func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	stopProfiles, err := startProfiles(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "chatsim: %v\n", err)
