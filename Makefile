@@ -4,7 +4,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 MINCOVER    ?= 85
 
-.PHONY: run build test cover lint clean
+.PHONY: run build test cover lint fuzz golden clean
 
 run:
 	$(GO) run . -users 6
@@ -25,6 +25,14 @@ cover:
 lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+
+# The fuzz target for the room logic, for a minute.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzHistory -fuzztime 1m .
+
+# Rewrite the golden files under testdata/ after a deliberate change.
+golden:
+	$(GO) test -count=1 -run TestGolden -update .
 
 clean:
 	rm -f chatsim cover.out

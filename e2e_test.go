@@ -265,3 +265,21 @@ func TestE2EHead(t *testing.T) {
 		t.Errorf("stderr: %q", errs.String())
 	}
 }
+
+// Ctrl-C stops a fast run too: the users drain in lockstep and the summary
+// comes out.
+func TestE2EInterruptFast(t *testing.T) {
+	cmd, r, errs := startReading(t, "-fast", "-quiet", "-users", "50")
+	cmd.Process.Signal(os.Interrupt)
+	sent := time.Now()
+	rest, _ := io.ReadAll(r)
+	if code := exitCode(wait(t, cmd, 5*time.Second)); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	if took := time.Since(sent); took > time.Second {
+		t.Errorf("stopping took %v", took)
+	}
+	if !strings.Contains(string(rest), "interrupted") || !strings.Contains(string(rest), "verdict     converged") {
+		t.Errorf("after Ctrl-C:\n%s", rest)
+	}
+}
