@@ -61,14 +61,15 @@ type View struct {
 	grace time.Duration
 	log   bool // whether to append records to out
 
-	rooms map[uint64]*entry // by Group.hash; equal hashes chain through entry.next
-	mine  []*entry          // live rooms self is a member of; entry.mine indexes it
-	live  int               // live rooms in this view
-	tombs []tomb            // closed entries in reclaim order (reclaimAt only grows)
-	head  int               // tombs[:head] are done
-	owned map[Stamp]owned   // own rooms not yet known to be closed
-	free  []*entry          // reclaimed entries, reused so steady state allocates nothing
-	held  int               // messages held back
+	rooms map[uint64]*entry   // by Group.hash; equal hashes chain through entry.next
+	mine  []*entry            // live rooms self is a member of; entry.mine indexes it
+	live  int                 // live rooms in this view
+	tombs queue[tomb]         // closed entries in reclaim order (now+grace only grows)
+	owned map[Stamp]owned     // own rooms not yet known to be closed
+	gone  queue[tomb]         // own rooms replaced by a duplicate, in reclaim order
+	free  []*entry            // reclaimed entries, reused so steady state allocates nothing
+	held  map[*entry][]*Event // messages to incarnations newer than the entry's, in arrival order
+	nHeld int                 // messages held back
 
 	out []Record
 	Counts
@@ -114,20 +115,25 @@ func (c *Counts) add(o *Counts) {
 	c.Stale += o.Stale
 }
 
-// entry is what a view knows about one group.
+// entry is what a view knows about one group. It is kept small, since a
+// view holds one for every live room and every recent tombstone, and
+// applying an event touches one: held-back messages, which are rare, live in
+// View.held instead.
 type entry struct {
-	group  *Group
-	stamp  Stamp // greatest incarnation seen; zero while only held messages are known
-	closed bool
-	member bool     // self is in group
-	mine   int      // index in View.mine, or -1
-	held   []*Event // messages to incarnations newer than stamp, in arrival order
-	next   *entry   // next entry whose group has the same hash
+	group   *Group
+	stamp   Stamp // greatest incarnation seen; zero while only held messages are known
+	closed  bool
+	member  bool   // self is in group
+	chained bool   // not first among the entries with this hash
+	holds   bool   // View.held has messages for it
+	mine    int32  // index in View.mine, or -1
+	next    *entry // next entry whose group has the same hash
 }
 
 func (e *entry) live() bool { return !e.stamp.IsZero() && !e.closed }
 
-// tomb schedules a closed entry for reclaiming. It is void if the entry has
+// tomb schedules a closed entry, or the record of a replaced own room, for
+// reclaiming at time at. A closed entry's tomb is void if the entry has
 // moved on since (a newer create), which stamp detects.
 type tomb struct {
 	e     *entry
@@ -140,8 +146,7 @@ type tomb struct {
 // the replacement, once no close of it can still arrive) or live at the end.
 type owned struct {
 	group    *Group
-	replaced bool
-	at       time.Duration
+	replaced bool // waiting in View.gone
 }
 
 // NewView returns the view of user self in a run of n users. Closed rooms
@@ -154,6 +159,7 @@ func NewView(self int32, n int, grace time.Duration, log bool) *View {
 		log:   log,
 		rooms: make(map[uint64]*entry),
 		owned: make(map[Stamp]owned),
+		held:  make(map[*entry][]*Event),
 	}
 	v.fold()
 	return v
@@ -172,7 +178,7 @@ func (v *View) RoomCount() int { return len(v.mine) }
 func (v *View) LiveCount() int { return v.live }
 
 // HeldCount is the number of messages held back.
-func (v *View) HeldCount() int { return v.held }
+func (v *View) HeldCount() int { return v.nHeld }
 
 // Clock is the view's Lamport clock.
 func (v *View) Clock() uint64 { return v.clock }
@@ -335,7 +341,7 @@ func (v *View) transition(e *entry, ev *Event, now time.Duration) {
 	case !closing && !wasLive:
 		v.live++
 		if e.member {
-			e.mine = len(v.mine)
+			e.mine = int32(len(v.mine))
 			v.mine = append(v.mine, e)
 		}
 		r := Record{T: now, Kind: KindSee, Room: ev.Room, By: ev.From, Group: e.group}
@@ -357,7 +363,7 @@ func (v *View) transition(e *entry, ev *Event, now time.Duration) {
 			kind = KindClose
 		}
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
-		v.tombs = append(v.tombs, tomb{e, e.stamp, now + v.grace})
+		v.tombs.push(tomb{e, e.stamp, now + v.grace})
 	}
 	v.release(e, now)
 }
@@ -376,8 +382,9 @@ func (v *View) leave(e *entry) {
 func (v *View) applyMessage(ev *Event, now time.Duration) {
 	e := v.find(ev.Group)
 	if e.stamp.Less(ev.Room) {
-		e.held = append(e.held, ev)
-		v.held++
+		v.held[e] = append(v.held[e], ev)
+		e.holds = true
+		v.nHeld++
 		return
 	}
 	v.deliver(ev, e, false, now)
@@ -385,17 +392,26 @@ func (v *View) applyMessage(ev *Event, now time.Duration) {
 
 // release delivers the held messages of e whose incarnation is now known.
 func (v *View) release(e *entry, now time.Duration) {
-	kept := e.held[:0]
-	for _, m := range e.held {
+	if !e.holds {
+		return
+	}
+	held := v.held[e]
+	kept := held[:0]
+	for _, m := range held {
 		if e.stamp.Less(m.Room) {
 			kept = append(kept, m)
 			continue
 		}
-		v.held--
+		v.nHeld--
 		v.deliver(m, e, true, now)
 	}
-	clear(e.held[len(kept):])
-	e.held = kept
+	clear(held[len(kept):])
+	if len(kept) == 0 {
+		delete(v.held, e)
+		e.holds = false
+	} else {
+		v.held[e] = kept
+	}
 }
 
 func (v *View) deliver(m *Event, e *entry, held bool, now time.Duration) {
@@ -424,35 +440,54 @@ func (v *View) closeOwn(s Stamp) {
 // replaceOwn notes that a concurrent duplicate replaced an own room.
 func (v *View) replaceOwn(s Stamp, now time.Duration) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
-		o.replaced, o.at = true, now+v.grace
+		o.replaced = true
 		v.owned[s] = o
+		v.gone.push(tomb{stamp: s, at: now + v.grace})
 	}
 }
 
 // Expire reclaims what can no longer matter at time now: closed entries and
 // records of replaced own rooms older than the grace period.
 func (v *View) Expire(now time.Duration) {
-	for v.head < len(v.tombs) && v.tombs[v.head].at <= now {
-		t := v.tombs[v.head]
-		v.tombs[v.head] = tomb{}
-		v.head++
+	for v.tombs.len() > 0 && v.tombs.front().at <= now {
+		t := v.tombs.pop()
 		// Void if a newer create revived the entry, or if messages to a
 		// newer incarnation are waiting in it.
-		if t.e.stamp == t.stamp && t.e.closed && len(t.e.held) == 0 {
+		if t.e.stamp == t.stamp && t.e.closed && !t.e.holds {
 			v.remove(t.e)
 		}
 	}
-	if v.head > 0 && v.head >= len(v.tombs)/2 {
-		n := copy(v.tombs, v.tombs[v.head:])
-		clear(v.tombs[n:])
-		v.tombs, v.head = v.tombs[:n], 0
-	}
-	for s, o := range v.owned {
-		if o.replaced && o.at <= now {
+	for v.gone.len() > 0 && v.gone.front().at <= now {
+		// A close of it, had there been one, would have come by now.
+		if s := v.gone.pop().stamp; v.owned[s].replaced {
 			delete(v.owned, s)
 			v.Duplicates++
 		}
 	}
+}
+
+// queue is a FIFO that reuses its memory: items are taken from the front,
+// and the rest is moved down once half the slice is spent, so a steady flow
+// allocates nothing.
+type queue[T any] struct {
+	items []T
+	head  int
+}
+
+func (q *queue[T]) len() int  { return len(q.items) - q.head }
+func (q *queue[T]) front() *T { return &q.items[q.head] }
+func (q *queue[T]) push(x T)  { q.items = append(q.items, x) }
+
+func (q *queue[T]) pop() T {
+	var zero T
+	x := q.items[q.head]
+	q.items[q.head] = zero
+	if q.head++; q.head >= len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return x
 }
 
 // Finish settles the fate of own rooms once every event has been applied:
@@ -520,8 +555,11 @@ func (v *View) lookup(g *Group) *entry {
 
 // find returns the entry for g, making an empty one if there is none.
 func (v *View) find(g *Group) *entry {
-	if e := v.lookup(g); e != nil {
-		return e
+	head := v.rooms[g.hash]
+	for e := head; e != nil; e = e.next {
+		if e.group.Equal(g) {
+			return e
+		}
 	}
 	var e *entry
 	if n := len(v.free); n > 0 {
@@ -529,7 +567,12 @@ func (v *View) find(g *Group) *entry {
 	} else {
 		e = new(entry)
 	}
-	*e = entry{group: g, member: g.Has(v.self), mine: -1, held: e.held[:0], next: v.rooms[g.hash]}
+	*e = entry{group: g, member: g.Has(v.self), mine: -1}
+	if head != nil {
+		// A hash collision, rare: chain behind the first entry.
+		e.chained, e.next, head.next = true, head.next, e
+		return e
+	}
 	v.rooms[g.hash] = e
 	return e
 }
@@ -537,19 +580,20 @@ func (v *View) find(g *Group) *entry {
 // remove unlinks a dead entry and keeps it for reuse.
 func (v *View) remove(e *entry) {
 	h := e.group.hash
-	if p := v.rooms[h]; p == e {
-		if e.next == nil {
-			delete(v.rooms, h)
-		} else {
-			v.rooms[h] = e.next
-		}
-	} else {
+	switch {
+	case !e.chained && e.next == nil:
+		delete(v.rooms, h)
+	case !e.chained:
+		e.next.chained = false
+		v.rooms[h] = e.next
+	default:
+		p := v.rooms[h]
 		for p.next != e {
 			p = p.next
 		}
 		p.next = e.next
 	}
-	*e = entry{held: e.held[:0]}
+	*e = entry{}
 	v.free = append(v.free, e)
 }
 

@@ -132,12 +132,12 @@ func TestFastStateStaysBounded(t *testing.T) {
 		v := u.view
 		// What was closed in the last grace period may still be kept.
 		v.Expire(s.runTime + 10*s.grace)
-		if v.Entries() != v.LiveCount() || len(v.owned) != 0 || len(v.tombs)-v.head != 0 {
+		if v.Entries() != v.LiveCount() || len(v.owned) != 0 || v.tombs.len() != 0 || v.gone.len() != 0 {
 			t.Errorf("%s keeps %d entries for %d live rooms, %d own records, %d tombstones",
-				uidName(v.Self()), v.Entries(), v.LiveCount(), len(v.owned), len(v.tombs)-v.head)
+				uidName(v.Self()), v.Entries(), v.LiveCount(), len(v.owned), v.tombs.len())
 		}
-		if cap(v.tombs) > 1024 {
-			t.Errorf("%s: tombstone queue grew to %d", uidName(v.Self()), cap(v.tombs))
+		if cap(v.tombs.items) > 1024 {
+			t.Errorf("%s: tombstone queue grew to %d", uidName(v.Self()), cap(v.tombs.items))
 		}
 	}
 }

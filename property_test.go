@@ -298,23 +298,31 @@ func (v *View) invariants() error {
 			if (e.mine >= 0) != (e.live() && e.member) {
 				return fmt.Errorf("chat %s: in mine %v, live %v, member %v", e.stamp, e.mine >= 0, e.live(), e.member)
 			}
-			if e.mine >= 0 && (e.mine >= len(v.mine) || v.mine[e.mine] != e) {
+			if e.mine >= 0 && (int(e.mine) >= len(v.mine) || v.mine[e.mine] != e) {
 				return fmt.Errorf("chat %s: mine index %d wrong", e.stamp, e.mine)
 			}
-			for _, m := range e.held {
+			if e.holds != (len(v.held[e]) > 0) {
+				return fmt.Errorf("chat %s: holds %v, %d held", e.stamp, e.holds, len(v.held[e]))
+			}
+			for _, m := range v.held[e] {
 				if !e.stamp.Less(m.Room) {
 					return fmt.Errorf("message %s held for %s, known as %s", m.ID(), m.Room, e.stamp)
 				}
 			}
-			held += len(e.held)
+			held += len(v.held[e])
+			if e.chained == (v.rooms[h] == e) {
+				return fmt.Errorf("chat %s: chained %v but first %v", e.stamp, e.chained, v.rooms[h] == e)
+			}
 		}
 	}
-	if live != v.live || held != v.held {
-		return fmt.Errorf("counts live %d held %d, entries say %d and %d", v.live, v.held, live, held)
+	if live != v.live || held != v.nHeld || len(v.held) > held {
+		return fmt.Errorf("counts live %d held %d, entries say %d and %d", v.live, v.nHeld, live, held)
 	}
-	for i := v.head + 1; i < len(v.tombs); i++ {
-		if v.tombs[i].at < v.tombs[i-1].at {
-			return fmt.Errorf("tombstones out of order")
+	for _, q := range []*queue[tomb]{&v.tombs, &v.gone} {
+		for i := q.head + 1; i < len(q.items); i++ {
+			if q.items[i].at < q.items[i-1].at {
+				return fmt.Errorf("reclaim queue out of order")
+			}
 		}
 	}
 	return nil
