@@ -70,6 +70,10 @@ type Sim struct {
 	barrier sync.WaitGroup
 	ticks   int64 // action ticks run
 
+	// afterTick, if set, is called between fast-mode ticks with the last
+	// tick run, and stops the run by returning true. Benchmarks use it.
+	afterTick func(tick int64) bool
+
 	done     sync.WaitGroup
 	runTime  time.Duration
 	stopped  string // why the run ended
@@ -77,14 +81,15 @@ type Sim struct {
 	delivers series // deliveries per tick, per sample
 }
 
-// phase is one step of the lockstep coordinator. Users wait for start to
-// close; the coordinator fills in next (and its fields) before closing
-// start, so a user that has seen start may read them without a lock.
+// phase is one step of the lockstep coordinator. A user starts a phase
+// when a start marker (a Delivery without an event) reaches it on its
+// EventChannel; the coordinator fills in the phase and its next before it
+// sends the markers, so a user that has the marker may read them without a
+// lock.
 type phase struct {
 	tick  int64
 	act   bool // roll for actions; off while draining
 	final bool // settle and exit
-	start chan struct{}
 	next  *phase
 }
 
@@ -109,7 +114,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		begin:    make(chan struct{}),
 		stop:     make(chan struct{}),
 		allQuiet: make(chan struct{}),
-		phase:    &phase{start: make(chan struct{})},
+		phase:    &phase{},
 		live:     newSeries(sparkWidth),
 		delivers: newSeries(sparkWidth),
 	}
@@ -263,6 +268,8 @@ func (s *Sim) runFast(ctx context.Context) {
 				s.stopped = "interrupted"
 			case isClosed(s.out.broken):
 				s.stopped = "output closed"
+			case s.afterTick != nil && s.afterTick(t-1):
+				s.stopped = "benchmark done"
 			}
 			if s.stopped != "" {
 				acting, s.ticks = false, t-1
@@ -297,15 +304,26 @@ func (s *Sim) runFast(ctx context.Context) {
 // release runs one phase on every user and writes the phase's log lines in
 // uid order. It returns the next phase.
 func (s *Sim) release(p *phase) *phase {
-	p.next = &phase{start: make(chan struct{})}
+	p.next = &phase{}
 	s.barrier.Add(len(s.users))
-	close(p.start)
+	for _, u := range s.users {
+		u.EventChannel <- Delivery{} // behind every delivery of the last phase
+	}
 	s.barrier.Wait()
 	for _, u := range s.users {
 		s.out.Write(u.buf)
 		u.buf = u.buf[:0]
 	}
 	return p.next
+}
+
+// applied counts deliveries applied so far, between phases.
+func (s *Sim) applied() int64 {
+	var n int64
+	for _, u := range s.users {
+		n += u.applied
+	}
+	return n
 }
 
 // outstanding counts deliveries sent but not yet applied. It is read

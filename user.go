@@ -33,7 +33,9 @@ type User struct {
 	lat     *hist     // send-to-apply latency
 
 	// Fast mode.
-	buckets [][]Delivery // by due tick, modulo len(buckets)
+	buckets [][]pending // by due tick, modulo len(buckets)
+	keys    []uint64    // scratch for sortBucket
+	order   []*Event    // scratch for sortBucket
 
 	// Deliveries this user sent and applied. Both change only while the
 	// user works on a phase, so the coordinator can read them between
@@ -58,7 +60,7 @@ func newUser(s *Sim, uid int32) *User {
 		rng:          rand.New(rand.NewPCG(s.cfg.Seed, uint64(uid))),
 	}
 	if s.cfg.Fast {
-		u.buckets = make([][]Delivery, s.delayTicks+2)
+		u.buckets = make([][]pending, s.delayTicks+2)
 	} else {
 		u.lat = new(hist)
 	}
@@ -359,27 +361,13 @@ func (u *User) drain() {
 func (u *User) runFast() {
 	s := u.sim
 	defer s.done.Done()
-	for p := s.phase; ; p = p.next {
-		// Others may still be sending this phase; keep taking deliveries
-		// until the next phase starts.
-		for waiting := true; waiting; {
-			select {
-			case d := <-u.EventChannel:
-				u.bucket(d)
-			case o := <-u.UserChannel:
-				u.view.Learn(o.First, o.Last, s.now())
-			case <-p.start:
-				waiting = false
-			}
-		}
-		// Every send of the last phase, and every announcement, completed
-		// before this phase started.
+	users := u.UserChannel // news comes only before the first tick
+	for p := s.phase; ; p, users = p.next, nil {
+		u.await(users)
+		// Every announcement was sent before the first phase started.
 		for len(u.UserChannel) > 0 {
 			o := <-u.UserChannel
 			u.view.Learn(o.First, o.Last, 0)
-		}
-		for len(u.EventChannel) > 0 {
-			u.bucket(<-u.EventChannel)
 		}
 		if p.final {
 			u.view.Finish()
@@ -390,9 +378,8 @@ func (u *User) runFast() {
 		now := time.Duration(p.tick) * s.cfg.Tick
 		u.view.Expire(now)
 		b := &u.buckets[p.tick%int64(len(u.buckets))]
-		slices.SortFunc(*b, canonical)
-		for _, d := range *b {
-			u.view.Apply(d.Event, now)
+		for _, ev := range u.sortBucket(*b) {
+			u.view.Apply(ev, now)
 		}
 		u.applied += int64(len(*b))
 		clear(*b)
@@ -405,10 +392,69 @@ func (u *User) runFast() {
 	}
 }
 
+// pending is a delivery waiting for its tick in fast mode, with its place in
+// the canonical order packed into key: the send tick, then the sender. A
+// user acts at most once a tick, so no two deliveries share a key, and
+// sorting by key alone never dereferences an event. The key takes 17 bits
+// for the sender and leaves 23 for the tick under sortBucket's 24-bit
+// index: runs of up to eight million ticks.
+type pending struct {
+	key uint64
+	ev  *Event
+}
+
+// sortBucket returns the events of b in canonical order. Keys and indexes
+// are packed into one word and sorted as plain integers: several times
+// faster than sorting structs through a comparison function.
+func (u *User) sortBucket(b []pending) []*Event {
+	u.keys, u.order = u.keys[:0], u.order[:0]
+	if len(b) >= 1<<24 {
+		slices.SortFunc(b, func(x, y pending) int { return cmpInt(int64(x.key), int64(y.key)) })
+		for _, d := range b {
+			u.order = append(u.order, d.ev)
+		}
+		return u.order
+	}
+	for i, d := range b {
+		u.keys = append(u.keys, d.key<<24|uint64(i))
+	}
+	slices.Sort(u.keys)
+	for _, k := range u.keys {
+		u.order = append(u.order, b[k&(1<<24-1)].ev)
+	}
+	return u.order
+}
+
+// await takes deliveries until the coordinator's start marker, which it
+// sends down the channel behind every delivery of the last phase, and
+// announcements while users is not nil. Waiting on the user's own channel,
+// not on one that every user shares, keeps the users from contending for
+// one lock.
+func (u *User) await(users <-chan Online) {
+	for {
+		var d Delivery
+		if users == nil {
+			d = <-u.EventChannel
+		} else {
+			select {
+			case d = <-u.EventChannel:
+			case o := <-users:
+				u.view.Learn(o.First, o.Last, 0)
+				continue
+			}
+		}
+		if d.Event == nil {
+			return
+		}
+		u.bucket(d)
+	}
+}
+
 // bucket files a delivery under its due tick.
 func (u *User) bucket(d Delivery) {
-	b := &u.buckets[int64(d.Due/u.sim.cfg.Tick)%int64(len(u.buckets))]
-	*b = append(*b, d)
+	tick := u.sim.cfg.Tick
+	b := &u.buckets[int64(d.Due/tick)%int64(len(u.buckets))]
+	*b = append(*b, pending{uint64(d.Event.Sent/tick)<<17 | uint64(d.Event.From), d.Event})
 }
 
 // canonical orders deliveries by send time, sender and the sender's clock:

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkDelivery measures deliveries per second: one op is one event
+// applied by one recipient. channels is the floor, N goroutines
+// broadcasting pointers to each other through buffered channels and doing
+// nothing else; chatsim is the quiet fast simulation of N users. Start-up
+// is not timed. ns/op, B/op and allocs/op are per delivery, exactly.
+func BenchmarkDelivery(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("users=%d/channels", n), func(b *testing.B) { measure(b, func() int64 { return broadcast(n, b.N) }) })
+		b.Run(fmt.Sprintf("users=%d/chatsim", n), func(b *testing.B) { benchChatsim(b, n) })
+	}
+}
+
+var benchSizes = []int{100, 1000, 10000}
+
+// measure times work, which returns how many deliveries it made, and
+// reports per-delivery figures.
+func measure(b *testing.B, work func() int64) {
+	b.ReportAllocs()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	start := time.Now()
+	n := work()
+	took := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	report(b, n, took, after.Mallocs-before.Mallocs, after.TotalAlloc-before.TotalAlloc)
+}
+
+func report(b *testing.B, n int64, took time.Duration, allocs, bytes uint64) {
+	b.ReportMetric(float64(took.Nanoseconds())/float64(n), "ns/op")
+	b.ReportMetric(float64(n)/took.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(allocs)/float64(n), "allocs/op")
+	b.ReportMetric(float64(bytes)/float64(n), "B/op")
+}
+
+// broadcast is the baseline: n goroutines send total pointers in all,
+// each to the others in turn, through buffered channels of the capacity
+// chatsim uses. A sender whose channel is full takes from its own channel
+// meanwhile, as chatsim's users do, so it cannot deadlock.
+func broadcast(n, total int) int64 {
+	chans := make([]chan *int, n)
+	for i := range chans {
+		chans[i] = make(chan *int, inboxCapacity(n))
+	}
+	// Sender i sends count(i) messages, the k-th to (i+1+k%(n-1)) % n.
+	count := func(i int) int { return total/n + btoi(i < total%n) }
+	expect := make([]int, n)
+	for i := range n {
+		c := count(i)
+		for j := range n {
+			if j != i {
+				off := (j - i - 1 + n) % n
+				expect[j] += c/(n-1) + btoi(off < c%(n-1))
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	x := new(int)
+	for i := range n {
+		wg.Go(func() {
+			own, got := chans[i], 0
+			for k := range count(i) {
+				ch := chans[(i+1+k%(n-1))%n]
+				select {
+				case ch <- x:
+					continue
+				default:
+				}
+				for sent := false; !sent; {
+					select {
+					case ch <- x:
+						sent = true
+					case <-own:
+						got++
+					}
+				}
+			}
+			for ; got < expect[i]; got++ {
+				<-own
+			}
+		})
+	}
+	wg.Wait()
+	return int64(total)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// warmTicks are run before timing, so that views have grown past their
+// first rooms and the measure is of a running simulation.
+const warmTicks = 5
+
+// benchChatsim runs the quiet fast simulation of n users, warms it up,
+// then times it until it has made b.N more deliveries, and drains it.
+func benchChatsim(b *testing.B, n int) {
+	b.ReportAllocs()
+	s := newSim(Config{Users: n, Seed: 1, Tick: time.Second, Chance: 0.3, Quiet: true, Fast: true}, io.Discard, io.Discard)
+	ctx := context.Background()
+	s.startUsers(ctx)
+	var (
+		before, after runtime.MemStats
+		start         time.Time
+		from          int64
+	)
+	s.afterTick = func(t int64) bool {
+		switch {
+		case t == warmTicks:
+			runtime.ReadMemStats(&before)
+			from = s.applied()
+			b.ResetTimer()
+			start = time.Now()
+		case t > warmTicks && s.applied()-from >= int64(b.N):
+			return true
+		}
+		return false
+	}
+	s.runFast(ctx)
+	took := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	s.done.Wait()
+	report(b, s.applied()-from, took, after.Mallocs-before.Mallocs, after.TotalAlloc-before.TotalAlloc)
+	if r := s.report(); !r.Converged {
+		b.Fatal(r.Problems)
+	}
+}
