@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"slices"
 	"time"
 )
@@ -48,8 +49,8 @@ import (
 //   - a close of, or a message to, a lesser s was sent before its sender
 //     learned of s*: before t0+Δ, arriving before t0+2Δ.
 //
-// So a closed entry is reclaimed grace > 2Δ after it was closed here (see
-// graceFor). Forgetting it cannot resurrect an old incarnation: anything
+// So a closed entry is reclaimed grace > 2Δ after it was closed here (in
+// lockstep, counting in whole ticks, exactly 2Δ ticks: see newSim). Forgetting it cannot resurrect an old incarnation: anything
 // about one is already here, and every new create takes a Lamport stamp
 // greater than any its creator has seen. The same bound reclaims the record
 // of an own room that a concurrent duplicate replaced.
@@ -61,15 +62,15 @@ type View struct {
 	grace time.Duration
 	log   bool // whether to append records to out
 
-	rooms map[uint64]*entry   // by Group.hash; equal hashes chain through entry.next
-	mine  []*entry            // live rooms self is a member of; entry.mine indexes it
-	live  int                 // live rooms in this view
-	tombs queue[tomb]         // closed entries in reclaim order (now+grace only grows)
-	owned map[Stamp]owned     // own rooms not yet known to be closed
-	gone  queue[tomb]         // own rooms replaced by a duplicate, in reclaim order
-	free  []*entry            // reclaimed entries, reused so steady state allocates nothing
-	held  map[*entry][]*Event // messages to incarnations newer than the entry's, in arrival order
-	nHeld int                 // messages held back
+	rooms map[fp]slot     // what the view knows of each group, by fingerprint
+	mine  []*Group        // live rooms self is a member of; slot.mine indexes it
+	live  int             // live rooms in this view
+	tombs queue[tomb]     // closed groups in reclaim order (now+grace only grows)
+	owned map[Stamp]owned // own rooms not yet known to be closed
+	gone  queue[tomb]     // own rooms replaced by a duplicate, in reclaim order
+	held  map[fp][]*Event // messages to incarnations newer than the slot's, in arrival order
+	nHeld int             // messages held back
+	alive []Room          // own rooms live at the end, set by Finish
 
 	out []Record
 	Counts
@@ -115,30 +116,34 @@ func (c *Counts) add(o *Counts) {
 	c.Stale += o.Stale
 }
 
-// entry is what a view knows about one group. It is kept small, since a
-// view holds one for every live room and every recent tombstone, and
-// applying an event touches one: held-back messages, which are rare, live in
-// View.held instead.
-type entry struct {
-	group   *Group
-	stamp   Stamp // greatest incarnation seen; zero while only held messages are known
-	closed  bool
-	member  bool   // self is in group
-	chained bool   // not first among the entries with this hash
-	holds   bool   // View.held has messages for it
-	mine    int32  // index in View.mine, or -1
-	next    *entry // next entry whose group has the same hash
+// slot is what a view knows about one group: 16 bytes and no pointers, since
+// a view keeps one for every live room and every recent tombstone, and
+// every event applied touches one. Held-back messages, which are rare, wait
+// in View.held.
+type slot struct {
+	st    uint64 // packed stamp of the greatest incarnation seen; 0 while only held messages are known
+	mine  int32  // index in View.mine, when inMine
+	flags uint8
 }
 
-func (e *entry) live() bool { return !e.stamp.IsZero() && !e.closed }
+const (
+	closed uint8 = 1 << iota
+	member       // self is in the group
+	inMine       // in View.mine: live and a member
+	holds        // View.held has messages for the group
+)
 
-// tomb schedules a closed entry, or the record of a replaced own room, for
-// reclaiming at time at. A closed entry's tomb is void if the entry has
-// moved on since (a newer create), which stamp detects.
+func (s slot) is(f uint8) bool { return s.flags&f != 0 }
+func (s slot) live() bool      { return s.st != 0 && !s.is(closed) }
+func (s slot) stamp() Stamp    { return unpack(s.st) }
+
+// tomb schedules a closed group, or the record of a replaced own room, for
+// reclaiming at time at. A closed group's tomb is void if the group has
+// moved on since (a newer create), which st detects.
 type tomb struct {
-	e     *entry
-	stamp Stamp
-	at    time.Duration
+	key fp
+	st  uint64
+	at  time.Duration
 }
 
 // owned follows a room this user created until its fate is known: closed
@@ -157,9 +162,9 @@ func NewView(self int32, n int, grace time.Duration, log bool) *View {
 		n:     n,
 		grace: grace,
 		log:   log,
-		rooms: make(map[uint64]*entry),
+		rooms: make(map[fp]slot),
 		owned: make(map[Stamp]owned),
-		held:  make(map[*entry][]*Event),
+		held:  make(map[fp][]*Event),
 	}
 	v.fold()
 	return v
@@ -225,16 +230,17 @@ func (v *View) Create(g *Group, now time.Duration) *Event {
 		v.record(Record{T: now, Kind: KindCreateFailed, Reason: "I know no one else yet"})
 		return nil
 	}
-	if e := v.lookup(g); e != nil && e.live() {
+	s := v.slot(g)
+	if s.live() {
 		v.CreateFailed++
-		v.record(Record{T: now, Kind: KindCreateFailed, Room: e.stamp, Group: g, Reason: "a live chat already has this group"})
+		v.record(Record{T: now, Kind: KindCreateFailed, Room: s.stamp(), Group: g, Reason: "a live chat already has this group"})
 		return nil
 	}
 	ev := v.newEvent(CreateEvent, g)
 	ev.Room, ev.Sent = ev.ID(), now
 	v.Created++
 	v.owned[ev.Room] = owned{group: g}
-	v.transition(v.find(g), ev, now)
+	v.transition(s, ev, now)
 	return ev
 }
 
@@ -248,11 +254,11 @@ func (v *View) Send(i int, now time.Duration) *Event {
 		v.record(Record{T: now, Kind: KindMessageFailed, Reason: "I am in no chat"})
 		return nil
 	}
-	e := v.mine[i%len(v.mine)]
-	ev := v.newEvent(MessageEvent, e.group)
-	ev.Room, ev.Sent = e.stamp, now
-	v.Expected += int64(e.group.Size() - 1)
-	v.record(Record{T: now, Kind: KindMessage, Room: e.stamp, Msg: ev.ID(), By: v.self})
+	g := v.mine[i%len(v.mine)]
+	ev := v.newEvent(MessageEvent, g)
+	ev.Room, ev.Sent = v.rooms[g.fp].stamp(), now
+	v.Expected += int64(g.Size() - 1)
+	v.record(Record{T: now, Kind: KindMessage, Room: ev.Room, Msg: ev.ID(), By: v.self})
 	return ev
 }
 
@@ -266,11 +272,12 @@ func (v *View) Close(i int, now time.Duration) *Event {
 		v.record(Record{T: now, Kind: KindCloseFailed, Reason: "I am in no chat"})
 		return nil
 	}
-	e := v.mine[i%len(v.mine)]
-	ev := v.newEvent(CloseEvent, e.group)
-	ev.Room, ev.Sent = e.stamp, now
+	g := v.mine[i%len(v.mine)]
+	s := v.rooms[g.fp]
+	ev := v.newEvent(CloseEvent, g)
+	ev.Room, ev.Sent = s.stamp(), now
 	v.closeOwn(ev.Room)
-	v.transition(e, ev, now)
+	v.transition(s, ev, now)
 	return ev
 }
 
@@ -279,54 +286,73 @@ func (v *View) newEvent(k EventKind, g *Group) *Event {
 	return &Event{Kind: k, From: v.self, Clock: v.clock, Group: g}
 }
 
+// slot returns what the view knows of g: its slot, or an empty one (st 0)
+// that is not yet stored.
+func (v *View) slot(g *Group) slot {
+	if s, ok := v.rooms[g.fp]; ok {
+		return s
+	}
+	s := slot{}
+	if g.Has(v.self) {
+		s.flags = member
+	}
+	return s
+}
+
 // applyRoom applies a create or close from another user.
 func (v *View) applyRoom(ev *Event, now time.Duration) {
 	if ev.Kind == CloseEvent {
 		v.closeOwn(ev.Room)
 	}
-	e := v.find(ev.Group)
-	if newer(e, ev) {
-		v.transition(e, ev, now)
+	s := v.slot(ev.Group)
+	if newer(s, ev) {
+		v.transition(s, ev, now)
 		return
 	}
 	r := Record{T: now, Room: ev.Room, By: ev.From}
-	if ev.Kind == CreateEvent && e.live() && ev.Room.Less(e.stamp) {
+	if ev.Kind == CreateEvent && s.live() && ev.Room.pack() < s.st {
 		// A concurrent duplicate that loses to the room this view keeps.
 		v.Merges++
-		r.Kind, r.Room, r.Dropped = KindMerge, e.stamp, ev.Room
+		r.Kind, r.Room, r.Dropped = KindMerge, s.stamp(), ev.Room
 		v.record(r)
 		return
 	}
 	v.Stale++
-	r.Kind, r.Of, r.Reason = KindStale, ev.Kind, staleReason(ev, e)
+	r.Kind, r.Of, r.Reason = KindStale, ev.Kind, staleReason(ev, s)
 	v.record(r)
 }
 
-// newer reports whether ev moves e forward in the (stamp, closed) order.
-func newer(e *entry, ev *Event) bool {
-	closing := ev.Kind == CloseEvent
-	return e.stamp.Less(ev.Room) || e.stamp == ev.Room && closing && !e.closed
+// newer reports whether ev moves s forward in the (stamp, closed) order.
+func newer(s slot, ev *Event) bool {
+	st := ev.Room.pack()
+	return s.st < st || s.st == st && ev.Kind == CloseEvent && !s.is(closed)
 }
 
-func staleReason(ev *Event, e *entry) string {
+func staleReason(ev *Event, s slot) string {
 	switch {
-	case ev.Kind == CreateEvent && ev.Room == e.stamp:
+	case ev.Kind == CreateEvent && ev.Room.pack() == s.st:
 		return "its close came first"
 	case ev.Kind == CreateEvent:
 		return "a later chat with this group is known"
-	case ev.Room == e.stamp:
+	case ev.Room.pack() == s.st:
 		return "already closed"
 	default:
 		return "a later chat with this group is known"
 	}
 }
 
-// transition moves e to the state named by ev, which newer has approved
-// (or which self has just made), and logs what that means to this user.
-func (v *View) transition(e *entry, ev *Event, now time.Duration) {
-	prev, wasLive := e.stamp, e.live()
+// transition moves the group of ev from state s to the state ev names,
+// which newer has approved (or which self has just made), stores it and
+// logs what that means to this user.
+func (v *View) transition(s slot, ev *Event, now time.Duration) {
+	g := ev.Group
+	prev, wasLive := s.stamp(), s.live()
 	closing := ev.Kind == CloseEvent
-	e.stamp, e.closed = ev.Room, closing
+	s.st = ev.Room.pack()
+	s.flags &^= closed
+	if closing {
+		s.flags |= closed
+	}
 	own := ev.From == v.self
 	if wasLive && prev != ev.Room {
 		// Two incarnations of one group were live at once somewhere: the
@@ -340,22 +366,23 @@ func (v *View) transition(e *entry, ev *Event, now time.Duration) {
 	switch {
 	case !closing && !wasLive:
 		v.live++
-		if e.member {
-			e.mine = int32(len(v.mine))
-			v.mine = append(v.mine, e)
+		if s.is(member) {
+			s.mine = int32(len(v.mine))
+			s.flags |= inMine
+			v.mine = append(v.mine, g)
 		}
-		r := Record{T: now, Kind: KindSee, Room: ev.Room, By: ev.From, Group: e.group}
+		r := Record{T: now, Kind: KindSee, Room: ev.Room, By: ev.From, Group: g}
 		if own {
 			r.Kind = KindCreate
-		} else if e.member {
+		} else if s.is(member) {
 			r.Kind = KindJoin
 		}
 		v.record(r)
 	case closing:
 		if wasLive {
 			v.live--
-			if e.mine >= 0 {
-				v.leave(e)
+			if s.is(inMine) {
+				v.leave(&s)
 			}
 		}
 		kind := KindCloseSeen
@@ -363,59 +390,69 @@ func (v *View) transition(e *entry, ev *Event, now time.Duration) {
 			kind = KindClose
 		}
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
-		v.tombs.push(tomb{e, e.stamp, now + v.grace})
+		v.tombs.push(tomb{g.fp, s.st, now + v.grace})
 	}
-	v.release(e, now)
+	v.rooms[g.fp] = s
+	if s.is(holds) {
+		v.release(g.fp, now)
+	}
 }
 
-// leave removes e from mine in O(1), moving the last room into its place.
-func (v *View) leave(e *entry) {
-	last := v.mine[len(v.mine)-1]
-	v.mine[e.mine], last.mine = last, e.mine
-	v.mine[len(v.mine)-1] = nil
-	v.mine = v.mine[:len(v.mine)-1]
-	e.mine = -1
+// leave removes s from mine in O(1), moving the last room into its place.
+func (v *View) leave(s *slot) {
+	last := len(v.mine) - 1
+	if int(s.mine) != last {
+		moved := v.mine[last]
+		v.mine[s.mine] = moved
+		m := v.rooms[moved.fp]
+		m.mine = s.mine
+		v.rooms[moved.fp] = m
+	}
+	v.mine[last] = nil
+	v.mine = v.mine[:last]
+	s.flags &^= inMine
 }
 
 // applyMessage delivers a message, or holds it back until its incarnation
 // is known here.
 func (v *View) applyMessage(ev *Event, now time.Duration) {
-	e := v.find(ev.Group)
-	if e.stamp.Less(ev.Room) {
-		v.held[e] = append(v.held[e], ev)
-		e.holds = true
+	s := v.slot(ev.Group)
+	if st := ev.Room.pack(); s.st < st {
+		v.held[ev.Group.fp] = append(v.held[ev.Group.fp], ev)
+		s.flags |= holds
+		v.rooms[ev.Group.fp] = s
 		v.nHeld++
 		return
 	}
-	v.deliver(ev, e, false, now)
+	v.deliver(ev, s, false, now)
 }
 
-// release delivers the held messages of e whose incarnation is now known.
-func (v *View) release(e *entry, now time.Duration) {
-	if !e.holds {
-		return
-	}
-	held := v.held[e]
+// release delivers the held messages of a group whose incarnation is now
+// known.
+func (v *View) release(key fp, now time.Duration) {
+	s := v.rooms[key]
+	held := v.held[key]
 	kept := held[:0]
 	for _, m := range held {
-		if e.stamp.Less(m.Room) {
+		if s.st < m.Room.pack() {
 			kept = append(kept, m)
 			continue
 		}
 		v.nHeld--
-		v.deliver(m, e, true, now)
+		v.deliver(m, s, true, now)
 	}
 	clear(held[len(kept):])
 	if len(kept) == 0 {
-		delete(v.held, e)
-		e.holds = false
+		delete(v.held, key)
+		s.flags &^= holds
+		v.rooms[key] = s
 	} else {
-		v.held[e] = kept
+		v.held[key] = kept
 	}
 }
 
-func (v *View) deliver(m *Event, e *entry, held bool, now time.Duration) {
-	late := m.Room != e.stamp || e.closed
+func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
+	late := m.Room.pack() != s.st || s.is(closed)
 	v.Deliveries++
 	if late {
 		v.Late++
@@ -442,24 +479,24 @@ func (v *View) replaceOwn(s Stamp, now time.Duration) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
-		v.gone.push(tomb{stamp: s, at: now + v.grace})
+		v.gone.push(tomb{st: s.pack(), at: now + v.grace})
 	}
 }
 
-// Expire reclaims what can no longer matter at time now: closed entries and
+// Expire reclaims what can no longer matter at time now: closed groups and
 // records of replaced own rooms older than the grace period.
 func (v *View) Expire(now time.Duration) {
 	for v.tombs.len() > 0 && v.tombs.front().at <= now {
 		t := v.tombs.pop()
-		// Void if a newer create revived the entry, or if messages to a
-		// newer incarnation are waiting in it.
-		if t.e.stamp == t.stamp && t.e.closed && !t.e.holds {
-			v.remove(t.e)
+		// Void if a newer create revived the group, or if messages to a
+		// newer incarnation are waiting for it.
+		if s, ok := v.rooms[t.key]; ok && s.st == t.st && s.is(closed) && !s.is(holds) {
+			delete(v.rooms, t.key)
 		}
 	}
 	for v.gone.len() > 0 && v.gone.front().at <= now {
 		// A close of it, had there been one, would have come by now.
-		if s := v.gone.pop().stamp; v.owned[s].replaced {
+		if s := unpack(v.gone.pop().st); v.owned[s].replaced {
 			delete(v.owned, s)
 			v.Duplicates++
 		}
@@ -494,8 +531,9 @@ func (q *queue[T]) pop() T {
 // those live here are live at the end; the rest were replaced.
 func (v *View) Finish() {
 	for s, o := range v.owned {
-		if e := v.lookup(o.group); e != nil && e.stamp == s && !e.closed {
+		if v.rooms[o.group.fp].st == s.pack() && v.rooms[o.group.fp].live() {
 			v.OwnLive++
+			v.alive = append(v.alive, Room{s, o.group})
 		} else {
 			v.Duplicates++
 		}
@@ -503,99 +541,31 @@ func (v *View) Finish() {
 	}
 }
 
-// Room is a live room as a view reports it.
+// Room is a live room: its incarnation, and its group where known.
 type Room struct {
 	Stamp Stamp
 	Group *Group
 }
 
-// Rooms returns the live rooms in this view, in stamp order.
-func (v *View) Rooms() []Room {
-	out := make([]Room, 0, v.live)
-	for _, e := range v.rooms {
-		for ; e != nil; e = e.next {
-			if e.live() {
-				out = append(out, Room{e.stamp, e.group})
-			}
+// Rooms returns the stamps of the live rooms in this view, in order.
+func (v *View) Rooms() []Stamp {
+	out := make([]Stamp, 0, v.live)
+	for _, s := range v.rooms {
+		if s.live() {
+			out = append(out, s.stamp())
 		}
 	}
-	slices.SortFunc(out, func(a, b Room) int {
-		if a.Stamp.Less(b.Stamp) {
-			return -1
-		}
-		if b.Stamp.Less(a.Stamp) {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Stamp) int { return cmp.Compare(a.pack(), b.pack()) })
 	return out
 }
 
+// Own returns the rooms this user created that are live at the end, with
+// their groups, once Finish has run.
+func (v *View) Own() []Room { return v.alive }
+
 // Entries is the number of groups the view keeps state for, live or not:
 // what Expire keeps bounded.
-func (v *View) Entries() int {
-	n := 0
-	for _, e := range v.rooms {
-		for ; e != nil; e = e.next {
-			n++
-		}
-	}
-	return n
-}
-
-// lookup returns the entry for g, or nil.
-func (v *View) lookup(g *Group) *entry {
-	for e := v.rooms[g.hash]; e != nil; e = e.next {
-		if e.group.Equal(g) {
-			return e
-		}
-	}
-	return nil
-}
-
-// find returns the entry for g, making an empty one if there is none.
-func (v *View) find(g *Group) *entry {
-	head := v.rooms[g.hash]
-	for e := head; e != nil; e = e.next {
-		if e.group.Equal(g) {
-			return e
-		}
-	}
-	var e *entry
-	if n := len(v.free); n > 0 {
-		e, v.free = v.free[n-1], v.free[:n-1]
-	} else {
-		e = new(entry)
-	}
-	*e = entry{group: g, member: g.Has(v.self), mine: -1}
-	if head != nil {
-		// A hash collision, rare: chain behind the first entry.
-		e.chained, e.next, head.next = true, head.next, e
-		return e
-	}
-	v.rooms[g.hash] = e
-	return e
-}
-
-// remove unlinks a dead entry and keeps it for reuse.
-func (v *View) remove(e *entry) {
-	h := e.group.hash
-	switch {
-	case !e.chained && e.next == nil:
-		delete(v.rooms, h)
-	case !e.chained:
-		e.next.chained = false
-		v.rooms[h] = e.next
-	default:
-		p := v.rooms[h]
-		for p.next != e {
-			p = p.next
-		}
-		p.next = e.next
-	}
-	*e = entry{}
-	v.free = append(v.free, e)
-}
+func (v *View) Entries() int { return len(v.rooms) }
 
 func (v *View) record(r Record) {
 	if v.log {

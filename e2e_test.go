@@ -23,7 +23,7 @@ var (
 	binErr  error
 )
 
-func binary(t *testing.T) string {
+func builtBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -82,7 +82,7 @@ func exitCode(err error) int {
 }
 
 func TestE2EBadInput(t *testing.T) {
-	bin := binary(t)
+	bin := builtBinary(t)
 	for _, tc := range badInputs {
 		var out, errs bytes.Buffer
 		cmd := exec.Command(bin, tc.args...)
@@ -102,7 +102,7 @@ func TestE2EBadInput(t *testing.T) {
 
 // A short run stops by itself and prints the summary.
 func TestE2EDuration(t *testing.T) {
-	bin := binary(t)
+	bin := builtBinary(t)
 	var out, errs bytes.Buffer
 	cmd := exec.Command(bin, "-users", "6", "-duration", "1500ms", "-tick", "100ms")
 	cmd.Stdout, cmd.Stderr = &out, &errs
@@ -137,7 +137,7 @@ func startReading(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader, *byte
 // startPipe is startReading that also returns the read end of the pipe.
 func startPipe(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader, io.Closer, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	cmd := exec.Command(builtBinary(t), args...)
 	var errs bytes.Buffer
 	cmd.Stderr = &errs
 	stdout, err := cmd.StdoutPipe()
@@ -244,7 +244,7 @@ func TestE2EClosedPipe(t *testing.T) {
 
 // Through a real shell pipeline, as the README shows it.
 func TestE2EHead(t *testing.T) {
-	bin := binary(t)
+	bin := builtBinary(t)
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Skip("no sh")

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/binary"
+	"hash/maphash"
 	"math/bits"
 	"math/rand/v2"
 	"strconv"
@@ -21,6 +23,17 @@ func (s Stamp) Less(t Stamp) bool {
 	return s.Clock < t.Clock || s.Clock == t.Clock && s.UID < t.UID
 }
 
+// pack packs a stamp into one word whose integer order is the stamp order:
+// the clock in the high 47 bits, the uid (below 2^17, as -users allows) in
+// the low 17. A clock advances at most once per event sent, so 2^47 is
+// beyond any run.
+func (s Stamp) pack() uint64 { return s.Clock<<uidBits | uint64(s.UID) }
+
+// unpack is the inverse of pack.
+func unpack(w uint64) Stamp { return Stamp{w >> uidBits, int32(w & (1<<uidBits - 1))} }
+
+const uidBits = 17
+
 // IsZero reports whether s is the zero stamp, which precedes every real one.
 func (s Stamp) IsZero() bool { return s == Stamp{} }
 
@@ -34,14 +47,22 @@ func (s Stamp) append(b []byte) []byte {
 }
 
 // Group is an immutable set of members: the key of a room. One Group value
-// is shared by the event that announces it and by every view that keeps it,
-// so a room costs one member set, not one per user. Bit u of bits is set
-// when user_u is a member; hash is computed once, when the group is made.
+// is shared by the events that name it, so a room costs one member set, not
+// one per user. Bit u of bits is set when user_u is a member; the
+// fingerprint is computed once, when the group is made.
 type Group struct {
 	bits []uint64
 	size int
-	hash uint64
+	fp   fp
 }
+
+// fp is a group's 128-bit fingerprint, the key under which a view keeps
+// what it knows of the group. Two different member sets share one with a
+// chance of about 2^-128 per pair (a run sees at most millions of groups),
+// so views trust it as the group's identity, the way git trusts object ids.
+// In exchange a view's table holds no pointers: it is half the size, and
+// the garbage collector never scans it.
+type fp [2]uint64
 
 // newGroup returns a group of the given uids; n is the number of users.
 func newGroup(n int, uids ...int32) *Group {
@@ -58,17 +79,25 @@ func words(n int) int { return (n + 64) / 64 }
 
 func (g *Group) add(u int32) { g.bits[u/64] |= 1 << (u % 64) }
 
-// seal computes the size and hash after the members are set. The hash only
-// keys maps; nothing printed depends on it.
+// seal computes the size and fingerprint once the members are set. The
+// fingerprint is two independently seeded maphash sums of the member bits;
+// it only keys maps, so nothing printed depends on its seeds.
 func (g *Group) seal() {
-	h, size := uint64(len(g.bits)), 0
+	var h1, h2 maphash.Hash
+	h1.SetSeed(fpSeeds[0])
+	h2.SetSeed(fpSeeds[1])
+	var buf [8]byte
+	size := 0
 	for _, w := range g.bits {
 		size += bits.OnesCount64(w)
-		h = (h ^ w) * 0x9e3779b97f4a7c15
-		h ^= h >> 29
+		binary.LittleEndian.PutUint64(buf[:], w)
+		h1.Write(buf[:])
+		h2.Write(buf[:])
 	}
-	g.size, g.hash = size, h
+	g.size, g.fp = size, fp{h1.Sum64(), h2.Sum64()}
 }
+
+var fpSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 
 // Has reports whether user u is a member.
 func (g *Group) Has(u int32) bool {
@@ -84,7 +113,7 @@ func (g *Group) Equal(h *Group) bool {
 	if g == h {
 		return true
 	}
-	if g.hash != h.hash || g.size != h.size || len(g.bits) != len(h.bits) {
+	if g.fp != h.fp || g.size != h.size || len(g.bits) != len(h.bits) {
 		return false
 	}
 	for i, w := range g.bits {

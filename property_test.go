@@ -274,49 +274,34 @@ func TestPropertyShortGraceBreaks(t *testing.T) {
 	t.Logf("%d of 2000 histories broke with grace 2Δ-1", broken)
 }
 
-// invariants checks that a view's bookkeeping agrees with its entries.
+// invariants checks that a view's bookkeeping agrees with its slots.
 func (v *View) invariants() error {
-	live, held := 0, 0
-	var groups []*Group
-	for h, e := range v.rooms {
-		for ; e != nil; e = e.next {
-			if e.group.hash != h {
-				return fmt.Errorf("entry for %v filed under the wrong hash", e.group.Members())
-			}
-			for _, g := range groups {
-				if g.Equal(e.group) {
-					return fmt.Errorf("two entries for %v", g.Members())
-				}
-			}
-			groups = append(groups, e.group)
-			if e.live() {
-				live++
-			}
-			if e.member != e.group.Has(v.self) {
-				return fmt.Errorf("membership of %s wrong", e.stamp)
-			}
-			if (e.mine >= 0) != (e.live() && e.member) {
-				return fmt.Errorf("chat %s: in mine %v, live %v, member %v", e.stamp, e.mine >= 0, e.live(), e.member)
-			}
-			if e.mine >= 0 && (int(e.mine) >= len(v.mine) || v.mine[e.mine] != e) {
-				return fmt.Errorf("chat %s: mine index %d wrong", e.stamp, e.mine)
-			}
-			if e.holds != (len(v.held[e]) > 0) {
-				return fmt.Errorf("chat %s: holds %v, %d held", e.stamp, e.holds, len(v.held[e]))
-			}
-			for _, m := range v.held[e] {
-				if !e.stamp.Less(m.Room) {
-					return fmt.Errorf("message %s held for %s, known as %s", m.ID(), m.Room, e.stamp)
-				}
-			}
-			held += len(v.held[e])
-			if e.chained == (v.rooms[h] == e) {
-				return fmt.Errorf("chat %s: chained %v but first %v", e.stamp, e.chained, v.rooms[h] == e)
+	live, held, mined := 0, 0, 0
+	for key, s := range v.rooms {
+		if s.live() {
+			live++
+		}
+		if s.is(inMine) != (s.live() && s.is(member)) {
+			return fmt.Errorf("chat %s: in mine %v, live %v, member %v", s.stamp(), s.is(inMine), s.live(), s.is(member))
+		}
+		if s.is(inMine) {
+			mined++
+			if int(s.mine) >= len(v.mine) || v.mine[s.mine].fp != key || !v.mine[s.mine].Has(v.self) {
+				return fmt.Errorf("chat %s: mine index %d wrong", s.stamp(), s.mine)
 			}
 		}
+		if s.is(holds) != (len(v.held[key]) > 0) {
+			return fmt.Errorf("chat %s: holds %v, %d held", s.stamp(), s.is(holds), len(v.held[key]))
+		}
+		for _, m := range v.held[key] {
+			if m.Room.pack() <= s.st || m.Group.fp != key {
+				return fmt.Errorf("message %s held for %s, known as %s", m.ID(), m.Room, s.stamp())
+			}
+		}
+		held += len(v.held[key])
 	}
-	if live != v.live || held != v.nHeld || len(v.held) > held {
-		return fmt.Errorf("counts live %d held %d, entries say %d and %d", v.live, v.nHeld, live, held)
+	if live != v.live || held != v.nHeld || len(v.held) > held || mined != len(v.mine) {
+		return fmt.Errorf("counts live %d held %d mine %d, slots say %d, %d and %d", v.live, v.nHeld, len(v.mine), live, held, mined)
 	}
 	for _, q := range []*queue[tomb]{&v.tombs, &v.gone} {
 		for i := q.head + 1; i < len(q.items); i++ {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"slices"
 	"strings"
 	"time"
 )
@@ -151,7 +152,7 @@ func (s *Sim) report() *Report {
 		for _, v := range views {
 			f := finalView{Kind: "final", User: uidName(v.Self()), Rooms: []string{}}
 			for _, room := range v.Rooms() {
-				f.Rooms = append(f.Rooms, room.Stamp.String())
+				f.Rooms = append(f.Rooms, room.String())
 			}
 			r.finals = append(r.finals, f)
 		}
@@ -183,14 +184,17 @@ func check(views []*View, tot *Counts, r *Report) []string {
 			add("%s and %s disagree: %s", uidName(views[0].Self()), uidName(v.Self()), d)
 		}
 	}
-	byHash := map[uint64][]*Group{}
-	for _, room := range ref {
-		for _, g := range byHash[room.Group.hash] {
-			if g.Equal(room.Group) {
-				add("two live rooms share a group: %s", room.Stamp)
-			}
+	// Each creator knows the group of its own live rooms: compare member
+	// sets themselves, not the fingerprints views key them by.
+	var own []Room
+	for _, v := range views {
+		own = append(own, v.Own()...)
+	}
+	slices.SortFunc(own, func(a, b Room) int { return slices.Compare(a.Group.bits, b.Group.bits) })
+	for i := 1; i < len(own); i++ {
+		if own[i].Group.Equal(own[i-1].Group) {
+			add("two live rooms share a group: chats %s and %s", own[i-1].Stamp, own[i].Stamp)
 		}
-		byHash[room.Group.hash] = append(byHash[room.Group.hash], room.Group)
 	}
 	if int64(len(ref)) != tot.OwnLive {
 		add("%d rooms are live in the views, but their creators count %d live", len(ref), tot.OwnLive)
@@ -210,25 +214,26 @@ func check(views []*View, tot *Counts, r *Report) []string {
 	return problems
 }
 
-// diffRooms describes how two sorted room lists differ, or returns "".
-func diffRooms(a, b []Room) string {
+// diffRooms describes how two sorted lists of live rooms differ, or
+// returns "".
+func diffRooms(a, b []Stamp) string {
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
 		switch {
-		case a[i].Stamp == b[j].Stamp:
+		case a[i] == b[j]:
 			i++
 			j++
-		case a[i].Stamp.Less(b[j].Stamp):
-			return fmt.Sprintf("only the first has chat %s live", a[i].Stamp)
+		case a[i].Less(b[j]):
+			return fmt.Sprintf("only the first has chat %s live", a[i])
 		default:
-			return fmt.Sprintf("only the second has chat %s live", b[j].Stamp)
+			return fmt.Sprintf("only the second has chat %s live", b[j])
 		}
 	}
 	if i < len(a) {
-		return fmt.Sprintf("only the first has chat %s live", a[i].Stamp)
+		return fmt.Sprintf("only the first has chat %s live", a[i])
 	}
 	if j < len(b) {
-		return fmt.Sprintf("only the second has chat %s live", b[j].Stamp)
+		return fmt.Sprintf("only the second has chat %s live", b[j])
 	}
 	return ""
 }

@@ -238,7 +238,7 @@ func TestCheckFindsDisagreement(t *testing.T) {
 	if !strings.Contains(out.String(), "verdict     NOT CONVERGED\n              user_1 and user_3 disagree") {
 		t.Errorf("summary:\n%s", out.String())
 	}
-	if d := diffRooms(nil, []Room{{Stamp: Stamp{2, 1}}}); d != "only the second has chat 2.1 live" {
+	if d := diffRooms(nil, []Stamp{{2, 1}}); d != "only the second has chat 2.1 live" {
 		t.Errorf("diff = %q", d)
 	}
 }
