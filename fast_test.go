@@ -120,6 +120,24 @@ func TestSeedSweep(t *testing.T) {
 	}
 }
 
+// In lockstep the grace period of 2Δ ticks is tight: one tick less and
+// some runs reclaim a tombstone before an event it outlived arrives, and
+// the verdict catches it.
+func TestFastGraceIsTight(t *testing.T) {
+	for seed := uint64(1); seed <= 100; seed++ {
+		cfg := Config{Users: 3 + int(seed%6), Seed: seed, Tick: time.Second, Chance: 0.7, Quiet: true, Fast: true,
+			Duration: 80 * time.Second, Delay: time.Duration(seed%4) * time.Second}
+		var out bytes.Buffer
+		s := newSim(cfg, &out, &out)
+		s.grace -= time.Second
+		if r := s.run(context.Background()); !r.Converged {
+			t.Logf("seed %d broke with grace 2Δ-1: %v", seed, r.Problems)
+			return
+		}
+	}
+	t.Fatal("no run broke with a grace of 2Δ-1 ticks")
+}
+
 // Fast mode reclaims what it keeps: over a long run the state of every
 // view stays within what is live plus what closed within the grace period.
 func TestFastStateStaysBounded(t *testing.T) {

@@ -43,9 +43,11 @@ type Sim struct {
 	t0      time.Time
 
 	// bound is Δ, the longest time from sending an event to applying it
-	// that the reclaiming of closed rooms relies on; grace > 2Δ. In fast
-	// mode Δ is exact. In real time it is an allowance, like Cassandra's
-	// gc_grace_seconds: every delivery that takes longer is counted.
+	// that the reclaiming of closed rooms relies on, and grace how long a
+	// closed room is remembered: 2Δ ticks in fast mode, where Δ is exact;
+	// 2Δ plus a tick in real time, where Δ is an allowance, like
+	// Cassandra's gc_grace_seconds, and every delivery that takes longer
+	// is counted.
 	bound, grace time.Duration
 	delayTicks   int64 // fast mode: the injected delay, in whole ticks
 
@@ -121,9 +123,13 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 	if cfg.Fast {
 		s.delayTicks = int64((cfg.Delay + cfg.Tick - 1) / cfg.Tick)
 		// An event sent on tick t is applied on tick t+1+delay at the
-		// latest, and reclaiming runs before a tick's deliveries.
+		// latest. Counting in ticks, with reclaiming before a tick's
+		// deliveries, View's argument gives: everything about a closed
+		// room arrives by r+2Δ-1, where r is the tick its close was
+		// applied, so a grace of exactly 2Δ is safe; a test shows that
+		// one tick less is not.
 		s.bound = time.Duration(s.delayTicks+1) * cfg.Tick
-		s.grace = 2*s.bound + cfg.Tick
+		s.grace = 2 * s.bound
 	} else {
 		s.bound = cfg.Delay + max(realSlack, cfg.Tick)
 		s.grace = 2*s.bound + cfg.Tick

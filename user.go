@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -34,8 +35,6 @@ type User struct {
 
 	// Fast mode.
 	buckets [][]pending // by due tick, modulo len(buckets)
-	keys    []uint64    // scratch for sortBucket
-	order   []*Event    // scratch for sortBucket
 
 	// Deliveries this user sent and applied. Both change only while the
 	// user works on a phase, so the coordinator can read them between
@@ -378,9 +377,11 @@ func (u *User) runFast() {
 		now := time.Duration(p.tick) * s.cfg.Tick
 		u.view.Expire(now)
 		b := &u.buckets[p.tick%int64(len(u.buckets))]
-		for _, ev := range u.sortBucket(*b) {
+		sc := scratchPool.Get().(*scratch)
+		for _, ev := range sc.sort(*b) {
 			u.view.Apply(ev, now)
 		}
+		scratchPool.Put(sc)
 		u.applied += int64(len(*b))
 		clear(*b)
 		*b = (*b)[:0]
@@ -396,33 +397,44 @@ func (u *User) runFast() {
 // the canonical order packed into key: the send tick, then the sender. A
 // user acts at most once a tick, so no two deliveries share a key, and
 // sorting by key alone never dereferences an event. The key takes 17 bits
-// for the sender and leaves 23 for the tick under sortBucket's 24-bit
+// for the sender and leaves 23 for the tick under scratch.sort's 24-bit
 // index: runs of up to eight million ticks.
 type pending struct {
 	key uint64
 	ev  *Event
 }
 
-// sortBucket returns the events of b in canonical order. Keys and indexes
-// are packed into one word and sorted as plain integers: several times
-// faster than sorting structs through a comparison function.
-func (u *User) sortBucket(b []pending) []*Event {
-	u.keys, u.order = u.keys[:0], u.order[:0]
+// scratch is working memory for sorting a bucket. Only a user that is
+// sorting needs one, so users share a pool of them instead of each keeping
+// its own: at 10,000 users that is half a gigabyte saved.
+type scratch struct {
+	keys  []uint64
+	order []*Event
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// sort returns the events of b in canonical order. Keys and indexes are
+// packed into one word and sorted as plain integers: several times faster
+// than sorting structs through a comparison function.
+func (sc *scratch) sort(b []pending) []*Event {
+	clear(sc.order)
+	sc.keys, sc.order = sc.keys[:0], sc.order[:0]
 	if len(b) >= 1<<24 {
 		slices.SortFunc(b, func(x, y pending) int { return cmpInt(int64(x.key), int64(y.key)) })
 		for _, d := range b {
-			u.order = append(u.order, d.ev)
+			sc.order = append(sc.order, d.ev)
 		}
-		return u.order
+		return sc.order
 	}
 	for i, d := range b {
-		u.keys = append(u.keys, d.key<<24|uint64(i))
+		sc.keys = append(sc.keys, d.key<<24|uint64(i))
 	}
-	slices.Sort(u.keys)
-	for _, k := range u.keys {
-		u.order = append(u.order, b[k&(1<<24-1)].ev)
+	slices.Sort(sc.keys)
+	for _, k := range sc.keys {
+		sc.order = append(sc.order, b[k&(1<<24-1)].ev)
 	}
-	return u.order
+	return sc.order
 }
 
 // await takes deliveries until the coordinator's start marker, which it
