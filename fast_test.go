@@ -207,7 +207,7 @@ var jsonSchema = map[string][]string{
 	"stale":          {"t", "user", "kind", "room", "by", "event", "reason"},
 	"final":          {"kind", "user", "rooms"},
 	"summary": {"kind", "seed", "users", "mode", "tick", "chance", "stopped", "run_time", "ticks", "ticks_served",
-		"ticks_skipped", "actions", "rooms", "messages", "live_rooms", "deliveries_per_tick", "converged"},
+		"ticks_skipped", "actions", "traffic", "rooms", "messages", "live_rooms", "deliveries_per_tick", "converged"},
 }
 
 var jsonOptional = map[string][]string{

@@ -25,6 +25,7 @@ type Report struct {
 	Served   int64   `json:"ticks_served"`
 	Skipped  int64   `json:"ticks_skipped"`
 	Actions  Actions `json:"actions"`
+	Traffic  Traffic `json:"traffic"`
 	Rooms    Rooms   `json:"rooms"`
 	Messages Msgs    `json:"messages"`
 
@@ -48,6 +49,15 @@ type Spark struct {
 
 func (s Spark) String() string {
 	return fmt.Sprintf("%s max %.4g", s.Line, s.Max)
+}
+
+// Traffic is every event delivered, of all kinds, and in real time how
+// many a second from the first tick to the end of the drain. Fast mode
+// leaves the rate out, so that its output stays a function of the flags and
+// the seed (-stats shows it on stderr).
+type Traffic struct {
+	Delivered int64   `json:"delivered"`
+	PerSecond float64 `json:"per_second,omitempty"`
 }
 
 // Actions counts the users' rolls that led to an action, by kind.
@@ -112,12 +122,17 @@ func (s *Sim) report() *Report {
 	}
 	var lat hist
 	var tot Counts
-	for _, u := range s.users {
+	for i, u := range s.users {
 		v := u.view
+		skipped := u.Skipped
+		if s.dropped != nil {
+			skipped += s.dropped[i]
+		}
 		r.Served += u.Ticks
-		r.Skipped += u.Skipped
-		r.Ticks = max(r.Ticks, u.Ticks+u.Skipped)
+		r.Skipped += skipped
+		r.Ticks = max(r.Ticks, u.Ticks+skipped)
 		r.Actions.Total += u.Acted
+		r.Traffic.Delivered += u.sent
 		r.Messages.Held += int64(v.HeldCount())
 		r.OverBound += u.overBound
 		tot.add(&v.Counts)
@@ -127,6 +142,9 @@ func (s *Sim) report() *Report {
 	}
 	if c.Fast {
 		r.Ticks = s.ticks
+	}
+	if !c.Fast && s.wall > 0 {
+		r.Traffic.PerSecond = float64(r.Traffic.Delivered) / s.wall.Seconds()
 	}
 	r.Actions.Create = Action{tot.Creates, tot.CreateFailed}
 	r.Actions.Message = Action{tot.Messages, tot.MessageFailed}
@@ -261,6 +279,11 @@ func (r *Report) writeText(w io.Writer) error {
 	m := r.Rooms
 	p("rooms", "%d created: %d closed, %s resolved, %d live at the end",
 		m.Created, m.Closed, plural(m.Duplicates, "concurrent duplicate"), m.Live)
+	if r.Traffic.PerSecond > 0 {
+		p("traffic", "%d events delivered, %s a second", r.Traffic.Delivered, fmtCount(r.Traffic.PerSecond))
+	} else {
+		p("traffic", "%d events delivered", r.Traffic.Delivered)
+	}
 	g := r.Messages
 	p("messages", "%d sent, %s of %d owed, %d late, %d held back", g.Sent, plural(g.Deliveries, "delivery"), g.Expected, g.Late, g.Held)
 	if l := r.Latency; l != nil {
@@ -295,6 +318,18 @@ func (r *Report) writeJSON(w io.Writer) error {
 	}{"summary", r})
 	_, err := w.Write(b)
 	return err
+}
+
+// fmtCount writes a rate with three significant digits and a k or M.
+func fmtCount(x float64) string {
+	switch {
+	case x >= 1e6:
+		return fmt.Sprintf("%.3gM", x/1e6)
+	case x >= 1e3:
+		return fmt.Sprintf("%.3gk", x/1e3)
+	default:
+		return fmt.Sprintf("%.3g", x)
+	}
 }
 
 // plural writes a count and a noun, in the plural unless the count is 1.

@@ -41,6 +41,7 @@ type Sim struct {
 	rend    renderer
 	logging bool
 	t0      time.Time
+	started time.Time // when the first tick could run: every user online
 
 	// bound is Δ, the longest time from sending an event to applying it
 	// that the reclaiming of closed rooms relies on, and grace how long a
@@ -62,9 +63,8 @@ type Sim struct {
 	// for; the capacity is wide enough that light runs never meet it.
 	inflight atomic.Int64
 	capacity int64
-	begin    chan struct{} // closed when every user is online: acting may start
-	stop     chan struct{} // closed to stop acting
 	allQuiet chan struct{} // closed when every user has stopped sending
+	dropped  []int64       // ticks the clock dropped, by user index; the clock's own
 	quiet    sync.WaitGroup
 
 	// Fast mode.
@@ -77,10 +77,11 @@ type Sim struct {
 	afterTick func(tick int64) bool
 
 	done     sync.WaitGroup
-	runTime  time.Duration
-	stopped  string // why the run ended
-	live     series // live rooms per sample
-	delivers series // deliveries per tick, per sample
+	runTime  time.Duration // simulated in fast mode
+	wall     time.Duration // wall time from the first tick to the end of the drain
+	stopped  string        // why the run ended
+	live     series        // live rooms per sample
+	delivers series        // deliveries per tick, per sample
 }
 
 // phase is one step of the lockstep coordinator. A user starts a phase
@@ -113,8 +114,6 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		stderr:   stderr,
 		rend:     renderer{json: cfg.JSON},
 		logging:  !cfg.Quiet,
-		begin:    make(chan struct{}),
-		stop:     make(chan struct{}),
 		allQuiet: make(chan struct{}),
 		phase:    &phase{},
 		live:     newSeries(sparkWidth),
@@ -179,6 +178,7 @@ func (s *Sim) run(ctx context.Context) *Report {
 		s.runReal(ctx, &helpers)
 	}
 	s.done.Wait()
+	s.wall = time.Since(s.started)
 	close(flushStop)
 	helpers.Wait()
 	return s.report()
@@ -229,8 +229,13 @@ func (s *Sim) runReal(ctx context.Context, helpers *sync.WaitGroup) {
 		end = t.C
 	}
 	started := time.Now()
+	s.started = started
 	if ctx.Err() == nil {
-		close(s.begin)
+		// Every user is online: start the clock.
+		s.dropped = make([]int64, len(s.users))
+		clockStop := make(chan struct{})
+		var clock sync.WaitGroup
+		clock.Go(func() { s.runClock(clockStop) })
 		select {
 		case <-ctx.Done():
 			s.stopped = "interrupted"
@@ -239,11 +244,15 @@ func (s *Sim) runReal(ctx context.Context, helpers *sync.WaitGroup) {
 		case <-s.out.broken:
 			s.stopped = "output closed"
 		}
+		close(clockStop)
+		clock.Wait()
 	} else {
 		s.stopped = "interrupted"
 	}
 	s.runTime = time.Since(started)
-	close(s.stop)
+	for _, u := range s.users {
+		u.EventChannel <- Delivery{Event: stopMark}
+	}
 	go func() {
 		s.quiet.Wait()
 		close(s.allQuiet)
@@ -262,6 +271,7 @@ func (s *Sim) runFast(ctx context.Context) {
 		limit = int64(s.cfg.Duration / s.cfg.Tick)
 	}
 	started := time.Now()
+	s.started = started
 	p, acting := s.phase, true
 	var lastDeliveries int64
 	nextStats := s.cfg.Stats

@@ -41,7 +41,9 @@ type User struct {
 	// phases: their sums differ by what is still on its way.
 	sent, applied int64
 
-	owed                  int64 // deliveries applied but not yet given back to the network
+	owed                  int64         // deliveries applied but not yet given back to the network
+	stopping              bool          // the stop marker has come
+	tickAt                time.Duration // due time of a tick marker not yet run, or -1
 	Ticks, Skipped, Acted int64
 	overBound             int64 // deliveries applied later than Sim.bound after sending
 
@@ -63,6 +65,7 @@ func newUser(s *Sim, uid int32) *User {
 	} else {
 		u.lat = new(hist)
 	}
+	u.tickAt = -1
 	return u
 }
 
@@ -183,82 +186,79 @@ func (u *User) flushLog() {
 }
 
 // runReal is the user's loop in real time. Events are applied as they
-// arrive; a time.Ticker with a random phase drives the user's own actions,
-// so incoming traffic never resets the tick.
+// arrive. Everything else comes down the same channel too: the clock's tick
+// markers and the stop marker. So an idle user waits on a plain receive,
+// or on a select of its own channel and its delay timer while deliveries
+// are held back by -delay.
 func (u *User) runReal() {
 	s := u.sim
 	defer s.done.Done()
-	var (
-		begin    = s.begin
-		phase    *time.Timer
-		ticker   *time.Ticker
-		tickC    <-chan time.Time
-		first    time.Duration // when tick 0 fired
-		last     int64         // index of the last tick served
-		wake                   = time.NewTimer(time.Hour)
-		wakeAt   time.Duration = -1
-		stopping               = s.stop
-	)
+	users := u.UserChannel // news comes only before the first tick
+	wake := time.NewTimer(time.Hour)
 	wake.Stop()
 	defer wake.Stop()
-	for {
-		select {
-		case <-begin:
-			begin = nil
-			phase = time.NewTimer(time.Duration(u.rng.Int64N(int64(s.cfg.Tick))))
-			tickC = phase.C
-		case o := <-u.UserChannel:
-			u.view.Learn(o.First, o.Last, s.now())
-		case d := <-u.EventChannel:
-			now := s.now()
-			u.handle(d, now)
-			for n := len(u.EventChannel); n > 0; n-- {
-				u.handle(<-u.EventChannel, now)
+	wakeAt := time.Duration(-1)
+	for !u.stopping {
+		var d Delivery
+		switch {
+		case users != nil:
+			select {
+			case d = <-u.EventChannel:
+			case o := <-users:
+				u.view.Learn(o.First, o.Last, s.now())
+				continue
 			}
-		case <-tickC:
-			now := s.now()
-			if ticker == nil {
-				ticker = time.NewTicker(s.cfg.Tick)
-				tickC, first, last = ticker.C, now, 0
-			} else {
-				// A Ticker drops the ticks its reader was too busy to take;
-				// count them so the summary says how many went unserved.
-				k := int64((now - first) / s.cfg.Tick)
-				u.Skipped += max(0, k-last-1)
-				last = max(last, k)
+		case len(u.delayed) > 0:
+			if at := u.delayed[0].Due; at != wakeAt {
+				wakeAt = at
+				wake.Reset(at - s.now())
+			}
+			select {
+			case d = <-u.EventChannel:
+			case <-wake.C:
+				wakeAt = -1
+				u.applyDue(s.now())
+				u.flushLog()
+				u.giveBack()
+				continue
+			}
+		default:
+			d = <-u.EventChannel
+		}
+		now := s.now()
+		u.handle(d, now)
+		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
+			u.handle(<-u.EventChannel, now)
+		}
+		if u.tickAt >= 0 {
+			if users != nil {
+				// The clock starts once every user is online.
+				for len(users) > 0 {
+					o := <-users
+					u.view.Learn(o.First, o.Last, now)
+				}
+				users = nil
 			}
 			u.tick(now)
-		case <-wake.C:
-			wakeAt = -1
-			u.applyDue(s.now())
-		case <-stopping:
-			if phase != nil {
-				phase.Stop()
-			}
-			if ticker != nil {
-				ticker.Stop()
-			}
-			u.drain()
-			return
 		}
 		u.flushLog()
 		u.giveBack()
-		if len(u.delayed) > 0 && u.delayed[0].Due != wakeAt {
-			wakeAt = u.delayed[0].Due
-			wake.Reset(wakeAt - s.now())
-		}
 	}
+	u.drain()
 }
 
-// tick catches up on what has arrived, then rolls for an action. Catching
-// up first is the backpressure: a user that is behind does not add to the
-// load until it has applied what it was sent.
+// tick rolls for an action, unless the tick is stale: a user that is behind
+// by more than a tick skips it rather than add to the load. Everything sent
+// to the user before the tick marker has been applied by now.
 func (u *User) tick(now time.Duration) {
-	for n := len(u.EventChannel); n > 0; n-- {
-		u.handle(<-u.EventChannel, now)
-	}
+	at := u.tickAt
+	u.tickAt = -1
 	u.applyDue(now)
 	u.giveBack()
+	if u.stopping || now-at >= u.sim.cfg.Tick {
+		u.Skipped++
+		return
+	}
 	// Reserve room for the widest fan-out before the view acts: an action
 	// the view has made must be sent.
 	widest := int64(u.view.Known() - 1)
@@ -284,8 +284,20 @@ func (u *User) applyBacklog() {
 }
 
 // handle applies a delivery now, or keeps it until its injected delay has
-// passed.
+// passed. A marker is noted for the loop: a tick to run after the batch
+// (a second tick before the first ran is skipped), or the stop.
 func (u *User) handle(d Delivery, now time.Duration) {
+	switch d.Event {
+	case tickMark:
+		if u.tickAt >= 0 {
+			u.Skipped++
+		}
+		u.tickAt = d.Due
+		return
+	case stopMark:
+		u.stopping = true
+		return
+	}
 	if d.Due > now {
 		u.delayed.push(d)
 		return

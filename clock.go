@@ -1,0 +1,82 @@
+package main
+
+import (
+	"container/heap"
+	"math/rand/v2"
+	"time"
+)
+
+// Markers are deliveries without a room event that the simulator sends a
+// user down its own EventChannel, so that a user waits on one channel only.
+// A channel that every user selected on would have one lock that all of
+// them contend for on every wake.
+var (
+	tickMark = &Event{} // real time: roll for an action
+	stopMark = &Event{} // real time: stop acting, drain and settle
+)
+
+// In fast mode the coordinator's start marker is a Delivery with a nil
+// Event.
+
+// runClock is the real-time clock: one goroutine that ticks every user
+// once a tick, each at its own random phase, by sending a tick marker down
+// the user's EventChannel. The marker queues behind what the user has
+// already received, so a user applies what it was sent before it acts: the
+// backpressure. A user whose channel is full is behind, and its tick is
+// dropped and counted, never queued; so are ticks the clock itself was too
+// late for. Incoming traffic never moves a user's tick.
+func (s *Sim) runClock(stop <-chan struct{}) {
+	tick := s.cfg.Tick
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
+	start := s.now()
+	h := make(tickHeap, len(s.users))
+	for i := range h {
+		h[i] = nextTick{at: start + time.Duration(rng.Int64N(int64(tick))), user: i}
+	}
+	heap.Init(&h)
+	timer := time.NewTimer(h[0].at - start)
+	defer timer.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-timer.C:
+		}
+		now := s.now()
+		for h[0].at <= now {
+			next := &h[0]
+			if late := int64((now - next.at) / tick); late > 0 {
+				s.dropped[next.user] += late
+				next.at += time.Duration(late) * tick
+			}
+			select {
+			case s.users[next.user].EventChannel <- Delivery{tickMark, next.at}:
+			default:
+				s.dropped[next.user]++
+			}
+			next.at += tick
+			heap.Fix(&h, 0)
+		}
+		timer.Reset(h[0].at - now)
+	}
+}
+
+// nextTick is when a user's next tick is due.
+type nextTick struct {
+	at   time.Duration
+	user int
+}
+
+// tickHeap orders users by their next tick.
+type tickHeap []nextTick
+
+func (h tickHeap) Len() int           { return len(h) }
+func (h tickHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h tickHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *tickHeap) Push(x any)        { *h = append(*h, x.(nextTick)) }
+func (h *tickHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
