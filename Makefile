@@ -2,9 +2,11 @@
 # and add nothing to go.mod.
 GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BENCHSTAT   ?= $(GO) run golang.org/x/perf/cmd/benchstat@latest
 MINCOVER    ?= 85
+BENCHCOUNT  ?= 6
 
-.PHONY: run build test cover lint fuzz golden clean
+.PHONY: run build test cover lint fuzz golden bench profile clean
 
 run:
 	$(GO) run . -users 6
@@ -34,5 +36,25 @@ fuzz:
 golden:
 	$(GO) test -count=1 -run TestGolden -update .
 
+# BenchmarkDelivery: chatsim against a bare-channel baseline, at 100, 1000
+# and 10000 users, into bench.txt; then benchstat's medians and the ratio
+# of chatsim to the baseline at each size. Compare two runs with
+# $(BENCHSTAT) old.txt new.txt.
+bench:
+	$(GO) test -run '^$$' -bench Delivery -benchtime 10000000x -count $(BENCHCOUNT) -timeout 60m . | tee bench.txt
+	$(BENCHSTAT) bench.txt
+	@$(BENCHSTAT) -format csv -filter '.unit:deliveries/s' bench.txt | awk -F, \
+	  '/users=[0-9]+\/(channels|chatsim)/ { split($$1, p, "[=/-]"); v[p[3], p[4]] = $$2; n[p[3]] = 1 } \
+	   END { printf "\n%-8s %16s %16s %7s\n", "users", "channels/s", "chatsim/s", "ratio"; \
+	         for (u in n) printf "%-8s %16.0f %16.0f %7.2f\n", u, v[u, "channels"], v[u, "chatsim"], v[u, "chatsim"] / v[u, "channels"] }' | sort -n
+
+# CPU and heap profiles of a standard fast run, and an execution trace of a
+# smaller one: each action is a task that logs every delivery it made.
+profile:
+	$(GO) run . -fast -quiet -users 1000 -duration 30s -seed 1 -cpuprofile cpu.prof -memprofile mem.prof
+	$(GO) run . -fast -quiet -users 100 -duration 30s -seed 1 -trace trace.out
+	$(GO) tool pprof -top -nodecount 20 cpu.prof
+	@echo "more: go tool pprof -http=: cpu.prof; go tool pprof -sample_index=inuse_space -top mem.prof; go tool trace trace.out"
+
 clean:
-	rm -f chatsim cover.out
+	rm -f chatsim cover.out bench.txt cpu.prof mem.prof trace.out

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"hash/maphash"
 	"math/bits"
@@ -174,6 +175,18 @@ const (
 	CloseEvent
 )
 
+func (k EventKind) String() string {
+	switch k {
+	case CreateEvent:
+		return "create"
+	case MessageEvent:
+		return "message"
+	case CloseEvent:
+		return "close"
+	}
+	return "marker"
+}
+
 // Event is one room event as its sender made it. It is immutable once sent:
 // one Event is shared by every recipient, so an action allocates one event
 // however many users it reaches.
@@ -188,6 +201,11 @@ type Event struct {
 	Room  Stamp
 	Group *Group
 	Sent  time.Duration // simulation time of sending, since the start
+
+	// task is the runtime/trace task of the action that sent the event,
+	// set only while -trace is on: recipients log their delivery to it, so
+	// that go tool trace shows who reached whom.
+	task context.Context
 }
 
 // ID is the event's own stamp: a message id or, for a create, a room id.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -118,6 +120,20 @@ func TestProfiles(t *testing.T) {
 	for _, f := range []string{cpu, mem, tr} {
 		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
+		}
+	}
+	// The trace has a task for each action, and every delivery logged to
+	// the task of the action that sent it.
+	if !testing.Short() {
+		parsed, err := exec.Command("go", "tool", "trace", "-d=parsed", tr).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go tool trace: %v", err)
+		}
+		tasks := strings.Count(string(parsed), `TaskBegin`)
+		sends := strings.Count(string(parsed), `Category="send"`)
+		deliveries := regexp.MustCompile(`Log Time=\d+ Task=[1-9]\d* Category="deliver"`).FindAll(parsed, -1)
+		if tasks == 0 || sends != tasks || len(deliveries) < tasks {
+			t.Errorf("trace has %d tasks, %d sends, %d deliveries in tasks", tasks, sends, len(deliveries))
 		}
 	}
 	code = run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)

@@ -2,8 +2,10 @@ package main
 
 import (
 	"container/heap"
+	"context"
 	"math/bits"
 	"math/rand/v2"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -100,6 +102,13 @@ func (u *User) pick(n int) int {
 func (u *User) fanOut(ev *Event) {
 	if ev == nil {
 		return
+	}
+	if trace.IsEnabled() {
+		ctx, task := trace.NewTask(context.Background(), "chatsim "+ev.Kind.String())
+		defer task.End()
+		trace.Logf(ctx, "send", "%s %s chat %s", uidName(u.UID), ev.Kind, ev.Room)
+		ev.task = ctx
+		defer trace.StartRegion(ctx, "fan-out").End()
 	}
 	if ev.Kind == MessageEvent {
 		for i, w := range ev.Group.bits {
@@ -314,8 +323,16 @@ func (u *User) giveBack() {
 	}
 }
 
+// traceDelivery logs a delivery to the task of the action that sent it.
+func (u *User) traceDelivery(ev *Event) {
+	if ev.task != nil {
+		trace.Log(ev.task, "deliver", uidName(u.UID))
+	}
+}
+
 func (u *User) apply(d Delivery, now time.Duration) {
 	u.view.Apply(d.Event, now)
+	u.traceDelivery(d.Event)
 	u.owed++
 	if u.lat != nil {
 		took := now - d.Event.Sent
@@ -392,6 +409,7 @@ func (u *User) runFast() {
 		sc := scratchPool.Get().(*scratch)
 		for _, ev := range sc.sort(*b) {
 			u.view.Apply(ev, now)
+			u.traceDelivery(ev)
 		}
 		scratchPool.Put(sc)
 		u.applied += int64(len(*b))
