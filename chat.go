@@ -68,6 +68,7 @@ type View struct {
 	tombs queue[tomb]     // closed groups in reclaim order (now+grace only grows)
 	owned map[Stamp]owned // own rooms not yet known to be closed
 	gone  queue[tomb]     // own rooms replaced by a duplicate, in reclaim order
+	freed int             // slots deleted from rooms since it was last rebuilt
 	held  map[fp][]*Event // messages to incarnations newer than the slot's, in arrival order
 	nHeld int             // messages held back
 	alive []Room          // own rooms live at the end, set by Finish
@@ -492,7 +493,19 @@ func (v *View) Expire(now time.Duration) {
 		// newer incarnation are waiting for it.
 		if s, ok := v.rooms[t.key]; ok && s.st == t.st && s.is(closed) && !s.is(holds) {
 			delete(v.rooms, t.key)
+			v.freed++
 		}
+	}
+	// A Go map never shrinks, and under steady churn settles near four
+	// times its compact size. Once as many slots have been freed as twice
+	// what is kept, copy what is kept into a fresh map: half an insert per
+	// reclaim, and memory that follows the live rooms over any run length.
+	if v.freed > 2*len(v.rooms)+256 {
+		fresh := make(map[fp]slot, len(v.rooms))
+		for k, s := range v.rooms {
+			fresh[k] = s
+		}
+		v.rooms, v.freed = fresh, 0
 	}
 	for v.gone.len() > 0 && v.gone.front().at <= now {
 		// A close of it, had there been one, would have come by now.
