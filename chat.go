@@ -496,11 +496,14 @@ func (v *View) Expire(now time.Duration) {
 			v.freed++
 		}
 	}
-	// A Go map never shrinks, and under steady churn settles near four
-	// times its compact size. Once as many slots have been freed as twice
-	// what is kept, copy what is kept into a fresh map: half an insert per
-	// reclaim, and memory that follows the live rooms over any run length.
-	if v.freed > 2*len(v.rooms)+256 {
+	// A Go map never shrinks, and under steady churn it creeps up to four
+	// times its compact size (twice after freeing some 200 times what it
+	// holds). Once eight times what is kept has been freed, copy what is
+	// kept into a fresh map: an eighth of an insert per reclaim, and memory
+	// that follows the live rooms over any run length. Not sooner: every
+	// user would rebuild at about the same tick, and at 10,000 users the
+	// old tables, garbage all at once, cost gigabytes of headroom.
+	if v.freed > 8*len(v.rooms)+1024 {
 		fresh := make(map[fp]slot, len(v.rooms))
 		for k, s := range v.rooms {
 			fresh[k] = s
