@@ -250,12 +250,10 @@ func (v *View) Create(g *Group, now time.Duration) *Event {
 // or nil if self is in no room.
 func (v *View) Send(i int, now time.Duration) *Event {
 	v.Messages++
-	if len(v.mine) == 0 {
-		v.MessageFailed++
-		v.record(Record{T: now, Kind: KindMessageFailed, Reason: "I am in no chat"})
+	g := v.memberRoom(i, KindMessageFailed, &v.MessageFailed, now)
+	if g == nil {
 		return nil
 	}
-	g := v.mine[i%len(v.mine)]
 	ev := v.newEvent(MessageEvent, g)
 	ev.Room, ev.Sent = v.rooms[g.fp].stamp(), now
 	v.Expected += int64(g.Size() - 1)
@@ -268,18 +266,28 @@ func (v *View) Send(i int, now time.Duration) *Event {
 // room.
 func (v *View) Close(i int, now time.Duration) *Event {
 	v.Closes++
-	if len(v.mine) == 0 {
-		v.CloseFailed++
-		v.record(Record{T: now, Kind: KindCloseFailed, Reason: "I am in no chat"})
+	g := v.memberRoom(i, KindCloseFailed, &v.CloseFailed, now)
+	if g == nil {
 		return nil
 	}
-	g := v.mine[i%len(v.mine)]
 	s := v.rooms[g.fp]
 	ev := v.newEvent(CloseEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
 	v.closeOwn(ev.Room)
 	v.transition(s, ev, now)
 	return ev
+}
+
+// memberRoom returns the group of the i-th live room self is a member of
+// (modulo their number), or counts and logs the action as failed and
+// returns nil when self is in no room.
+func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) *Group {
+	if len(v.mine) == 0 {
+		*failed++
+		v.record(Record{T: now, Kind: failure, Reason: "I am in no chat"})
+		return nil
+	}
+	return v.mine[i%len(v.mine)]
 }
 
 func (v *View) newEvent(k EventKind, g *Group) *Event {

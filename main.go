@@ -113,25 +113,17 @@ func onSignals(cancel func()) (stop func()) {
 }
 
 func startLine(cfg Config) []byte {
-	mode := "real time"
-	if cfg.Fast {
-		mode = "fast"
-	}
+	st := settingsOf(cfg)
 	if cfg.JSON {
 		return appendJSONLine(nil, struct {
-			Kind   string  `json:"kind"`
-			T      float64 `json:"t"`
-			Seed   uint64  `json:"seed"`
-			Users  int     `json:"users"`
-			Mode   string  `json:"mode"`
-			Tick   string  `json:"tick"`
-			Chance float64 `json:"chance"`
-			Delay  string  `json:"delay,omitempty"`
-		}{"start", 0, cfg.Seed, cfg.Users, mode, cfg.Tick.String(), cfg.Chance, durOrEmpty(cfg.Delay)})
+			Kind string  `json:"kind"`
+			T    float64 `json:"t"`
+			Settings
+		}{"start", 0, st})
 	}
-	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", cfg.Users, cfg.Seed, mode, cfg.Tick, cfg.Chance)
-	if cfg.Delay > 0 {
-		line += ", delay up to " + cfg.Delay.String()
+	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", st.Users, st.Seed, st.Mode, st.Tick, st.Chance)
+	if st.Delay != "" {
+		line += ", delay up to " + st.Delay
 	}
 	if cfg.Duration > 0 {
 		line += ", for " + cfg.Duration.String()
@@ -139,13 +131,6 @@ func startLine(cfg Config) []byte {
 		line += ", until Ctrl-C"
 	}
 	return []byte(line + "\n")
-}
-
-func durOrEmpty(d time.Duration) string {
-	if d == 0 {
-		return ""
-	}
-	return d.String()
 }
 
 // parseArgs reads the flags. Every flag checks its own range, so an error

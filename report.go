@@ -13,12 +13,7 @@ import (
 // Report is everything the summary says, gathered before anything is
 // printed, so that text and JSON say the same.
 type Report struct {
-	Seed     uint64  `json:"seed"`
-	Users    int     `json:"users"`
-	Mode     string  `json:"mode"`
-	Tick     string  `json:"tick"`
-	Chance   float64 `json:"chance"`
-	Delay    string  `json:"delay,omitempty"`
+	Settings
 	Stopped  string  `json:"stopped"`
 	RunTime  float64 `json:"run_time"` // seconds; simulated in fast mode
 	Ticks    int64   `json:"ticks"`    // ticks run: per user in fast mode, the longest any user served in real time
@@ -49,6 +44,28 @@ type Spark struct {
 
 func (s Spark) String() string {
 	return fmt.Sprintf("%s max %.4g", s.Line, s.Max)
+}
+
+// Settings are what a run was asked for, as the start line and the summary
+// show them.
+type Settings struct {
+	Seed   uint64  `json:"seed"`
+	Users  int     `json:"users"`
+	Mode   string  `json:"mode"`
+	Tick   string  `json:"tick"`
+	Chance float64 `json:"chance"`
+	Delay  string  `json:"delay,omitempty"`
+}
+
+func settingsOf(c Config) Settings {
+	st := Settings{Seed: c.Seed, Users: c.Users, Mode: "real time", Tick: c.Tick.String(), Chance: c.Chance}
+	if c.Fast {
+		st.Mode = "fast"
+	}
+	if c.Delay > 0 {
+		st.Delay = c.Delay.String()
+	}
+	return st
 }
 
 // Traffic is every event delivered, of all kinds, and in real time how
@@ -110,16 +127,7 @@ type finalView struct {
 // report builds the report once every user has exited.
 func (s *Sim) report() *Report {
 	c := s.cfg
-	r := &Report{
-		Seed: c.Seed, Users: c.Users, Tick: c.Tick.String(), Chance: c.Chance,
-		Mode: "real time", Stopped: s.stopped, RunTime: s.runTime.Seconds(),
-	}
-	if c.Fast {
-		r.Mode = "fast"
-	}
-	if c.Delay > 0 {
-		r.Delay = c.Delay.String()
-	}
+	r := &Report{Settings: settingsOf(c), Stopped: s.stopped, RunTime: s.runTime.Seconds()}
 	var lat hist
 	var tot Counts
 	for i, u := range s.users {

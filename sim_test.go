@@ -222,7 +222,7 @@ func TestCheckFindsDisagreement(t *testing.T) {
 	for _, v := range w.views {
 		tot.add(&v.Counts)
 	}
-	r := &Report{Users: 3}
+	r := &Report{Settings: Settings{Users: 3}}
 	r.Messages.Held = int64(w.v(3).HeldCount())
 	r.Problems = check(w.views, &tot, r)
 	want := []string{
