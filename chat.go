@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"slices"
 	"time"
 )
@@ -573,13 +572,17 @@ type Room struct {
 
 // Rooms returns the stamps of the live rooms in this view, in order.
 func (v *View) Rooms() []Stamp {
-	out := make([]Stamp, 0, v.live)
+	packed := make([]uint64, 0, v.live)
 	for _, s := range v.rooms {
 		if s.live() {
-			out = append(out, s.stamp())
+			packed = append(packed, s.st)
 		}
 	}
-	slices.SortFunc(out, func(a, b Stamp) int { return cmp.Compare(a.pack(), b.pack()) })
+	slices.Sort(packed)
+	out := make([]Stamp, len(packed))
+	for i, st := range packed {
+		out[i] = unpack(st)
+	}
 	return out
 }
 
