@@ -35,38 +35,45 @@ import (
 //
 // # Reclaiming closed rooms
 //
-// Nothing about an incarnation s can arrive later than 2Δ after this view
-// applied the close of the incarnation s* >= s that ended it, where Δ bounds
-// the time from sending an event to applying it:
-//   - a create of a lesser s was sent before its creator learned of s* (or it
-//     would have seen the group live, or taken a greater stamp), so before
-//     t0+Δ, where t0 is when s* was created; it arrives before t0+2Δ, and the
-//     close of s* was applied here after t0;
-//   - a close of, or a message to, s* was sent before its sender learned of
-//     the first close of s*, which was sent no later than this view applied
-//     it, at r; so it was sent before r+Δ and arrives before r+2Δ;
-//   - a close of, or a message to, a lesser s was sent before its sender
-//     learned of s*: before t0+Δ, arriving before t0+2Δ.
+// A closed group's slot (its tombstone) must stay until nothing about the
+// incarnations it ended can still arrive. Time alone cannot promise that: a
+// stalled process or a blocked output can hold an event up for as long as
+// it likes. So views reclaim by stability instead. Every event is sent in an
+// epoch (Event.Epoch); the caller tells the view the current epoch and the
+// stable epoch W: every delivery sent in an epoch below W has been applied.
+// In lockstep W is exact from the tick and the delay; in real time the
+// network counts deliveries in flight by epoch (see Sim.enter).
 //
-// So a closed entry is reclaimed grace > 2Δ after it was closed here (in
-// lockstep, counting in whole ticks, exactly 2Δ ticks: see newSim). Forgetting it cannot resurrect an old incarnation: anything
-// about one is already here, and every new create takes a Lamport stamp
-// greater than any its creator has seen. The same bound reclaims the record
-// of an own room that a concurrent duplicate replaced.
+// A tombstone for an incarnation s* goes in two phases:
+//  1. It waits until W passes e1, the view's epoch when it applied the
+//     close (no earlier than the close's own). Then every user has applied
+//     that close, so no user sends anything more about s* or about an
+//     older incarnation of its group. The view notes the epoch e2 it is in.
+//  2. It waits until W passes e2. Everything sent about those incarnations
+//     was sent before its sender learned of the close, so before phase 1
+//     ended, in an epoch no later than e2: all of it has been applied.
+//
+// That covers late creates too: a create of a lesser s was sent before its
+// creator learned of s* (or it would have seen the group live, or taken a
+// greater stamp). Forgetting a tombstone cannot resurrect an old
+// incarnation, since every new create takes a Lamport stamp greater than
+// any its creator has seen. The record of an own room that a concurrent
+// duplicate replaced is settled the same way, from the epoch of the event
+// that replaced it.
 type View struct {
 	self  int32
 	n     int   // users in the run: the width of a member set
 	upTo  int32 // knows user_1..user_upTo and itself; users come online in uid order
 	clock uint64
-	grace time.Duration
-	log   bool // whether to append records to out
+	epoch uint64 // the current epoch, as the caller last said
+	log   bool   // whether to append records to out
 
 	rooms map[fp]slot     // what the view knows of each group, by fingerprint
 	mine  []*Group        // live rooms self is a member of; slot.mine indexes it
 	live  int             // live rooms in this view
-	tombs queue[tomb]     // closed groups in reclaim order (now+grace only grows)
+	tombs twoPhase        // closed groups waiting to be reclaimed
 	owned map[Stamp]owned // own rooms not yet known to be closed
-	gone  queue[tomb]     // own rooms replaced by a duplicate, in reclaim order
+	gone  twoPhase        // own rooms replaced by a duplicate, waiting to be counted
 	freed int             // slots deleted from rooms since it was last rebuilt
 	held  map[fp][]*Event // messages to incarnations newer than the slot's, in arrival order
 	nHeld int             // messages held back
@@ -138,29 +145,29 @@ func (s slot) live() bool      { return s.st != 0 && !s.is(closed) }
 func (s slot) stamp() Stamp    { return unpack(s.st) }
 
 // tomb schedules a closed group, or the record of a replaced own room, for
-// reclaiming at time at. A closed group's tomb is void if the group has
-// moved on since (a newer create), which st detects.
+// reclaiming once the stable epoch has passed e (twice: see twoPhase). A
+// closed group's tomb is void if the group has moved on since (a newer
+// create), which st detects.
 type tomb struct {
 	key fp
 	st  uint64
-	at  time.Duration
+	e   uint64
 }
 
 // owned follows a room this user created until its fate is known: closed
-// (counted at once), replaced by a concurrent duplicate (counted grace after
-// the replacement, once no close of it can still arrive) or live at the end.
+// (counted at once), replaced by a concurrent duplicate (counted once no
+// close of it can still arrive) or live at the end.
 type owned struct {
 	group    *Group
 	replaced bool // waiting in View.gone
 }
 
-// NewView returns the view of user self in a run of n users. Closed rooms
-// are forgotten grace after they close here.
-func NewView(self int32, n int, grace time.Duration, log bool) *View {
+// NewView returns the view of user self in a run of n users; log says
+// whether to keep log records.
+func NewView(self int32, n int, log bool) *View {
 	v := &View{
 		self:  self,
 		n:     n,
-		grace: grace,
 		log:   log,
 		rooms: make(map[fp]slot),
 		owned: make(map[Stamp]owned),
@@ -210,9 +217,12 @@ func (v *View) fold() {
 	}
 }
 
-// Apply takes one event from another user.
+// Apply takes one event from another user. An event's epoch is no later
+// than the current one, so the view's epoch rises to it: the view's epoch
+// only grows, and the tombs it stamps stay in order.
 func (v *View) Apply(ev *Event, now time.Duration) {
 	v.clock = max(v.clock, ev.Clock)
+	v.SetEpoch(ev.Epoch)
 	if ev.Kind == MessageEvent {
 		v.applyMessage(ev, now)
 		return
@@ -291,8 +301,13 @@ func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Dur
 
 func (v *View) newEvent(k EventKind, g *Group) *Event {
 	v.clock++
-	return &Event{Kind: k, From: v.self, Clock: v.clock, Group: g}
+	return &Event{Kind: k, From: v.self, Clock: v.clock, Group: g, Epoch: v.epoch}
 }
+
+// SetEpoch tells the view the epoch its next events are sent in. It is
+// never earlier than the epoch of any event the view has applied, which
+// the network guarantees: epochs only grow.
+func (v *View) SetEpoch(e uint64) { v.epoch = max(v.epoch, e) }
 
 // slot returns what the view knows of g: its slot, or an empty one (st 0)
 // that is not yet stored.
@@ -368,7 +383,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		v.Merges++
 		v.record(Record{T: now, Kind: KindMerge, Room: ev.Room, Dropped: prev, By: ev.From})
 		if prev.UID == v.self {
-			v.replaceOwn(prev, now)
+			v.replaceOwn(prev, ev)
 		}
 	}
 	switch {
@@ -398,7 +413,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 			kind = KindClose
 		}
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
-		v.tombs.push(tomb{g.fp, s.st, now + v.grace})
+		v.tombs.wait.push(tomb{g.fp, s.st, v.epoch})
 	}
 	v.rooms[g.fp] = s
 	if s.is(holds) {
@@ -482,27 +497,36 @@ func (v *View) closeOwn(s Stamp) {
 	}
 }
 
-// replaceOwn notes that a concurrent duplicate replaced an own room.
-func (v *View) replaceOwn(s Stamp, now time.Duration) {
+// replaceOwn notes that ev, a concurrent duplicate's create or close,
+// replaced an own room.
+func (v *View) replaceOwn(s Stamp, ev *Event) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
-		v.gone.push(tomb{st: s.pack(), at: now + v.grace})
+		v.gone.wait.push(tomb{st: s.pack(), e: v.epoch})
 	}
 }
 
-// Expire reclaims what can no longer matter at time now: closed groups and
-// records of replaced own rooms older than the grace period.
-func (v *View) Expire(now time.Duration) {
-	for v.tombs.len() > 0 && v.tombs.front().at <= now {
-		t := v.tombs.pop()
+// Expire reclaims what can no longer matter, now that every delivery sent
+// in an epoch below stable has been applied and the current epoch is
+// epoch: closed groups, and records of replaced own rooms.
+func (v *View) Expire(stable, epoch uint64) {
+	v.SetEpoch(epoch)
+	v.tombs.expire(stable, v.epoch, func(t tomb) {
 		// Void if a newer create revived the group, or if messages to a
 		// newer incarnation are waiting for it.
 		if s, ok := v.rooms[t.key]; ok && s.st == t.st && s.is(closed) && !s.is(holds) {
 			delete(v.rooms, t.key)
 			v.freed++
 		}
-	}
+	})
+	v.gone.expire(stable, v.epoch, func(t tomb) {
+		// A close of it, had there been one, has come by now.
+		if s := unpack(t.st); v.owned[s].replaced {
+			delete(v.owned, s)
+			v.Duplicates++
+		}
+	})
 	// A Go map never shrinks, and under steady churn it creeps up to four
 	// times its compact size (twice after freeing some 200 times what it
 	// holds). Once eight times what is kept has been freed, copy what is
@@ -517,14 +541,30 @@ func (v *View) Expire(now time.Duration) {
 		}
 		v.rooms, v.freed = fresh, 0
 	}
-	for v.gone.len() > 0 && v.gone.front().at <= now {
-		// A close of it, had there been one, would have come by now.
-		if s := unpack(v.gone.pop().st); v.owned[s].replaced {
-			delete(v.owned, s)
-			v.Duplicates++
-		}
+}
+
+// twoPhase holds tombs through the two phases of View's argument: each
+// waits in wait until the stable epoch passes its e, is stamped with the
+// epoch then current, and waits in settle until the stable epoch passes
+// that too. Both queues stay in order of e, since epochs only grow.
+type twoPhase struct {
+	wait, settle queue[tomb]
+}
+
+// expire moves and settles what stable allows, calling done for each tomb
+// that has settled.
+func (q *twoPhase) expire(stable, epoch uint64, done func(tomb)) {
+	for q.wait.len() > 0 && q.wait.front().e < stable {
+		t := q.wait.pop()
+		t.e = epoch
+		q.settle.push(t)
+	}
+	for q.settle.len() > 0 && q.settle.front().e < stable {
+		done(q.settle.pop())
 	}
 }
+
+func (q *twoPhase) len() int { return q.wait.len() + q.settle.len() }
 
 // queue is a FIFO that reuses its memory: items are taken from the front,
 // and the rest is moved down once half the slice is spent, so a steady flow

@@ -16,10 +16,10 @@ type world struct {
 	now   time.Duration
 }
 
-func newWorld(t testing.TB, n int, grace time.Duration) *world {
+func newWorld(t testing.TB, n int) *world {
 	w := &world{t: t, n: n}
 	for u := int32(1); u <= int32(n); u++ {
-		v := NewView(u, n, grace, true)
+		v := NewView(u, n, true)
 		v.Learn(1, int32(n), 0)
 		v.ResetRecords()
 		w.views = append(w.views, v)
@@ -77,7 +77,7 @@ func liveStamps(v *View) []Stamp {
 }
 
 func TestCreateJoinSee(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	ev := w.v(1).Create(w.group(1, 2), 0)
 	if got := kinds(w.v(1).Records()); !slices.Equal(got, []RecordKind{KindCreate}) {
 		t.Fatalf("creator records = %v", got)
@@ -99,7 +99,7 @@ func TestCreateJoinSee(t *testing.T) {
 }
 
 func TestCreateFailsWhenGroupLive(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	w.all(w.v(1).Create(w.group(1, 2), 0))
 	w.v(2).ResetRecords()
 	if ev := w.v(2).Create(w.group(1, 2), 0); ev != nil {
@@ -115,7 +115,7 @@ func TestCreateFailsWhenGroupLive(t *testing.T) {
 }
 
 func TestActionsFailWithoutRooms(t *testing.T) {
-	v := NewView(1, 3, time.Hour, true)
+	v := NewView(1, 3, true)
 	if v.Create(nil, 0) != nil || v.Send(0, 0) != nil || v.Close(0, 0) != nil {
 		t.Fatal("an action without a group or a room succeeded")
 	}
@@ -133,7 +133,7 @@ func TestActionsFailWithoutRooms(t *testing.T) {
 // whatever order the creates arrive in.
 func TestDuplicateCreateConverges(t *testing.T) {
 	for _, order := range [][2]int{{0, 1}, {1, 0}} {
-		w := newWorld(t, 3, time.Hour)
+		w := newWorld(t, 3)
 		a := w.v(1).Create(w.group(1, 2, 3), 0)
 		b := w.v(2).Create(w.group(1, 2, 3), 0)
 		winner := b.Room
@@ -158,9 +158,8 @@ func TestDuplicateCreateConverges(t *testing.T) {
 		}
 		// The loser's creator counts a resolved duplicate once no close of
 		// it can still arrive.
-		w.now = 2 * time.Hour
 		for _, v := range w.views {
-			v.Expire(w.now)
+			settle(v)
 			v.Finish()
 		}
 		var dups, live int64
@@ -177,7 +176,7 @@ func TestDuplicateCreateConverges(t *testing.T) {
 // A close that overtakes its create leaves a tombstone; the create, when
 // it comes, is stale: no ghost room.
 func TestCloseBeforeCreate(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	create := w.v(1).Create(w.group(1, 2, 3), 0)
 	w.deliver(2, create)
 	closing := w.v(2).Close(0, 0)
@@ -205,7 +204,7 @@ func TestCloseBeforeCreate(t *testing.T) {
 // A message that overtakes the create of its room is held back, then
 // delivered once when the create arrives.
 func TestMessageBeforeCreate(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	create := w.v(1).Create(w.group(1, 2, 3), 0)
 	msg := w.v(1).Send(0, 0)
 	if got := w.deliver(3, msg); len(got) != 0 {
@@ -228,7 +227,7 @@ func TestMessageBeforeCreate(t *testing.T) {
 
 // A message in flight while its room closes is delivered, marked late.
 func TestMessageAfterClose(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	create := w.v(1).Create(w.group(1, 2, 3), 0)
 	w.all(create)
 	msg := w.v(2).Send(0, 0)
@@ -250,7 +249,7 @@ func TestMessageAfterClose(t *testing.T) {
 // A message held back for a room is released, late, when the room's close
 // arrives before its create; the create that follows is stale.
 func TestMessageHeldUntilClose(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	create := w.v(1).Create(w.group(1, 2, 3), 0)
 	w.deliver(2, create)
 	msg := w.v(2).Send(0, 0)
@@ -270,7 +269,7 @@ func TestMessageHeldUntilClose(t *testing.T) {
 
 // A late close of an older incarnation cannot end a newer one.
 func TestStaleCloseOfOlderRoom(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	g := w.group(1, 2)
 	first := w.v(1).Create(g, 0)
 	w.deliver(2, first)
@@ -294,7 +293,7 @@ func TestStaleCloseOfOlderRoom(t *testing.T) {
 // A message to the loser of a duplicate race is delivered, late, by users
 // who already keep the winner, and exactly once by all.
 func TestMessageToReplacedDuplicate(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	a := w.v(1).Create(w.group(1, 2, 3), 0)
 	b := w.v(2).Create(w.group(1, 2, 3), 0)
 	loser, winner := a, b
@@ -311,7 +310,7 @@ func TestMessageToReplacedDuplicate(t *testing.T) {
 }
 
 func TestLearnKnowsUsersInOrder(t *testing.T) {
-	v := NewView(3, 5, time.Hour, true)
+	v := NewView(3, 5, true)
 	if v.Known() != 3 { // only itself so far, as uid 3
 		t.Errorf("Known = %d before any news", v.Known())
 	}
@@ -328,54 +327,60 @@ func TestLearnKnowsUsersInOrder(t *testing.T) {
 	if !slices.Equal(peers, []int32{1, 2, 4, 5}) {
 		t.Errorf("online records for %v", peers)
 	}
-	if NewView(1, 5, time.Hour, false).Known() != 1 {
+	if NewView(1, 5, false).Known() != 1 {
 		t.Error("user_1 does not know itself")
 	}
 }
 
-// Closed entries are reclaimed grace after they close, and not before; an
-// entry that a newer create revived, or that holds messages for a newer
-// incarnation, is kept.
+// Closed entries are reclaimed in two phases of stability, and not
+// before: first every delivery of the epoch the close was applied in must
+// be applied, then every delivery sent until that was seen. An entry that a
+// newer create revived, or that holds messages for a newer incarnation, is
+// kept.
 func TestExpireReclaims(t *testing.T) {
-	const grace = 10 * time.Second
-	w := newWorld(t, 3, grace)
+	w := newWorld(t, 3)
+	for _, v := range w.views {
+		v.Expire(0, 3) // epoch 3: the close below is sent in it
+	}
 	g := w.group(1, 2, 3)
 	create := w.v(1).Create(g, 0)
 	w.all(create)
 	closing := w.v(1).Close(0, 0)
 	w.all(closing)
 	v := w.v(2)
-	v.Expire(grace - 1)
-	if v.Entries() != 1 {
-		t.Fatalf("entries = %d before grace, want 1 (the tombstone)", v.Entries())
-	}
-	v.Expire(grace)
-	if v.Entries() != 0 {
-		t.Fatalf("entries = %d after grace, want 0", v.Entries())
+	for _, step := range []struct {
+		stable, epoch uint64
+		entries       int
+	}{
+		{3, 5, 1}, // the close's epoch is not yet stable
+		{4, 7, 1}, // it is: phase two starts, waiting for epoch 7
+		{7, 8, 1}, // epoch 7 is not yet stable
+		{8, 9, 0}, // it is: reclaimed
+	} {
+		v.Expire(step.stable, step.epoch)
+		if v.Entries() != step.entries {
+			t.Fatalf("stable %d, epoch %d: %d entries, want %d", step.stable, step.epoch, v.Entries(), step.entries)
+		}
 	}
 
 	// Revived: the tombstone's schedule is void once a newer create lands.
-	w.now = 20 * time.Second
-	again := w.v(1).Create(g, w.now)
+	again := w.v(1).Create(g, 0)
 	w.all(again)
-	w.now = 21 * time.Second
-	bye := w.v(3).Close(0, w.now)
+	bye := w.v(3).Close(0, 0)
 	w.deliver(2, bye)
-	w.now = 22 * time.Second
-	third := w.v(1).Create(g, w.now) // user_1 has not seen the close yet: fails
-	if third != nil {
+	if third := w.v(1).Create(g, 0); third != nil { // user_1 has not seen the close yet
 		t.Fatal("create of a group live in the creator's view succeeded")
 	}
 	w.deliver(1, bye)
-	third = w.v(1).Create(g, w.now)
+	third := w.v(1).Create(g, 0)
 	w.deliver(2, third)
-	v.Expire(21*time.Second + grace)
+	settle(v)
 	if got := liveStamps(v); !slices.Equal(got, []Stamp{third.Room}) {
 		t.Errorf("after a void reclaim, live = %v, want %v", got, third.Room)
 	}
 
 	// Held: a closed entry waiting on messages to a newer room is kept.
-	w2 := newWorld(t, 3, grace)
+	w2 := newWorld(t, 3)
 	first := w2.v(1).Create(g, 0)
 	w2.all(first)
 	end := w2.v(1).Close(0, 0)
@@ -384,7 +389,7 @@ func TestExpireReclaims(t *testing.T) {
 	w2.deliver(2, next)
 	msg := w2.v(2).Send(0, time.Second)
 	w2.deliver(3, msg) // user_3 has not seen next yet
-	w2.v(3).Expire(time.Hour)
+	settle(w2.v(3))
 	if w2.v(3).Entries() != 1 || w2.v(3).HeldCount() != 1 {
 		t.Fatalf("entry with a held message reclaimed: entries %d, held %d", w2.v(3).Entries(), w2.v(3).HeldCount())
 	}
@@ -393,6 +398,10 @@ func TestExpireReclaims(t *testing.T) {
 		t.Errorf("held message not delivered after the create")
 	}
 }
+
+// settle tells a view that everything ever sent has been applied: it
+// reclaims all it can.
+func settle(v *View) { v.Expire(1<<62, 1<<62-1) }
 
 func TestGroupPickAndHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))

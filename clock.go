@@ -20,7 +20,8 @@ var (
 
 // runClock is the real-time clock: one goroutine that ticks every user
 // once a tick, each at its own random phase, by sending a tick marker down
-// the user's EventChannel. The marker queues behind what the user has
+// the user's EventChannel, and that advances the network's epoch once a
+// tick. The marker queues behind what the user has
 // already received, so a user applies what it was sent before it acts: the
 // backpressure. A user whose channel is full is behind, and its tick is
 // dropped and counted, never queued; so are ticks the clock itself was too
@@ -29,10 +30,11 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 	tick := s.cfg.Tick
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
 	start := s.now()
-	h := make(tickHeap, len(s.users))
+	h := make(tickHeap, len(s.users), len(s.users)+1)
 	for i := range h {
 		h[i] = nextTick{at: start + time.Duration(rng.Int64N(int64(tick))), user: i}
 	}
+	h = append(h, nextTick{at: start + tick, user: epochTick})
 	heap.Init(&h)
 	timer := time.NewTimer(h[0].at - start)
 	defer timer.Stop()
@@ -45,6 +47,12 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 		now := s.now()
 		for h[0].at <= now {
 			next := &h[0]
+			if next.user == epochTick {
+				s.advanceEpoch()
+				next.at += tick
+				heap.Fix(&h, 0)
+				continue
+			}
 			if late := int64((now - next.at) / tick); late > 0 {
 				s.dropped[next.user] += late
 				next.at += time.Duration(late) * tick
@@ -61,11 +69,14 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 	}
 }
 
-// nextTick is when a user's next tick is due.
+// nextTick is when a user's next tick is due, or the next epoch's.
 type nextTick struct {
 	at   time.Duration
-	user int
+	user int // index in Sim.users, or epochTick
 }
+
+// epochTick marks the clock's own tick, which advances the epoch.
+const epochTick = -1
 
 // tickHeap orders users by their next tick.
 type tickHeap []nextTick

@@ -201,6 +201,7 @@ type Event struct {
 	Room  Stamp
 	Group *Group
 	Sent  time.Duration // simulation time of sending, since the start
+	Epoch uint64        // the epoch it was sent in: see View on reclaiming
 
 	// task is the runtime/trace task of the action that sent the event,
 	// set only while -trace is on: recipients log their delivery to it, so

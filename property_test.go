@@ -18,8 +18,9 @@ type inFlight struct {
 // history is one random run of pure views: at every step a user acts, or a
 // pending delivery picked at random is applied, so events from different
 // senders and from one sender overtake each other freely. No delivery takes
-// longer than maxDelay steps; views reclaim closed rooms grace after they
-// close.
+// longer than maxDelay steps, which makes the stable epoch (the step before
+// which every delivery has been applied) exact: views reclaim by it, with
+// skew steps of error on purpose in the test that shows it matters.
 type history struct {
 	w        *world
 	rng      chooser
@@ -29,6 +30,7 @@ type history struct {
 	closed   map[Stamp]bool   // every incarnation some user closed
 	got      map[[2]Stamp]int // (message, recipient as Stamp{UID}) -> deliveries
 	maxState int              // most entries any view kept
+	skew     time.Duration    // added to the true stable epoch
 }
 
 // chooser makes a history's choices: a seeded source in the property test,
@@ -53,9 +55,9 @@ func (c *byteChooser) IntN(n int) int {
 
 func (c *byteChooser) Int64N(n int64) int64 { return int64(c.IntN(int(n))) }
 
-func newHistory(tb testing.TB, rng chooser, n int, maxDelay, grace time.Duration) *history {
+func newHistory(tb testing.TB, rng chooser, n int, maxDelay time.Duration) *history {
 	return &history{
-		w:        newWorld(tb, n, grace),
+		w:        newWorld(tb, n),
 		rng:      rng,
 		maxDelay: maxDelay,
 		msgs:     map[Stamp]*Event{},
@@ -125,11 +127,14 @@ func (h *history) collect(v *View) {
 }
 
 // step advances time by one: views reclaim, overdue deliveries are applied,
-// then a few random deliveries and actions happen.
+// then a few random deliveries and actions happen. Epochs are steps. Before
+// this step's deliveries, everything sent more than maxDelay steps ago has
+// been applied.
 func (h *history) step() {
 	h.w.now++
+	stable := uint64(max(0, h.w.now-h.maxDelay+h.skew))
 	for _, v := range h.w.views {
-		v.Expire(h.w.now)
+		v.Expire(stable, uint64(h.w.now))
 		h.maxState = max(h.maxState, v.Entries())
 		if err := v.invariants(); err != nil {
 			h.w.t.Fatalf("%s at %d: %v", uidName(v.Self()), h.w.now, err)
@@ -206,11 +211,13 @@ func (h *history) check() []string {
 	return bad
 }
 
-// runHistory plays one whole history and returns what broke.
-func runHistory(tb testing.TB, seed uint64, maxDelay, grace time.Duration) (*history, []string) {
+// runHistory plays one whole history and returns what broke. skew is
+// added to the stable epoch the views are told.
+func runHistory(tb testing.TB, seed uint64, maxDelay, skew time.Duration) (*history, []string) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	n := 2 + rng.IntN(5)
-	h := newHistory(tb, rng, n, maxDelay, grace)
+	h := newHistory(tb, rng, n, maxDelay)
+	h.skew = skew
 	for range 40 + rng.IntN(160) {
 		h.step()
 	}
@@ -218,16 +225,15 @@ func runHistory(tb testing.TB, seed uint64, maxDelay, grace time.Duration) (*his
 	return h, h.check()
 }
 
-// Over many random histories and delivery orders, with reclaiming on and a
-// grace period just above twice the delivery bound, every user ends with
-// the same rooms, nothing is lost or duplicated, no room is a ghost, and
-// what a view keeps stays bounded.
+// Over many random histories and delivery orders, with reclaiming on, every
+// user ends with the same rooms, nothing is lost or duplicated, no room is
+// a ghost, and what a view keeps stays bounded.
 func TestPropertyConvergence(t *testing.T) {
 	const histories = 2000
 	var dups, late, stale int64
 	for seed := range uint64(histories) {
 		maxDelay := time.Duration(1 + seed%8)
-		h, bad := runHistory(t, seed, maxDelay, 2*maxDelay+1)
+		h, bad := runHistory(t, seed, maxDelay, 0)
 		if len(bad) > 0 {
 			t.Fatalf("seed %d (delay %d): %v", seed, maxDelay, bad)
 		}
@@ -236,12 +242,11 @@ func TestPropertyConvergence(t *testing.T) {
 			late += v.Late
 			stale += v.Stale
 		}
-		// Reclaiming keeps state to the rooms live or closed within the
-		// grace period.
+		// Once everything is stable, a view keeps only its live rooms.
 		for _, v := range h.w.views {
-			v.Expire(h.w.now + 2*maxDelay + 2)
+			settle(v)
 			if v.Entries() != v.LiveCount() {
-				t.Fatalf("seed %d: %s keeps %d entries for %d live rooms after the grace period", seed, uidName(v.Self()), v.Entries(), v.LiveCount())
+				t.Fatalf("seed %d: %s keeps %d entries for %d live rooms once all is stable", seed, uidName(v.Self()), v.Entries(), v.LiveCount())
 			}
 		}
 		if h.maxState > 64 {
@@ -255,23 +260,24 @@ func TestPropertyConvergence(t *testing.T) {
 	t.Logf("%d histories: %d duplicates resolved, %d late deliveries, %d stale events", histories, dups, late, stale)
 }
 
-// The bound is tight: with a grace period one step short of twice the
-// delivery bound, some histories reclaim a tombstone before an event it
-// outlived arrives, and a ghost room or a stuck message follows. So the
-// checker sees what the grace period prevents, and the argument in View's
-// comment is needed in full.
-func TestPropertyShortGraceBreaks(t *testing.T) {
+// The argument needs a true stable epoch. The rule keeps one epoch of
+// slack (a tombstone is stamped with the epoch it was applied in, not the
+// one its close was sent in), but told two steps early that everything
+// before it has been applied, some histories reclaim a tombstone before an
+// event it outlived arrives, and a ghost room or a stuck message follows.
+// So the checker sees what reclaiming by stability prevents.
+func TestPropertyEarlyStableBreaks(t *testing.T) {
 	broken := 0
 	for seed := range uint64(2000) {
 		maxDelay := time.Duration(1 + seed%8)
-		if _, bad := runHistory(t, seed, maxDelay, 2*maxDelay-1); len(bad) > 0 {
+		if _, bad := runHistory(t, seed, maxDelay, 2); len(bad) > 0 {
 			broken++
 		}
 	}
 	if broken == 0 {
-		t.Fatal("no history broke with a grace period of 2Δ-1")
+		t.Fatal("no history broke with a stable epoch two steps early")
 	}
-	t.Logf("%d of 2000 histories broke with grace 2Δ-1", broken)
+	t.Logf("%d of 2000 histories broke with a stable epoch two steps early", broken)
 }
 
 // invariants checks that a view's bookkeeping agrees with its slots.
@@ -303,9 +309,9 @@ func (v *View) invariants() error {
 	if live != v.live || held != v.nHeld || len(v.held) > held || mined != len(v.mine) {
 		return fmt.Errorf("counts live %d held %d mine %d, slots say %d, %d and %d", v.live, v.nHeld, len(v.mine), live, held, mined)
 	}
-	for _, q := range []*queue[tomb]{&v.tombs, &v.gone} {
+	for _, q := range []*queue[tomb]{&v.tombs.wait, &v.tombs.settle, &v.gone.wait, &v.gone.settle} {
 		for i := q.head + 1; i < len(q.items); i++ {
-			if q.items[i].at < q.items[i-1].at {
+			if q.items[i].e < q.items[i-1].e {
 				return fmt.Errorf("reclaim queue out of order")
 			}
 		}
@@ -335,7 +341,7 @@ func FuzzHistory(f *testing.F) {
 		c := &byteChooser{data: data}
 		n := 2 + c.IntN(4)
 		maxDelay := time.Duration(1 + c.IntN(6))
-		h := newHistory(t, c, n, maxDelay, 2*maxDelay+1)
+		h := newHistory(t, c, n, maxDelay)
 		for steps := 0; len(c.data) > 0 && steps < 500; steps++ {
 			h.step()
 		}

@@ -24,8 +24,7 @@ type Report struct {
 	Rooms    Rooms   `json:"rooms"`
 	Messages Msgs    `json:"messages"`
 
-	Latency   *Latency `json:"latency,omitempty"` // real time only
-	OverBound int64    `json:"over_bound,omitempty"`
+	Latency *Latency `json:"latency,omitempty"` // real time only
 
 	LiveRooms  Spark `json:"live_rooms"`
 	Deliveries Spark `json:"deliveries_per_tick"`
@@ -142,7 +141,6 @@ func (s *Sim) report() *Report {
 		r.Actions.Total += u.Acted
 		r.Traffic.Delivered += u.sent
 		r.Messages.Held += int64(v.HeldCount())
-		r.OverBound += u.overBound
 		tot.add(&v.Counts)
 		if u.lat != nil {
 			lat.merge(u.lat)
@@ -296,9 +294,6 @@ func (r *Report) writeText(w io.Writer) error {
 	p("messages", "%d sent, %s of %d owed, %d late, %d held back", g.Sent, plural(g.Deliveries, "delivery"), g.Expected, g.Late, g.Held)
 	if l := r.Latency; l != nil {
 		p("latency", "p50 %s, p95 %s, p99 %s, max %s (send to apply)", fmtDur(l.P50), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Max))
-	}
-	if r.OverBound > 0 {
-		p("over bound", "%d deliveries took longer than the reclaiming of closed rooms allows for", r.OverBound)
 	}
 	p("live rooms", "%s", r.LiveRooms)
 	p("deliveries", "%s (message deliveries per tick)", r.Deliveries)

@@ -43,14 +43,8 @@ type Sim struct {
 	t0      time.Time
 	started time.Time // when the first tick could run: every user online
 
-	// bound is Δ, the longest time from sending an event to applying it
-	// that the reclaiming of closed rooms relies on, and grace how long a
-	// closed room is remembered: 2Δ ticks in fast mode, where Δ is exact;
-	// 2Δ plus a tick in real time, where Δ is an allowance, like
-	// Cassandra's gc_grace_seconds, and every delivery that takes longer
-	// is counted.
-	bound, grace time.Duration
-	delayTicks   int64 // fast mode: the injected delay, in whole ticks
+	delayTicks int64 // fast mode: the injected delay, in whole ticks
+	stableSkew int64 // fast mode: added to the stable epoch views are told; tests only
 
 	// Real time.
 	//
@@ -63,9 +57,17 @@ type Sim struct {
 	// for; the capacity is wide enough that light runs never meet it.
 	inflight atomic.Int64
 	capacity int64
-	allQuiet chan struct{} // closed when every user has stopped sending
-	dropped  []int64       // ticks the clock dropped, by user index; the clock's own
-	quiet    sync.WaitGroup
+
+	// Stability, real time. The network also counts deliveries in flight
+	// by the epoch they were sent in; the clock advances epoch once a tick,
+	// and stable past every epoch whose deliveries have all been applied.
+	// Views reclaim closed rooms by stable (see View), which no stall,
+	// pause or slow reader can fool, since nothing is assumed about time.
+	epoch, stable atomic.Uint64
+	flight        [epochRing]atomic.Int64
+	allQuiet      chan struct{} // closed when every user has stopped sending
+	dropped       []int64       // ticks the clock dropped, by user index; the clock's own
+	quiet         sync.WaitGroup
 
 	// Fast mode.
 	phase   *phase
@@ -102,9 +104,52 @@ type phase struct {
 // machine can do.
 const networkCapacity = 64
 
-// realSlack is the allowance for queueing in real time that the reclaiming
-// of closed rooms assumes on top of any injected delay.
-const realSlack = time.Second
+// epochRing is how many epochs the network can count at once. The clock
+// stops advancing the epoch rather than reuse the slot of an epoch not yet
+// stable.
+const epochRing = 1024
+
+// enter admits n deliveries a user is about to send, counting them under
+// the current epoch, which it returns; or refuses them, if the network is
+// full. The epoch is read, counted under, then read again: if the clock has
+// moved two epochs on meanwhile, it may already have judged this one
+// stable, so the count is taken back and tried under the new epoch. A clock
+// that sees the count can never judge the epoch stable while it stands.
+func (s *Sim) enter(n int64) (epoch uint64, ok bool) {
+	if s.inflight.Add(n) > s.capacity {
+		s.inflight.Add(-n)
+		return 0, false
+	}
+	for {
+		e := s.epoch.Load()
+		s.flight[e%epochRing].Add(n)
+		if s.epoch.Load() <= e+1 {
+			return e, true
+		}
+		s.flight[e%epochRing].Add(-n)
+	}
+}
+
+// leave counts n deliveries of epoch e as applied, or as never sent.
+func (s *Sim) leave(e uint64, n int64) {
+	s.flight[e%epochRing].Add(-n)
+	s.inflight.Add(-n)
+}
+
+// advanceEpoch moves stable past every epoch with nothing in flight, then
+// starts a new epoch if the ring has room. An epoch is judged only once the
+// current one is two past it: a user that counted under it after reading
+// it either sees the clock moved on and takes its count back, or is seen.
+func (s *Sim) advanceEpoch() {
+	e, w := s.epoch.Load(), s.stable.Load()
+	for w+2 <= e && s.flight[w%epochRing].Load() == 0 {
+		w++
+	}
+	s.stable.Store(w)
+	if e+1-w < epochRing-1 {
+		s.epoch.Store(e + 1)
+	}
+}
 
 func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 	s := &Sim{
@@ -121,18 +166,10 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 	}
 	if cfg.Fast {
 		s.delayTicks = int64((cfg.Delay + cfg.Tick - 1) / cfg.Tick)
-		// An event sent on tick t is applied on tick t+1+delay at the
-		// latest. Counting in ticks, with reclaiming before a tick's
-		// deliveries, View's argument gives: everything about a closed
-		// room arrives by r+2Δ-1, where r is the tick its close was
-		// applied, so a grace of exactly 2Δ is safe; a test shows that
-		// one tick less is not.
-		s.bound = time.Duration(s.delayTicks+1) * cfg.Tick
-		s.grace = 2 * s.bound
 	} else {
-		s.bound = cfg.Delay + max(realSlack, cfg.Tick)
-		s.grace = 2*s.bound + cfg.Tick
 		s.capacity = networkCapacity * int64(cfg.Users)
+		s.epoch.Store(1)
+		s.stable.Store(1)
 	}
 	inbox := cfg.inbox
 	if inbox == 0 {

@@ -210,7 +210,7 @@ func TestSendWhileBothChannelsFull(t *testing.T) {
 
 // The verdict compares views: when they disagree it fails and says how.
 func TestCheckFindsDisagreement(t *testing.T) {
-	w := newWorld(t, 3, time.Hour)
+	w := newWorld(t, 3)
 	ev := w.v(1).Create(w.group(1, 2), 0)
 	w.deliver(2, ev) // user_3 never hears of it
 	msg := w.v(1).Send(0, 0)

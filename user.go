@@ -43,11 +43,10 @@ type User struct {
 	// phases: their sums differ by what is still on its way.
 	sent, applied int64
 
-	owed                  int64         // deliveries applied but not yet given back to the network
+	owed                  []owing       // deliveries applied but not yet given back to the network, by epoch
 	stopping              bool          // the stop marker has come
 	tickAt                time.Duration // due time of a tick marker not yet run, or -1
 	Ticks, Skipped, Acted int64
-	overBound             int64 // deliveries applied later than Sim.bound after sending
 
 	// Published for the sampler in real time; the owner stores, others load.
 	pubDeliveries, pubLive atomic.Int64
@@ -59,7 +58,7 @@ func newUser(s *Sim, uid int32) *User {
 		UserChannel:  make(chan Online, 16),
 		EventChannel: s.dir[uid],
 		sim:          s,
-		view:         NewView(uid, s.cfg.Users, s.grace, s.logging),
+		view:         NewView(uid, s.cfg.Users, s.logging),
 		rng:          rand.New(rand.NewPCG(s.cfg.Seed, uint64(uid))),
 	}
 	if s.cfg.Fast {
@@ -271,13 +270,13 @@ func (u *User) tick(now time.Duration) {
 	// Reserve room for the widest fan-out before the view acts: an action
 	// the view has made must be sent.
 	widest := int64(u.view.Known() - 1)
-	if u.sim.inflight.Add(widest) > u.sim.capacity {
-		u.sim.inflight.Add(-widest)
+	if e, ok := u.sim.enter(widest); !ok {
 		u.Skipped++
 	} else {
+		u.view.SetEpoch(e)
 		sent := u.sent
 		u.fanOut(u.roll(now))
-		u.sim.inflight.Add((u.sent - sent) - widest)
+		u.sim.leave(e, widest-(u.sent-sent))
 		u.applyBacklog()
 	}
 	u.pubDeliveries.Store(u.view.Deliveries)
@@ -314,13 +313,28 @@ func (u *User) handle(d Delivery, now time.Duration) {
 	u.apply(d, now)
 }
 
+// owing counts applied deliveries of one epoch not yet given back.
+type owing struct {
+	epoch uint64
+	n     int64
+}
+
+// owe notes an applied delivery sent in epoch e.
+func (u *User) owe(e uint64) {
+	if k := len(u.owed); k > 0 && u.owed[k-1].epoch == e {
+		u.owed[k-1].n++
+		return
+	}
+	u.owed = append(u.owed, owing{e, 1})
+}
+
 // giveBack returns the room of applied deliveries to the network, once per
 // batch rather than once per delivery.
 func (u *User) giveBack() {
-	if u.owed != 0 {
-		u.sim.inflight.Add(-u.owed)
-		u.owed = 0
+	for _, o := range u.owed {
+		u.sim.leave(o.epoch, o.n)
 	}
+	u.owed = u.owed[:0]
 }
 
 // traceDelivery logs a delivery to the task of the action that sent it.
@@ -333,13 +347,9 @@ func (u *User) traceDelivery(ev *Event) {
 func (u *User) apply(d Delivery, now time.Duration) {
 	u.view.Apply(d.Event, now)
 	u.traceDelivery(d.Event)
-	u.owed++
+	u.owe(d.Event.Epoch)
 	if u.lat != nil {
-		took := now - d.Event.Sent
-		u.lat.add(took)
-		if took > u.sim.bound {
-			u.overBound++
-		}
+		u.lat.add(now - d.Event.Sent)
 	}
 }
 
@@ -348,7 +358,7 @@ func (u *User) applyDue(now time.Duration) {
 	for len(u.delayed) > 0 && u.delayed[0].Due <= now {
 		u.apply(u.delayed.pop(), now)
 	}
-	u.view.Expire(now)
+	u.view.Expire(u.sim.stable.Load(), u.sim.epoch.Load())
 }
 
 // drain runs after the stop: the user no longer acts, but keeps applying
@@ -403,8 +413,11 @@ func (u *User) runFast() {
 			s.barrier.Done()
 			return
 		}
+		// Every delivery sent on tick t is applied by tick t+Δ, where Δ is
+		// one tick plus the delay; this runs before tick p's deliveries, so
+		// everything sent before tick p-Δ has been applied.
 		now := time.Duration(p.tick) * s.cfg.Tick
-		u.view.Expire(now)
+		u.view.Expire(uint64(max(0, p.tick-s.delayTicks-1+s.stableSkew)), uint64(p.tick))
 		b := &u.buckets[p.tick%int64(len(u.buckets))]
 		sc := scratchPool.Get().(*scratch)
 		for _, ev := range sc.sort(*b) {
