@@ -279,3 +279,21 @@ func TestE2EInterruptFast(t *testing.T) {
 	cmd, r, errs := startReading(t, "-fast", "-quiet", "-users", "50")
 	interrupt(t, cmd, r, errs)
 }
+
+// A full disk is an error: one line on stderr and status 1.
+func TestE2EFullDisk(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip("no /dev/full")
+	}
+	defer full.Close()
+	var errs bytes.Buffer
+	cmd := exec.Command(builtBinary(t), "-fast", "-users", "6", "-duration", "10s")
+	cmd.Stdout, cmd.Stderr = full, &errs
+	if code := exitCode(cmd.Run()); code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	if e := errs.String(); !strings.HasPrefix(e, "chatsim: writing the output: ") || !strings.HasSuffix(e, "no space left on device\n") || strings.Count(e, "\n") != 1 {
+		t.Errorf("stderr %q", errs.String())
+	}
+}

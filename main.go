@@ -70,18 +70,22 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	if err := stopProfiles(); err != nil {
 		fmt.Fprintf(stderr, "chatsim: %v\n", err)
 	}
-	if isClosed(s.out.broken) {
-		return 0 // the reader went away, as with `chatsim | head`: nothing to say
-	}
-	if err := s.out.Flush(); err != nil {
-		return 0
-	}
-	if cfg.JSON {
+	err = s.out.Flush()
+	if err == nil && cfg.JSON {
 		err = rep.writeJSON(stdout)
-	} else {
+	} else if err == nil {
 		err = rep.writeText(stdout)
 	}
-	if err == nil && !rep.Converged {
+	switch {
+	case errors.Is(err, syscall.EPIPE):
+		// The reader went away: nothing to say. (On a terminal's or a
+		// shell's pipe the process ends by SIGPIPE before this, as Unix
+		// tools do in `chatsim | head`.)
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "chatsim: writing the output: %v\n", err)
+		return 1
+	case !rep.Converged:
 		return 1
 	}
 	return 0
@@ -141,14 +145,14 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.SetOutput(io.Discard)
 	fs.Var(&intValue{&cfg.Users, 2, maxUsers}, "users", "simulate `N` users, from 2 to 100000")
 	fs.Var(&seedValue{&cfg.Seed}, "seed", "seed `S` for every random choice; 0 picks one (the seed in use is printed, to repeat a run)")
-	fs.Var(&durValue{&cfg.Duration, 0}, "duration", "stop by itself after `D` (simulated with -fast); 0 runs until Ctrl-C")
-	fs.Var(&durValue{&cfg.Tick, 1}, "tick", "how often each user rolls for an action, `D` above 0")
+	fs.Var(&durValue{&cfg.Duration, 0, 0}, "duration", "stop by itself after `D` (simulated with -fast, in whole ticks); 0 runs until Ctrl-C")
+	fs.Var(&durValue{&cfg.Tick, minTick, maxTick}, "tick", "how often each user rolls for an action, `D` from 100µs to 24h")
 	fs.Var(&chanceValue{&cfg.Chance}, "chance", "chance `P` from 0 to 1 that a user acts on a tick")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no per-event log, only the summary")
 	fs.BoolVar(&cfg.JSON, "json", false, "log and summary as JSON Lines instead of text")
 	fs.BoolVar(&cfg.Fast, "fast", false, "virtual time in lockstep: as fast as the CPU allows, and the same seed gives the same output")
-	fs.Var(&durValue{&cfg.Delay, 0}, "delay", "hold each delivery back a random time up to `D` (whole ticks with -fast)")
-	fs.Var(&durValue{&cfg.Stats, 0}, "stats", "write a progress line to stderr every `D` (simulated with -fast)")
+	fs.Var(&durValue{&cfg.Delay, 0, maxTick}, "delay", "hold each delivery back a random time up to `D`, at most 24h (with -fast, whole ticks, at most 1000)")
+	fs.Var(&durValue{&cfg.Stats, 0, 0}, "stats", "write a progress line to stderr every `D` (simulated with -fast)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` at the end")
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace to `file` (go tool trace)")
@@ -157,6 +161,9 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fs, fmt.Errorf("unexpected argument %q: chatsim takes only flags", fs.Arg(0))
+	}
+	if ticks := (cfg.Delay + cfg.Tick - 1) / cfg.Tick; cfg.Fast && ticks > maxDelayTicks {
+		return cfg, fs, fmt.Errorf("-delay %v is %d ticks of %v: with -fast it must be at most %d ticks", cfg.Delay, ticks, cfg.Tick, maxDelayTicks)
 	}
 	return cfg, fs, nil
 }
@@ -252,10 +259,20 @@ func (v *chanceValue) Set(s string) error {
 	return nil
 }
 
-// durValue is a duration flag of at least min.
+// Limits of the duration flags: ticks long enough for a clock to serve and
+// short enough, with any delay, for simulation times to stay far from
+// overflow; and a delay of at most maxDelayTicks in fast mode, where each
+// user keeps a bucket per tick of delay.
+const (
+	minTick       = 100 * time.Microsecond
+	maxTick       = 24 * time.Hour
+	maxDelayTicks = 1000
+)
+
+// durValue is a duration flag within [min, max]; a max of 0 is no limit.
 type durValue struct {
-	p   *time.Duration
-	min time.Duration
+	p        *time.Duration
+	min, max time.Duration
 }
 
 func (v *durValue) String() string {
@@ -267,11 +284,13 @@ func (v *durValue) String() string {
 
 func (v *durValue) Set(s string) error {
 	d, err := time.ParseDuration(s)
-	if err != nil || d < v.min {
-		if v.min > 0 {
-			return errors.New("must be a duration above 0, like 500ms or 2s")
+	if err != nil || d < v.min || v.max > 0 && d > v.max {
+		switch {
+		case v.max > 0:
+			return fmt.Errorf("must be a duration from %v to %v, like 500ms or 2s", v.min, v.max)
+		default:
+			return errors.New("must be a duration of 0 or more, like 30s or 5m")
 		}
-		return errors.New("must be a duration of 0 or more, like 30s or 5m")
 	}
 	*v.p = d
 	return nil

@@ -2,12 +2,12 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -24,10 +24,13 @@ var badInputs = []struct {
 	{[]string{"-chance", "1.5"}, `-chance: must be a number from 0 to 1`},
 	{[]string{"-chance", "-0.1"}, `-chance: must be a number from 0 to 1`},
 	{[]string{"-chance", "NaN"}, `-chance: must be a number from 0 to 1`},
-	{[]string{"-tick", "0"}, `-tick: must be a duration above 0`},
-	{[]string{"-tick", "-1s"}, `-tick: must be a duration above 0`},
+	{[]string{"-tick", "0"}, `-tick: must be a duration from 100µs to 24h0m0s`},
+	{[]string{"-tick", "-1s"}, `-tick: must be a duration from 100µs to 24h0m0s`},
+	{[]string{"-tick", "25h"}, `-tick: must be a duration from 100µs to 24h0m0s`},
+	{[]string{"-delay", "2562047h"}, `-delay: must be a duration from 0s to 24h0m0s`},
+	{[]string{"-fast", "-tick", "1ms", "-delay", "1h"}, `-delay 1h0m0s is 3600000 ticks of 1ms: with -fast it must be at most 1000 ticks`},
 	{[]string{"-duration", "-5s"}, `-duration: must be a duration of 0 or more`},
-	{[]string{"-delay", "soon"}, `-delay: must be a duration of 0 or more`},
+	{[]string{"-delay", "soon"}, `-delay: must be a duration from 0s to 24h0m0s`},
 	{[]string{"-stats", "-1s"}, `-stats: must be a duration of 0 or more`},
 	{[]string{"-seed", "x"}, `-seed: must be a whole number from 0 to`},
 	{[]string{"-bogus"}, `flag provided but not defined: -bogus`},
@@ -142,25 +145,47 @@ func TestProfiles(t *testing.T) {
 	}
 }
 
-// brokenWriter fails like a pipe whose reader went away.
-type brokenWriter struct{ n int }
+// brokenWriter fails after n writes with err.
+type brokenWriter struct {
+	n   int
+	err error
+}
 
 func (w *brokenWriter) Write(p []byte) (int, error) {
 	if w.n <= 0 {
-		return 0, errors.New("broken pipe")
+		return 0, w.err
 	}
 	w.n--
 	return len(p), nil
 }
 
-// When the output goes away the run ends quietly: no panic, nothing on
-// stderr.
-func TestBrokenOutputEndsQuietly(t *testing.T) {
+// When the reader goes away the run ends quietly: no panic, nothing on
+// stderr. Any other write error ends it too, with one line and status 1.
+func TestBrokenOutput(t *testing.T) {
 	for _, fast := range []string{"-fast", "-fast=false"} {
 		var errs bytes.Buffer
-		code := run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{n: 1}, &errs)
+		code := run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{1, syscall.EPIPE}, &errs)
 		if code != 0 || errs.Len() != 0 {
-			t.Errorf("%s: exit %d, stderr %q", fast, code, errs.String())
+			t.Errorf("%s, reader gone: exit %d, stderr %q", fast, code, errs.String())
+		}
+		errs.Reset()
+		code = run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{1, syscall.ENOSPC}, &errs)
+		if code != 1 || errs.String() != "chatsim: writing the output: no space left on device\n" {
+			t.Errorf("%s, disk full: exit %d, stderr %q", fast, code, errs.String())
+		}
+	}
+}
+
+// A fast run shorter than a tick still runs a tick and stops; durations
+// round up to whole ticks.
+func TestFastDurationRoundsUp(t *testing.T) {
+	for _, tc := range []struct{ duration, run string }{
+		{"500ms", "1s, 1 ticks"},
+		{"2500ms", "3s, 3 ticks"},
+	} {
+		out := runArgs(t, "-fast", "-quiet", "-duration", tc.duration)
+		if want := "  run         " + tc.run + ", duration reached\n"; !strings.Contains(out, want) {
+			t.Errorf("-duration %s: want %q in\n%s", tc.duration, want, out)
 		}
 	}
 }

@@ -279,7 +279,7 @@ func (s *Sim) runReal(ctx context.Context, helpers *sync.WaitGroup) {
 		case <-end:
 			s.stopped = "duration reached"
 		case <-s.out.broken:
-			s.stopped = "output closed"
+			s.stopped = "output failed"
 		}
 		close(clockStop)
 		clock.Wait()
@@ -305,7 +305,7 @@ func (s *Sim) runReal(ctx context.Context, helpers *sync.WaitGroup) {
 func (s *Sim) runFast(ctx context.Context) {
 	var limit int64 // action ticks to run; 0: until stopped
 	if s.cfg.Duration > 0 {
-		limit = int64(s.cfg.Duration / s.cfg.Tick)
+		limit = int64((s.cfg.Duration + s.cfg.Tick - 1) / s.cfg.Tick) // whole ticks, rounded up
 	}
 	started := time.Now()
 	s.started = started
@@ -320,7 +320,7 @@ func (s *Sim) runFast(ctx context.Context) {
 			case ctx.Err() != nil:
 				s.stopped = "interrupted"
 			case isClosed(s.out.broken):
-				s.stopped = "output closed"
+				s.stopped = "output failed"
 			case s.afterTick != nil && s.afterTick(t-1):
 				s.stopped = "benchmark done"
 			}
