@@ -95,12 +95,14 @@ type Counts struct {
 	Duplicates int64 // own rooms a concurrent duplicate replaced
 	OwnLive    int64 // own rooms live at the end
 
-	Expected   int64 // deliveries owed by own messages: the other members of each room
-	Deliveries int64 // messages delivered to this user
-	Late       int64 // of those, into an incarnation no longer live here
-	NonMember  int64 // deliveries to a user outside the group: always 0
-	Merges     int64 // concurrent duplicates resolved in this view
-	Stale      int64 // outdated events ignored
+	Expected   int64  // deliveries owed by own messages: the other members of each room
+	OwedSum    uint64 // sum of pair(message, member) over what Expected counts
+	GotSum     uint64 // sum of pair(message, self) over what Deliveries counts
+	Deliveries int64  // messages delivered to this user
+	Late       int64  // of those, into an incarnation no longer live here
+	NonMember  int64  // deliveries to a user outside the group: always 0
+	Merges     int64  // concurrent duplicates resolved in this view
+	Stale      int64  // outdated events ignored
 }
 
 // add adds o to c.
@@ -116,6 +118,8 @@ func (c *Counts) add(o *Counts) {
 	c.Duplicates += o.Duplicates
 	c.OwnLive += o.OwnLive
 	c.Expected += o.Expected
+	c.OwedSum += o.OwedSum
+	c.GotSum += o.GotSum
 	c.Deliveries += o.Deliveries
 	c.Late += o.Late
 	c.NonMember += o.NonMember
@@ -266,6 +270,12 @@ func (v *View) Send(i int, now time.Duration) *Event {
 	ev := v.newEvent(MessageEvent, g)
 	ev.Room, ev.Sent = v.rooms[g.fp].stamp(), now
 	v.Expected += int64(g.Size() - 1)
+	id := ev.ID()
+	g.each(func(r int32) {
+		if r != v.self {
+			v.OwedSum += pair(id, r)
+		}
+	})
 	v.record(Record{T: now, Kind: KindMessage, Room: ev.Room, Msg: ev.ID(), By: v.self})
 	return ev
 }
@@ -477,6 +487,7 @@ func (v *View) release(key fp, now time.Duration) {
 func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
 	late := m.Room.pack() != s.st || s.is(closed)
 	v.Deliveries++
+	v.GotSum += pair(m.ID(), v.self)
 	if late {
 		v.Late++
 	}
@@ -484,6 +495,19 @@ func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
 		v.NonMember++
 	}
 	v.record(Record{T: now, Kind: KindReceive, Room: m.Room, By: m.From, Msg: m.ID(), Late: late, Held: held})
+}
+
+// pair hashes a delivery, a message and its recipient, for the checksum
+// that tells the verdict whether every message reached exactly the members
+// it was owed to: the sums over two sets of pairs differ unless the sets
+// are the same, but for a chance of about 2^-64.
+func pair(msg Stamp, to int32) uint64 {
+	x := msg.pack()*0x9e3779b97f4a7c15 ^ uint64(to)*0xc2b2ae3d27d4eb4f
+	x ^= x >> 31
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 29
+	x *= 0x94d049bb133111eb
+	return x ^ x>>32
 }
 
 // closeOwn counts the first close of a room this user created.

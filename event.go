@@ -125,6 +125,16 @@ func (g *Group) Equal(h *Group) bool {
 	return true
 }
 
+// each calls f for every member, in ascending order, without allocating.
+func (g *Group) each(f func(u int32)) {
+	for i, w := range g.bits {
+		for w != 0 {
+			f(int32(i*64 + bits.TrailingZeros64(w)))
+			w &= w - 1
+		}
+	}
+}
+
 // Members returns the uids in ascending order.
 func (g *Group) Members() []int32 {
 	out := make([]int32, 0, g.size)

@@ -206,7 +206,7 @@ var jsonSchema = map[string][]string{
 	"close_seen":     {"t", "user", "kind", "room", "by"},
 	"stale":          {"t", "user", "kind", "room", "by", "event", "reason"},
 	"final":          {"kind", "user", "rooms"},
-	"summary": {"kind", "seed", "users", "mode", "tick", "chance", "stopped", "run_time", "ticks", "ticks_served",
+	"summary": {"kind", "seed", "users", "online", "mode", "tick", "chance", "stopped", "run_time", "ticks", "ticks_served",
 		"ticks_skipped", "actions", "traffic", "rooms", "messages", "live_rooms", "deliveries_per_tick", "converged"},
 }
 

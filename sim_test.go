@@ -114,8 +114,13 @@ func TestStopDuringStartup(t *testing.T) {
 		for _, fast := range []bool{false, true} {
 			rep, _ := simulate(t, ctx, Config{Users: 50, Seed: 1, Tick: time.Second, Chance: 0.3, Fast: fast})
 			requireConverged(t, rep)
-			if rep.Actions.Total != 0 || rep.Stopped != "interrupted" {
-				t.Errorf("fast=%v: %d actions, stopped %q", fast, rep.Actions.Total, rep.Stopped)
+			if rep.Actions.Total != 0 || rep.Stopped != "interrupted" || rep.Online != 0 {
+				t.Errorf("fast=%v: %d actions, stopped %q, %d online", fast, rep.Actions.Total, rep.Stopped, rep.Online)
+			}
+			var out bytes.Buffer
+			rep.writeText(&out)
+			if !strings.Contains(out.String(), "users       50 (0 came online before the stop)") {
+				t.Errorf("summary does not say who came online:\n%s", out.String())
 			}
 		}
 	})
@@ -206,6 +211,28 @@ func TestSendWhileBothChannelsFull(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A message delivered twice to one member and never to another passes the
+// count, but not the checksum of who got what.
+func TestCheckFindsMisdelivery(t *testing.T) {
+	w := newWorld(t, 3)
+	w.all(w.v(1).Create(w.group(1, 2, 3), 0))
+	msg := w.v(1).Send(0, 0)
+	w.deliver(2, msg)
+	w.deliver(2, msg) // and never to user_3
+	var tot Counts
+	for _, v := range w.views {
+		v.Finish()
+		tot.add(&v.Counts)
+	}
+	if tot.Deliveries != tot.Expected {
+		t.Fatalf("deliveries %d, owed %d: the counts should agree here", tot.Deliveries, tot.Expected)
+	}
+	want := []string{"as many deliveries as owed, but not to the members they were owed to"}
+	if got := check(w.views, &tot, &Report{}); !slices.Equal(got, want) {
+		t.Errorf("problems = %q, want %q", got, want)
+	}
 }
 
 // The verdict compares views: when they disagree it fails and says how.
