@@ -20,9 +20,11 @@ import (
 //
 //	create(s) < close(s) < create(s') < close(s')   for every s < s'
 //
-// Applying an event takes the maximum, which is commutative, associative and
-// idempotent, so every user that has received the same events is in the
-// same state whatever order they came in. From that order:
+// Applying a create or a close takes the maximum, which is commutative,
+// associative and idempotent, so every user that has received the same
+// events is in the same state whatever order they came in. (Messages are
+// not idempotent: the network delivers each to each member once, and the
+// verdict checks it.) From that order:
 //   - two creates of one group that raced: the greater stamp wins in every
 //     view, and the lesser is a resolved concurrent duplicate;
 //   - a create that arrives after its own close is stale: no ghost room;
@@ -137,6 +139,7 @@ type slot struct {
 	flags uint8
 }
 
+// The flags of a slot.
 const (
 	closed uint8 = 1 << iota
 	member       // self is in the group

@@ -366,3 +366,23 @@ func TestJSONSchema(t *testing.T) {
 		}
 	})
 }
+
+// A bucket's order is the canonical one however long the run: deliveries
+// sent on ticks 2^23-1 and 2^23, due on one tick, come out in send order,
+// then by sender.
+func TestBucketOrderOnLongRuns(t *testing.T) {
+	const tick = time.Second
+	s := &Sim{cfg: Config{Tick: tick}, delayTicks: 3}
+	u := &User{sim: s, buckets: make([][]pending, s.delayTicks+2)}
+	due := time.Duration(1<<23+2) * tick
+	late := &Event{From: 1, Sent: time.Duration(1<<23) * tick}
+	early := &Event{From: 2, Sent: time.Duration(1<<23-1) * tick}
+	sameTick := &Event{From: 1, Sent: early.Sent}
+	for _, ev := range []*Event{late, early, sameTick} {
+		u.bucket(Delivery{ev, due})
+	}
+	got := new(scratch).sort(u.buckets[(1<<23+2)%len(u.buckets)])
+	if want := []*Event{sameTick, early, late}; !slices.Equal(got, want) {
+		t.Errorf("order %v, want %v", got, want)
+	}
+}

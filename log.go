@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"math/bits"
 	"strconv"
 	"sync"
 	"time"
@@ -173,16 +174,20 @@ func appendQuoted(b []byte, msg Stamp) []byte { return strconv.AppendQuote(b, me
 
 // appendMembers lists up to maxShown members, then how many more there are.
 func appendMembers(b []byte, g *Group) []byte {
-	for i, u := range g.Members() {
-		if i == maxShown {
-			b = append(b, " and "...)
-			b = strconv.AppendInt(b, int64(g.Size()-maxShown), 10)
-			return append(b, " more"...)
+	shown := 0
+	for i, w := range g.bits {
+		for ; w != 0 && shown < maxShown; w &= w - 1 {
+			if shown > 0 {
+				b = append(b, ", "...)
+			}
+			b = appendUID(b, int32(i*64+bits.TrailingZeros64(w)))
+			shown++
 		}
-		if i > 0 {
-			b = append(b, ", "...)
-		}
-		b = appendUID(b, u)
+	}
+	if more := g.Size() - shown; more > 0 {
+		b = append(b, " and "...)
+		b = strconv.AppendInt(b, int64(more), 10)
+		b = append(b, " more"...)
 	}
 	return b
 }

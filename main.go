@@ -297,44 +297,47 @@ func (v *durValue) Set(s string) error {
 }
 
 // startProfiles starts what -cpuprofile and -trace ask for and returns the
-// function that finishes them and writes -memprofile.
+// function that finishes them and writes -memprofile. If one cannot start,
+// what did start is stopped, and no heap profile is written.
 func startProfiles(cfg Config) (stop func() error, err error) {
 	var closers []func() error
-	stop = func() error {
+	finish := func() error {
 		var errs []error
 		for i := len(closers) - 1; i >= 0; i-- {
 			errs = append(errs, closers[i]())
 		}
-		if cfg.MemProfile != "" {
-			errs = append(errs, writeHeapProfile(cfg.MemProfile))
-		}
 		return errors.Join(errs...)
 	}
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
+	start := func(name, path string, begin func(io.Writer) error, end func()) error {
+		if path == "" {
+			return nil
+		}
+		f, err := os.Create(path)
+		if err == nil {
+			if err = begin(f); err != nil {
+				f.Close()
+			}
+		}
 		if err != nil {
-			return nil, fmt.Errorf("-cpuprofile: %w", err)
+			finish()
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("-cpuprofile: %w", err)
-		}
-		closers = append(closers, func() error { pprof.StopCPUProfile(); return f.Close() })
+		closers = append(closers, func() error { end(); return f.Close() })
+		return nil
 	}
-	if cfg.Trace != "" {
-		f, err := os.Create(cfg.Trace)
-		if err != nil {
-			stop()
-			return nil, fmt.Errorf("-trace: %w", err)
-		}
-		if err := trace.Start(f); err != nil {
-			f.Close()
-			stop()
-			return nil, fmt.Errorf("-trace: %w", err)
-		}
-		closers = append(closers, func() error { trace.Stop(); return f.Close() })
+	if err := start("-cpuprofile", cfg.CPUProfile, pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
+		return nil, err
 	}
-	return stop, nil
+	if err := start("-trace", cfg.Trace, trace.Start, trace.Stop); err != nil {
+		return nil, err
+	}
+	return func() error {
+		err := finish()
+		if cfg.MemProfile != "" {
+			err = errors.Join(err, writeHeapProfile(cfg.MemProfile))
+		}
+		return err
+	}, nil
 }
 
 func writeHeapProfile(name string) error {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,6 +144,22 @@ func TestProfiles(t *testing.T) {
 	code = run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
 	if code != 1 || !strings.Contains(errs.String(), "-cpuprofile:") {
 		t.Errorf("unwritable profile: exit %d, %q", code, errs.String())
+	}
+	// When the trace cannot start, the CPU profile started before it is
+	// stopped, and no heap profile is written for a run that never ran.
+	errs.Reset()
+	mem2 := filepath.Join(dir, "mem2.out")
+	code = run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "cpu2.out"), "-memprofile", mem2, "-trace", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
+	if code != 1 || !strings.Contains(errs.String(), "-trace:") {
+		t.Errorf("unwritable trace: exit %d, %q", code, errs.String())
+	}
+	if _, err := os.Stat(mem2); err == nil {
+		t.Error("a heap profile was written for a run that did not start")
+	}
+	if err := pprof.StartCPUProfile(io.Discard); err != nil {
+		t.Errorf("the CPU profile was left running: %v", err)
+	} else {
+		pprof.StopCPUProfile()
 	}
 }
 

@@ -17,7 +17,7 @@ type Report struct {
 	Online   int     `json:"online"` // users that came online: all of them, unless stopped during start-up
 	Stopped  string  `json:"stopped"`
 	RunTime  float64 `json:"run_time"` // seconds; simulated in fast mode
-	Ticks    int64   `json:"ticks"`    // ticks run: per user in fast mode, the longest any user served in real time
+	Ticks    int64   `json:"ticks"`    // ticks run: per user in fast mode; in real time the most any user had, served or skipped
 	Served   int64   `json:"ticks_served"`
 	Skipped  int64   `json:"ticks_skipped"`
 	Actions  Actions `json:"actions"`
@@ -118,6 +118,7 @@ type Latency struct {
 	Max time.Duration `json:"max_ns"`
 }
 
+// finalView is one user's live rooms after the drain, as a JSON line.
 type finalView struct {
 	Kind  string   `json:"kind"`
 	User  string   `json:"user"`
@@ -128,23 +129,23 @@ type finalView struct {
 func (s *Sim) report() *Report {
 	c := s.cfg
 	r := &Report{Settings: settingsOf(c), Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime.Seconds()}
-	var lat hist
+	var lat histTotal
 	var tot Counts
 	for i, u := range s.users {
 		v := u.view
-		skipped := u.Skipped
+		skipped := u.skipped
 		if s.dropped != nil {
 			skipped += s.dropped[i]
 		}
-		r.Served += u.Ticks
+		r.Served += u.ticks
 		r.Skipped += skipped
-		r.Ticks = max(r.Ticks, u.Ticks+skipped)
-		r.Actions.Total += u.Acted
+		r.Ticks = max(r.Ticks, u.ticks+skipped)
+		r.Actions.Total += u.acted
 		r.Traffic.Delivered += u.sent
 		r.Messages.Held += int64(v.HeldCount())
 		tot.add(&v.Counts)
 		if u.lat != nil {
-			lat.merge(u.lat)
+			lat.add(u.lat)
 		}
 	}
 	if c.Fast {
@@ -427,12 +428,17 @@ func (s *series) spark() Spark {
 }
 
 // hist is a log-linear histogram of durations: sixteen buckets per power of
-// two, so a quantile is within 1/16 of the truth, in fixed memory.
+// two, so a quantile is within 1/16 of the truth, in fixed memory. Each
+// user keeps one with 32-bit counters (4 KiB); the report sums them into a
+// histTotal, whose counters are 64-bit.
 type hist struct {
-	counts [64 * 16]int64
+	counts [histBuckets]uint32
 	n      int64
 	max    time.Duration
 }
+
+// histBuckets is one more than the largest histBucket of a time.Duration.
+const histBuckets = 60 * 16
 
 func histBucket(v uint64) int {
 	if v < 16 {
@@ -452,31 +458,36 @@ func histUpper(i int) time.Duration {
 }
 
 func (h *hist) add(d time.Duration) {
-	if d < 0 {
-		d = 0
-	}
+	d = max(d, 0)
 	h.counts[histBucket(uint64(d))]++
 	h.n++
 	h.max = max(h.max, d)
 }
 
-func (h *hist) merge(o *hist) {
-	for i, c := range o.counts {
-		h.counts[i] += c
+// histTotal is the sum of users' histograms.
+type histTotal struct {
+	counts [histBuckets]int64
+	n      int64
+	max    time.Duration
+}
+
+func (t *histTotal) add(h *hist) {
+	for i, c := range h.counts {
+		t.counts[i] += int64(c)
 	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
+	t.n += h.n
+	t.max = max(t.max, h.max)
 }
 
 // quantile returns the upper end of the bucket that holds the q-quantile.
-func (h *hist) quantile(q float64) time.Duration {
-	rank := int64(math.Ceil(q * float64(h.n)))
+func (t *histTotal) quantile(q float64) time.Duration {
+	rank := int64(math.Ceil(q * float64(t.n)))
 	var seen int64
-	for i, c := range h.counts {
+	for i, c := range t.counts {
 		seen += c
 		if seen >= rank && c > 0 {
-			return min(histUpper(i), h.max)
+			return min(histUpper(i), t.max)
 		}
 	}
-	return h.max
+	return t.max
 }

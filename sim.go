@@ -182,11 +182,14 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 }
 
 // inboxCapacity sizes an EventChannel: room for a tick's worth of events
-// from a few hundred senders, but not so much that 100,000 idle inboxes
-// weigh gigabytes.
+// from a few hundred senders, up to 1024, and for 256 MiB of inboxes in all
+// (16 bytes a delivery), but never fewer than 64.
 func inboxCapacity(users int) int {
-	return min(max(users/4, 64), 1024)
+	return max(min(users/4, 1024, inboxBudget/(16*users)), 64)
 }
+
+// inboxBudget is the memory all EventChannels may take together.
+const inboxBudget = 256 << 20
 
 // now is the simulation time in real time. In fast mode the only events
 // outside ticks are the announcements at start-up, at time 0.

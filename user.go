@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"math/bits"
@@ -46,7 +47,7 @@ type User struct {
 	owed                  []owing       // deliveries applied but not yet given back to the network, by epoch
 	stopping              bool          // the stop marker has come
 	tickAt                time.Duration // due time of a tick marker not yet run, or -1
-	Ticks, Skipped, Acted int64
+	ticks, skipped, acted int64         // rolls, ticks not served, rolls that acted
 
 	// Published for the sampler in real time; the owner stores, others load.
 	pubDeliveries, pubLive atomic.Int64
@@ -73,11 +74,11 @@ func newUser(s *Sim, uid int32) *User {
 // roll is one tick of the user's own will: with probability chance it picks
 // one of three actions with equal odds. It returns the event to send, if any.
 func (u *User) roll(now time.Duration) *Event {
-	u.Ticks++
+	u.ticks++
 	if u.rng.Float64() >= u.sim.cfg.Chance {
 		return nil
 	}
-	u.Acted++
+	u.acted++
 	v := u.view
 	switch u.rng.IntN(3) {
 	case 0:
@@ -207,50 +208,56 @@ func (u *User) runReal() {
 	defer wake.Stop()
 	wakeAt := time.Duration(-1)
 	for !u.stopping {
+		// Wait on the user's own channel; on announcements only before
+		// the first tick, and on the delay timer only while deliveries
+		// are held back.
+		var wakeC <-chan time.Time
+		if len(u.delayed) > 0 {
+			if at := u.delayed[0].Due; at != wakeAt {
+				wakeAt = at
+				wake.Reset(at - s.now())
+			}
+			wakeC = wake.C
+		}
 		var d Delivery
-		switch {
-		case users != nil:
+		if users == nil && wakeC == nil {
+			d = <-u.EventChannel
+		} else {
 			select {
 			case d = <-u.EventChannel:
 			case o := <-users:
 				u.view.Learn(o.First, o.Last, s.now())
 				continue
-			}
-		case len(u.delayed) > 0:
-			if at := u.delayed[0].Due; at != wakeAt {
-				wakeAt = at
-				wake.Reset(at - s.now())
-			}
-			select {
-			case d = <-u.EventChannel:
-			case <-wake.C:
+			case <-wakeC:
 				wakeAt = -1
 				u.applyDue(s.now())
 				u.flushLog()
 				u.giveBack()
 				continue
 			}
-		default:
-			d = <-u.EventChannel
 		}
 		now := s.now()
 		u.handle(d, now)
 		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
 			u.handle(<-u.EventChannel, now)
 		}
-		if u.tickAt >= 0 {
-			if users != nil {
-				// The clock starts once every user is online.
-				for len(users) > 0 {
-					o := <-users
-					u.view.Learn(o.First, o.Last, now)
-				}
-				users = nil
+		if u.tickAt >= 0 && users != nil {
+			// The clock starts once every user is online.
+			for len(users) > 0 {
+				o := <-users
+				u.view.Learn(o.First, o.Last, now)
 			}
+			users = nil
+		}
+		// A marker taken while blocked in a send lands in the backlog and
+		// sets tickAt again: run it now, not at the next arrival.
+		for u.tickAt >= 0 {
 			u.tick(now)
 		}
 		u.flushLog()
 		u.giveBack()
+		u.pubDeliveries.Store(u.view.Deliveries)
+		u.pubLive.Store(int64(u.view.LiveCount()))
 	}
 	u.drain()
 }
@@ -264,14 +271,14 @@ func (u *User) tick(now time.Duration) {
 	u.applyDue(now)
 	u.giveBack()
 	if u.stopping || now-at >= u.sim.cfg.Tick {
-		u.Skipped++
+		u.skipped++
 		return
 	}
 	// Reserve room for the widest fan-out before the view acts: an action
 	// the view has made must be sent.
 	widest := int64(u.view.Known() - 1)
 	if e, ok := u.sim.enter(widest); !ok {
-		u.Skipped++
+		u.skipped++
 	} else {
 		u.view.SetEpoch(e)
 		sent := u.sent
@@ -279,8 +286,6 @@ func (u *User) tick(now time.Duration) {
 		u.sim.leave(e, widest-(u.sent-sent))
 		u.applyBacklog()
 	}
-	u.pubDeliveries.Store(u.view.Deliveries)
-	u.pubLive.Store(int64(u.view.LiveCount()))
 }
 
 func (u *User) applyBacklog() {
@@ -298,7 +303,7 @@ func (u *User) handle(d Delivery, now time.Duration) {
 	switch d.Event {
 	case tickMark:
 		if u.tickAt >= 0 {
-			u.Skipped++
+			u.skipped++
 		}
 		u.tickAt = d.Due
 		return
@@ -424,6 +429,7 @@ func (u *User) runFast() {
 			u.view.Apply(ev, now)
 			u.traceDelivery(ev)
 		}
+		clear(sc.order) // hold no events while pooled
 		scratchPool.Put(sc)
 		u.applied += int64(len(*b))
 		clear(*b)
@@ -439,9 +445,11 @@ func (u *User) runFast() {
 // pending is a delivery waiting for its tick in fast mode, with its place in
 // the canonical order packed into key: the send tick, then the sender. A
 // user acts at most once a tick, so no two deliveries share a key, and
-// sorting by key alone never dereferences an event. The key takes 17 bits
-// for the sender and leaves 23 for the tick under scratch.sort's 24-bit
-// index: runs of up to eight million ticks.
+// sorting by key alone never dereferences an event. Every delivery in a
+// bucket is due on the same tick, so the send tick is kept as how long
+// before that it was sent, counted down from the longest lag: at most 1001
+// values, which fit beside the sender's 17 bits and scratch.sort's 24-bit
+// index however long the run.
 type pending struct {
 	key uint64
 	ev  *Event
@@ -461,10 +469,9 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // packed into one word and sorted as plain integers: several times faster
 // than sorting structs through a comparison function.
 func (sc *scratch) sort(b []pending) []*Event {
-	clear(sc.order)
 	sc.keys, sc.order = sc.keys[:0], sc.order[:0]
 	if len(b) >= 1<<24 {
-		slices.SortFunc(b, func(x, y pending) int { return cmpInt(int64(x.key), int64(y.key)) })
+		slices.SortFunc(b, func(x, y pending) int { return cmp.Compare(x.key, y.key) })
 		for _, d := range b {
 			sc.order = append(sc.order, d.ev)
 		}
@@ -508,48 +515,21 @@ func (u *User) await(users <-chan Online) {
 // bucket files a delivery under its due tick.
 func (u *User) bucket(d Delivery) {
 	tick := u.sim.cfg.Tick
-	b := &u.buckets[int64(d.Due/tick)%int64(len(u.buckets))]
-	*b = append(*b, pending{uint64(d.Event.Sent/tick)<<17 | uint64(d.Event.From), d.Event})
+	due, sent := int64(d.Due/tick), int64(d.Event.Sent/tick)
+	earlier := uint64(u.sim.delayTicks + 1 - (due - sent)) // 0 for the earliest sent
+	b := &u.buckets[due%int64(len(u.buckets))]
+	*b = append(*b, pending{earlier<<uidBits | uint64(d.Event.From), d.Event})
 }
 
-// canonical orders deliveries by send time, sender and the sender's clock:
-// an order every run reproduces.
-func canonical(a, b Delivery) int {
-	x, y := a.Event, b.Event
-	switch {
-	case x.Sent != y.Sent:
-		return cmpInt(int64(x.Sent), int64(y.Sent))
-	case x.From != y.From:
-		return cmpInt(int64(x.From), int64(y.From))
-	default:
-		return cmpInt(int64(x.Clock), int64(y.Clock))
-	}
-}
-
-func cmpInt(a, b int64) int {
-	if a < b {
-		return -1
-	}
-	if a > b {
-		return 1
-	}
-	return 0
-}
-
-// delayHeap is a min-heap of deliveries by due time (then canonical order).
+// delayHeap is a min-heap of deliveries by due time.
 // push and pop avoid heap.Push and heap.Pop, whose interface{} arguments
 // would allocate for every delivery.
 type delayHeap []Delivery
 
-func (h delayHeap) Len() int { return len(h) }
-func (h delayHeap) Less(i, j int) bool {
-	if h[i].Due != h[j].Due {
-		return h[i].Due < h[j].Due
-	}
-	return canonical(h[i], h[j]) < 0
-}
-func (h delayHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *delayHeap) Push(x any)   { *h = append(*h, x.(Delivery)) }
+func (h delayHeap) Len() int           { return len(h) }
+func (h delayHeap) Less(i, j int) bool { return h[i].Due < h[j].Due }
+func (h delayHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *delayHeap) Push(x any)        { *h = append(*h, x.(Delivery)) }
 func (h *delayHeap) Pop() any {
 	old := *h
 	x := old[len(old)-1]
