@@ -41,19 +41,22 @@ import (
 // incarnations it ended can still arrive. Time alone cannot promise that: a
 // stalled process or a blocked output can hold an event up for as long as
 // it likes. So views reclaim by stability instead. Every event is sent in an
-// epoch (Event.Epoch); the caller tells the view the current epoch and the
-// stable epoch W: every delivery sent in an epoch below W has been applied.
-// In lockstep W is exact from the tick and the delay; in real time the
-// network counts deliveries in flight by epoch (see Sim.enter).
+// epoch (Event.Epoch); the caller tells the view the epoch it sends in and,
+// to reclaim, the stable epoch W (every delivery sent in an epoch below W
+// has been applied) and a horizon H: no user sent anything later than H
+// before it had applied every delivery sent below W. In lockstep both are
+// exact from the tick and the delay; in real time the network counts
+// deliveries in flight by epoch (see Sim.enter), and the current epoch is
+// always a horizon.
 //
 // A tombstone for an incarnation s* goes in two phases:
 //  1. It waits until W passes e1, the view's epoch when it applied the
 //     close (no earlier than the close's own). Then every user has applied
 //     that close, so no user sends anything more about s* or about an
-//     older incarnation of its group. The view notes the epoch e2 it is in.
+//     older incarnation of its group. The view notes e2, the horizon H.
 //  2. It waits until W passes e2. Everything sent about those incarnations
-//     was sent before its sender learned of the close, so before phase 1
-//     ended, in an epoch no later than e2: all of it has been applied.
+//     was sent before its sender had applied that close, which was sent
+//     below W: in an epoch no later than e2. All of it has been applied.
 //
 // That covers late creates too: a create of a lesser s was sent before its
 // creator learned of s* (or it would have seen the group live, or taken a
@@ -535,11 +538,11 @@ func (v *View) replaceOwn(s Stamp, ev *Event) {
 }
 
 // Expire reclaims what can no longer matter, now that every delivery sent
-// in an epoch below stable has been applied and the current epoch is
-// epoch: closed groups, and records of replaced own rooms.
-func (v *View) Expire(stable, epoch uint64) {
-	v.SetEpoch(epoch)
-	v.tombs.expire(stable, v.epoch, func(t tomb) {
+// in an epoch below stable has been applied, and no user sent anything
+// later than horizon before it had applied all of those: closed groups, and
+// records of replaced own rooms.
+func (v *View) Expire(stable, horizon uint64) {
+	v.tombs.expire(stable, horizon, func(t tomb) {
 		// Void if a newer create revived the group, or if messages to a
 		// newer incarnation are waiting for it.
 		if s, ok := v.rooms[t.key]; ok && s.st == t.st && s.is(closed) && !s.is(holds) {
@@ -547,7 +550,7 @@ func (v *View) Expire(stable, epoch uint64) {
 			v.freed++
 		}
 	})
-	v.gone.expire(stable, v.epoch, func(t tomb) {
+	v.gone.expire(stable, horizon, func(t tomb) {
 		// A close of it, had there been one, has come by now.
 		if s := unpack(t.st); v.owned[s].replaced {
 			delete(v.owned, s)
@@ -572,18 +575,18 @@ func (v *View) Expire(stable, epoch uint64) {
 
 // twoPhase holds tombs through the two phases of View's argument: each
 // waits in wait until the stable epoch passes its e, is stamped with the
-// epoch then current, and waits in settle until the stable epoch passes
-// that too. Both queues stay in order of e, since epochs only grow.
+// horizon then, and waits in settle until the stable epoch passes that
+// too. Both queues stay in order of e, since epochs and horizons only grow.
 type twoPhase struct {
 	wait, settle queue[tomb]
 }
 
 // expire moves and settles what stable allows, calling done for each tomb
 // that has settled.
-func (q *twoPhase) expire(stable, epoch uint64, done func(tomb)) {
+func (q *twoPhase) expire(stable, horizon uint64, done func(tomb)) {
 	for q.wait.len() > 0 && q.wait.front().e < stable {
 		t := q.wait.pop()
-		t.e = epoch
+		t.e = horizon
 		q.settle.push(t)
 	}
 	for q.settle.len() > 0 && q.settle.front().e < stable {

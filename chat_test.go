@@ -340,7 +340,7 @@ func TestLearnKnowsUsersInOrder(t *testing.T) {
 func TestExpireReclaims(t *testing.T) {
 	w := newWorld(t, 3)
 	for _, v := range w.views {
-		v.Expire(0, 3) // epoch 3: the close below is sent in it
+		v.SetEpoch(3) // the close below is sent in epoch 3
 	}
 	g := w.group(1, 2, 3)
 	create := w.v(1).Create(g, 0)
@@ -353,7 +353,7 @@ func TestExpireReclaims(t *testing.T) {
 		entries       int
 	}{
 		{3, 5, 1}, // the close's epoch is not yet stable
-		{4, 7, 1}, // it is: phase two starts, waiting for epoch 7
+		{4, 7, 1}, // it is: phase two starts, waiting for the horizon, 7
 		{7, 8, 1}, // epoch 7 is not yet stable
 		{8, 9, 0}, // it is: reclaimed
 	} {
@@ -401,7 +401,7 @@ func TestExpireReclaims(t *testing.T) {
 
 // settle tells a view that everything ever sent has been applied: it
 // reclaims all it can.
-func settle(v *View) { v.Expire(1<<62, 1<<62-1) }
+func settle(v *View) { v.Expire(1<<62, 0) }
 
 func TestGroupPickAndHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -419,10 +419,13 @@ func (u *User) runFast() {
 			return
 		}
 		// Every delivery sent on tick t is applied by tick t+Δ, where Δ is
-		// one tick plus the delay; this runs before tick p's deliveries, so
-		// everything sent before tick p-Δ has been applied.
+		// one tick plus the delay, before anyone acts on it. This runs
+		// before tick p's deliveries, so everything sent before p-Δ has
+		// been applied: the last of it before anyone acted on tick p-1, so
+		// no one sent after p-2 without having applied it.
 		now := time.Duration(p.tick) * s.cfg.Tick
-		u.view.Expire(uint64(max(0, p.tick-s.delayTicks-1+s.stableSkew)), uint64(p.tick))
+		u.view.SetEpoch(uint64(p.tick))
+		u.view.Expire(uint64(max(0, p.tick-s.delayTicks-1+s.stableSkew)), uint64(max(0, p.tick-2)))
 		b := &u.buckets[p.tick%int64(len(u.buckets))]
 		sc := scratchPool.Get().(*scratch)
 		for _, ev := range sc.sort(*b) {
