@@ -5,6 +5,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHSTAT   ?= $(GO) run golang.org/x/perf/cmd/benchstat@latest
 MINCOVER    ?= 85
 BENCHCOUNT  ?= 6
+FUZZTIME    ?= 1m
 
 .PHONY: run build test cover lint fuzz golden bench profile clean
 
@@ -28,9 +29,9 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-# The fuzz target for the room logic, for a minute.
+# The fuzz target for the room logic, for a minute (FUZZTIME=10m for longer).
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzHistory -fuzztime 1m .
+	$(GO) test -run '^$$' -fuzz FuzzHistory -fuzztime $(FUZZTIME) .
 
 # Rewrite the golden files under testdata/ after a deliberate change.
 golden:

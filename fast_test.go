@@ -16,6 +16,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -384,5 +385,41 @@ func TestBucketOrderOnLongRuns(t *testing.T) {
 	got := new(scratch).sort(u.buckets[(1<<23+2)%len(u.buckets)])
 	if want := []*Event{sameTick, early, late}; !slices.Equal(got, want) {
 		t.Errorf("order %v, want %v", got, want)
+	}
+}
+
+// A fast run keeps no phase it has finished: the first is garbage once the
+// users have moved past it, however long the run.
+func TestFastKeepsNoOldPhases(t *testing.T) {
+	var out bytes.Buffer
+	s := newSim(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3, Quiet: true, Fast: true, Duration: 1000 * time.Second}, &out, &out)
+	first := weak.Make(s.phase)
+	requireConverged(t, s.run(context.Background()))
+	runtime.GC()
+	if first.Value() != nil {
+		t.Error("the first phase is still reachable after the run")
+	}
+}
+
+// Simulated times show hours past 24, in the log and in -stats, and a
+// fast run without -duration stops before simulated time could overflow.
+func TestLongSimulatedTimes(t *testing.T) {
+	if got := string(appendElapsed(nil, 49*time.Hour+22*time.Minute+26*time.Second+7*time.Microsecond)); got != "49:22:26.000007" {
+		t.Errorf("appendElapsed = %q", got)
+	}
+	if got := clockString(100 * time.Hour); got != "100:00:00" {
+		t.Errorf("clockString = %q", got)
+	}
+	out := runArgs(t, "-fast", "-users", "2", "-tick", "24h", "-seed", "1")
+	if !strings.Contains(out, "simulated time limit reached") || !strings.Contains(out, "[876000:00:00.000000 user_") {
+		t.Errorf("a fast run without -duration did not stop at the limit:\n%.300s", out[len(out)-min(len(out), 1200):])
+	}
+}
+
+// The sparklines include the ticks that drain what the last actions sent.
+func TestSparklinesIncludeDrain(t *testing.T) {
+	rep, _ := simulate(t, context.Background(), Config{Users: 30, Seed: 2, Tick: time.Second, Chance: 1, Quiet: true, Fast: true, Duration: 2 * time.Second})
+	if rep.Messages.Deliveries == 0 || rep.Deliveries.Max == 0 {
+		t.Errorf("%d deliveries, but the sparkline's max is %v", rep.Messages.Deliveries, rep.Deliveries.Max)
 	}
 }

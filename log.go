@@ -83,8 +83,9 @@ const maxShown = 8
 
 // renderer turns records into log lines, as text or as JSON Lines.
 type renderer struct {
-	json bool
-	base time.Time // the wall time shown for simulation time 0
+	json    bool
+	elapsed bool      // show the time since the start (fast mode), not the time of day
+	base    time.Time // the wall time shown for simulation time 0
 }
 
 // append renders rec as one line, newline included.
@@ -93,7 +94,11 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 		return r.appendJSON(b, rec)
 	}
 	b = append(b, '[')
-	b = r.base.Add(rec.T).AppendFormat(b, "15:04:05.000000")
+	if r.elapsed {
+		b = appendElapsed(b, rec.T)
+	} else {
+		b = r.base.Add(rec.T).AppendFormat(b, "15:04:05.000000")
+	}
 	b = append(b, ' ')
 	b = appendUID(b, rec.User)
 	b = append(b, "] "...)
@@ -166,6 +171,26 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 		b = append(b, rec.Reason...)
 	}
 	return append(b, '\n')
+}
+
+// appendElapsed shows a time since the start as hh:mm:ss.micros, the hours
+// running past 24 rather than wrapping.
+func appendElapsed(b []byte, d time.Duration) []byte {
+	us := int64(d / time.Microsecond)
+	h, m, s := us/3_600_000_000, us/60_000_000%60, us/1_000_000%60
+	if h < 10 {
+		b = append(b, '0')
+	}
+	b = strconv.AppendInt(b, h, 10)
+	for _, x := range []int64{m, s} {
+		b = append(b, ':', byte('0'+x/10), byte('0'+x%10))
+	}
+	b = append(b, '.')
+	frac := us % 1_000_000
+	for div := int64(100_000); div > 0; div /= 10 {
+		b = append(b, byte('0'+frac/div%10))
+	}
+	return b
 }
 
 func appendChat(b []byte, s Stamp) []byte { return s.append(append(b, "chat "...)) }

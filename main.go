@@ -67,8 +67,9 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	s := newSim(cfg, stdout, stderr)
 	s.out.Write(startLine(cfg))
 	rep := s.run(ctx)
-	if err := stopProfiles(); err != nil {
-		fmt.Fprintf(stderr, "chatsim: %v\n", err)
+	profileErr := stopProfiles()
+	if profileErr != nil {
+		fmt.Fprintf(stderr, "chatsim: %v\n", profileErr)
 	}
 	err = s.out.Flush()
 	if err == nil && cfg.JSON {
@@ -85,7 +86,7 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	case err != nil:
 		fmt.Fprintf(stderr, "chatsim: writing the output: %v\n", err)
 		return 1
-	case !rep.Converged:
+	case !rep.Converged, profileErr != nil:
 		return 1
 	}
 	return 0
@@ -145,14 +146,14 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.SetOutput(io.Discard)
 	fs.Var(&intValue{&cfg.Users, 2, maxUsers}, "users", "simulate `N` users, from 2 to 100000")
 	fs.Var(&seedValue{&cfg.Seed}, "seed", "seed `S` for every random choice; 0 picks one (the seed in use is printed, to repeat a run)")
-	fs.Var(&durValue{&cfg.Duration, 0, 0}, "duration", "stop by itself after `D` (simulated with -fast, in whole ticks); 0 runs until Ctrl-C")
-	fs.Var(&durValue{&cfg.Tick, minTick, maxTick}, "tick", "how often each user rolls for an action, `D` from 100µs to 24h")
+	fs.Var(&durValue{&cfg.Duration, 0, maxSimTime, "from 0 (until Ctrl-C) to 876000h, like 30s or 5m"}, "duration", "stop by itself after `D`, at most 876000h (simulated with -fast, in whole ticks); 0 runs until Ctrl-C")
+	fs.Var(&durValue{&cfg.Tick, minTick, maxTick, "from 100µs to 24h, like 500ms or 2s"}, "tick", "how often each user rolls for an action, `D` from 100µs to 24h")
 	fs.Var(&chanceValue{&cfg.Chance}, "chance", "chance `P` from 0 to 1 that a user acts on a tick")
-	fs.BoolVar(&cfg.Quiet, "quiet", false, "no per-event log, only the summary")
-	fs.BoolVar(&cfg.JSON, "json", false, "log and summary as JSON Lines instead of text")
-	fs.BoolVar(&cfg.Fast, "fast", false, "virtual time in lockstep: as fast as the CPU allows, and the same seed gives the same output")
-	fs.Var(&durValue{&cfg.Delay, 0, maxTick}, "delay", "hold each delivery back a random time up to `D`, at most 24h (with -fast, whole ticks, at most 1000)")
-	fs.Var(&durValue{&cfg.Stats, 0, 0}, "stats", "write a progress line to stderr every `D` (simulated with -fast)")
+	fs.Var(&boolValue{&cfg.Quiet}, "quiet", "no per-event log: only the start line and the summary")
+	fs.Var(&boolValue{&cfg.JSON}, "json", "log and summary as JSON Lines instead of text")
+	fs.Var(&boolValue{&cfg.Fast}, "fast", "virtual time in lockstep: as fast as the CPU allows, and the same seed gives the same output")
+	fs.Var(&durValue{&cfg.Delay, 0, maxTick, "from 0 to 24h, like 2s"}, "delay", "hold each delivery back a random time up to `D`, at most 24h (with -fast, whole ticks, at most 1000)")
+	fs.Var(&durValue{&cfg.Stats, 0, maxSimTime, "from 0 (none) to 876000h, like 10s"}, "stats", "write a progress line to stderr every `D` (simulated with -fast)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` at the end")
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace to `file` (go tool trace)")
@@ -197,6 +198,27 @@ func printUsage(w io.Writer, fs *flag.FlagSet, intro bool) {
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
+}
+
+// boolValue is a bool flag whose error says what it takes.
+type boolValue struct{ p *bool }
+
+func (v *boolValue) IsBoolFlag() bool { return true }
+
+func (v *boolValue) String() string {
+	if v.p == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*v.p)
+}
+
+func (v *boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("must be true or false, or the flag alone for true")
+	}
+	*v.p = b
+	return nil
 }
 
 // intValue is an int flag confined to [lo, hi].
@@ -267,12 +289,14 @@ const (
 	minTick       = 100 * time.Microsecond
 	maxTick       = 24 * time.Hour
 	maxDelayTicks = 1000
+	maxSimTime    = 100 * 365 * 24 * time.Hour // a century: far from time.Duration's 292 years
 )
 
-// durValue is a duration flag within [min, max]; a max of 0 is no limit.
+// durValue is a duration flag within [min, max]; allowed says so to people.
 type durValue struct {
 	p        *time.Duration
 	min, max time.Duration
+	allowed  string
 }
 
 func (v *durValue) String() string {
@@ -284,13 +308,8 @@ func (v *durValue) String() string {
 
 func (v *durValue) Set(s string) error {
 	d, err := time.ParseDuration(s)
-	if err != nil || d < v.min || v.max > 0 && d > v.max {
-		switch {
-		case v.max > 0:
-			return fmt.Errorf("must be a duration from %v to %v, like 500ms or 2s", v.min, v.max)
-		default:
-			return errors.New("must be a duration of 0 or more, like 30s or 5m")
-		}
+	if err != nil || d < v.min || d > v.max {
+		return errors.New("must be a duration " + v.allowed)
 	}
 	*v.p = d
 	return nil
@@ -331,20 +350,25 @@ func startProfiles(cfg Config) (stop func() error, err error) {
 	if err := start("-trace", cfg.Trace, trace.Start, trace.Stop); err != nil {
 		return nil, err
 	}
+	// The heap profile is written at the end, but its file is made now, so
+	// that a bad path is refused before the run rather than after it.
+	var heap *os.File
+	if cfg.MemProfile != "" {
+		if heap, err = os.Create(cfg.MemProfile); err != nil {
+			finish()
+			return nil, fmt.Errorf("-memprofile: %w", err)
+		}
+	}
 	return func() error {
 		err := finish()
-		if cfg.MemProfile != "" {
-			err = errors.Join(err, writeHeapProfile(cfg.MemProfile))
+		if heap != nil {
+			err = errors.Join(err, writeHeapProfile(heap))
 		}
 		return err
 	}, nil
 }
 
-func writeHeapProfile(name string) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return fmt.Errorf("-memprofile: %w", err)
-	}
+func writeHeapProfile(f *os.File) error {
 	runtime.GC()
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		f.Close()

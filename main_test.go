@@ -26,14 +26,16 @@ var badInputs = []struct {
 	{[]string{"-chance", "1.5"}, `-chance: must be a number from 0 to 1`},
 	{[]string{"-chance", "-0.1"}, `-chance: must be a number from 0 to 1`},
 	{[]string{"-chance", "NaN"}, `-chance: must be a number from 0 to 1`},
-	{[]string{"-tick", "0"}, `-tick: must be a duration from 100µs to 24h0m0s`},
-	{[]string{"-tick", "-1s"}, `-tick: must be a duration from 100µs to 24h0m0s`},
-	{[]string{"-tick", "25h"}, `-tick: must be a duration from 100µs to 24h0m0s`},
-	{[]string{"-delay", "2562047h"}, `-delay: must be a duration from 0s to 24h0m0s`},
+	{[]string{"-tick", "0"}, `-tick: must be a duration from 100µs to 24h, like 500ms or 2s`},
+	{[]string{"-tick", "-1s"}, `-tick: must be a duration from 100µs to 24h`},
+	{[]string{"-tick", "25h"}, `-tick: must be a duration from 100µs to 24h`},
+	{[]string{"-delay", "2562047h"}, `-delay: must be a duration from 0 to 24h`},
+	{[]string{"-duration", "3000000h"}, `-duration: must be a duration from 0 (until Ctrl-C) to 876000h`},
+	{[]string{"-quiet=maybe"}, `-quiet: must be true or false`},
 	{[]string{"-fast", "-tick", "1ms", "-delay", "1h"}, `-delay 1h0m0s is 3600000 ticks of 1ms: with -fast it must be at most 1000 ticks`},
-	{[]string{"-duration", "-5s"}, `-duration: must be a duration of 0 or more`},
-	{[]string{"-delay", "soon"}, `-delay: must be a duration from 0s to 24h0m0s`},
-	{[]string{"-stats", "-1s"}, `-stats: must be a duration of 0 or more`},
+	{[]string{"-duration", "-5s"}, `-duration: must be a duration from 0 (until Ctrl-C) to 876000h, like 30s or 5m`},
+	{[]string{"-delay", "soon"}, `-delay: must be a duration from 0 to 24h`},
+	{[]string{"-stats", "-1s"}, `-stats: must be a duration from 0 (none) to 876000h`},
 	{[]string{"-seed", "x"}, `-seed: must be a whole number from 0 to`},
 	{[]string{"-bogus"}, `flag provided but not defined: -bogus`},
 	{[]string{"-users", "6", "extra"}, `unexpected argument "extra": chatsim takes only flags`},
@@ -145,6 +147,13 @@ func TestProfiles(t *testing.T) {
 	if code != 1 || !strings.Contains(errs.String(), "-cpuprofile:") {
 		t.Errorf("unwritable profile: exit %d, %q", code, errs.String())
 	}
+	// A heap profile's path is tried before the run, not after it.
+	errs.Reset()
+	out.Reset()
+	code = run([]string{"-fast", "-quiet", "-memprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
+	if code != 1 || !strings.HasPrefix(errs.String(), "chatsim: -memprofile: ") || out.Len() != 0 {
+		t.Errorf("unwritable heap profile: exit %d, stderr %q, stdout %.80q", code, errs.String(), out.String())
+	}
 	// When the trace cannot start, the CPU profile started before it is
 	// stopped, and no heap profile is written for a run that never ran.
 	errs.Reset()
@@ -198,7 +207,7 @@ func TestBrokenOutput(t *testing.T) {
 // round up to whole ticks.
 func TestFastDurationRoundsUp(t *testing.T) {
 	for _, tc := range []struct{ duration, run string }{
-		{"500ms", "1s, 1 ticks"},
+		{"500ms", "1s, 1 tick"},
 		{"2500ms", "3s, 3 ticks"},
 	} {
 		out := runArgs(t, "-fast", "-quiet", "-duration", tc.duration)

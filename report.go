@@ -285,7 +285,7 @@ func (r *Report) writeText(w io.Writer) error {
 		online = fmt.Sprintf(" (%d came online before the stop)", r.Online)
 	}
 	p("users", "%d%s, %s, tick %s, chance %g", r.Users, online, mode, r.Tick, r.Chance)
-	p("run", "%s, %d ticks, %s", fmtSeconds(r.RunTime), r.Ticks, r.Stopped)
+	p("run", "%s, %s, %s", fmtSeconds(r.RunTime), plural(r.Ticks, "tick"), r.Stopped)
 	p("ticks", "%d served, %d skipped under load", r.Served, r.Skipped)
 	a := r.Actions
 	p("actions", "%d: create %d (%d failed), message %d (%d failed), close %d (%d failed)",

@@ -157,7 +157,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		dir:      make([]chan Delivery, cfg.Users+1),
 		out:      newSink(stdout),
 		stderr:   stderr,
-		rend:     renderer{json: cfg.JSON},
+		rend:     renderer{json: cfg.JSON, elapsed: cfg.Fast},
 		logging:  !cfg.Quiet,
 		allQuiet: make(chan struct{}),
 		phase:    &phase{},
@@ -240,7 +240,7 @@ func (s *Sim) startUsers(ctx context.Context) {
 		s.users = append(s.users, u)
 		s.done.Add(1)
 		if s.cfg.Fast {
-			go u.runFast()
+			go u.runFast(s.phase)
 		} else {
 			s.quiet.Add(1)
 			go u.runReal()
@@ -306,20 +306,25 @@ func (s *Sim) runReal(ctx context.Context, helpers *sync.WaitGroup) {
 // ticks without actions until every delivery has been applied, then a final
 // phase in which users settle their views.
 func (s *Sim) runFast(ctx context.Context) {
-	var limit int64 // action ticks to run; 0: until stopped
+	// Action ticks to run: -duration in whole ticks, rounded up, and never
+	// past maxSimTime, where simulated times would come near overflowing.
+	limit, reason := int64(maxSimTime/s.cfg.Tick), "simulated time limit reached"
 	if s.cfg.Duration > 0 {
-		limit = int64((s.cfg.Duration + s.cfg.Tick - 1) / s.cfg.Tick) // whole ticks, rounded up
+		limit, reason = int64((s.cfg.Duration+s.cfg.Tick-1)/s.cfg.Tick), "duration reached"
 	}
 	started := time.Now()
 	s.started = started
+	// Users hold the phases they are in; the coordinator holds the current
+	// one. Nothing may keep the first, or it would keep every phase after.
 	p, acting := s.phase, true
+	s.phase = nil
 	var lastDeliveries int64
 	nextStats := s.cfg.Stats
 	for t := int64(1); ; t++ {
 		if acting {
 			switch {
-			case limit > 0 && t > limit:
-				s.stopped = "duration reached"
+			case t > limit:
+				s.stopped = reason
 			case ctx.Err() != nil:
 				s.stopped = "interrupted"
 			case isClosed(s.out.broken):
@@ -336,9 +341,8 @@ func (s *Sim) runFast(ctx context.Context) {
 		}
 		p.tick, p.act = t, acting
 		p = s.release(p)
-		if !acting {
-			continue
-		}
+		// Sample every tick, the drain's too, so that the sparklines show
+		// what was delivered after the last action.
 		var live, deliveries int64
 		for _, u := range s.users {
 			live += int64(u.view.LiveCount())
@@ -347,7 +351,7 @@ func (s *Sim) runFast(ctx context.Context) {
 		s.live.add(float64(live) / float64(len(s.users)))
 		s.delivers.add(float64(deliveries - lastDeliveries))
 		lastDeliveries = deliveries
-		if now := time.Duration(t) * s.cfg.Tick; s.cfg.Stats > 0 && now >= nextStats {
+		if now := time.Duration(t) * s.cfg.Tick; acting && s.cfg.Stats > 0 && now >= nextStats {
 			s.printStats(now, t, float64(live)/float64(len(s.users)), deliveries, time.Since(started))
 			nextStats += s.cfg.Stats
 		}
@@ -413,6 +417,11 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 		statsC = st.C
 	}
 	var last int64
+	sample := func(live float64, d int64) {
+		s.live.add(live)
+		s.delivers.add(float64(d - last))
+		last = d
+	}
 	gauge := func() (live float64, deliveries int64) {
 		var l int64
 		for _, u := range s.users {
@@ -424,12 +433,12 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:
+			// Every user has drained and published: one last sample, so
+			// that the sparklines end with what the drain delivered.
+			sample(gauge())
 			return
 		case <-tk.C:
-			live, d := gauge()
-			s.live.add(live)
-			s.delivers.add(float64(d - last))
-			last = d
+			sample(gauge())
 		case <-statsC:
 			live, d := gauge()
 			now := s.now()
@@ -458,8 +467,11 @@ func heapBytes() uint64 {
 	return sample[0].Value.Uint64()
 }
 
+// clockString shows a time since the start as hours:minutes:seconds, the
+// hours running past 24.
 func clockString(d time.Duration) string {
-	return time.Time{}.Add(d).Format("15:04:05")
+	b := appendElapsed(nil, d)
+	return string(b[:len(b)-7]) // without the microseconds
 }
 
 func bytesString(b uint64) string {

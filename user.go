@@ -401,11 +401,11 @@ func (u *User) drain() {
 // user applies every delivery due by t in canonical order (send time, then
 // sender, then the sender's clock), then rolls its action. Nothing in a tick
 // depends on the scheduler, so a run is a function of its flags and seed.
-func (u *User) runFast() {
+func (u *User) runFast(first *phase) {
 	s := u.sim
 	defer s.done.Done()
 	users := u.UserChannel // news comes only before the first tick
-	for p := s.phase; ; p, users = p.next, nil {
+	for p := first; ; p, users = p.next, nil {
 		u.await(users)
 		// Every announcement was sent before the first phase started.
 		for len(u.UserChannel) > 0 {
