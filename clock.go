@@ -30,13 +30,16 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 	tick := s.cfg.Tick
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
 	start := s.now()
-	h := make(tickHeap, len(s.users), len(s.users)+1)
-	for i := range h {
-		h[i] = nextTick{at: start + time.Duration(rng.Int64N(int64(tick))), user: i}
+	h := minHeap[nextTick]{
+		items:  make([]nextTick, len(s.users), len(s.users)+1),
+		before: func(a, b nextTick) bool { return a.at < b.at },
 	}
-	h = append(h, nextTick{at: start + tick, user: epochTick})
+	for i := range h.items {
+		h.items[i] = nextTick{at: start + time.Duration(rng.Int64N(int64(tick))), user: i}
+	}
+	h.items = append(h.items, nextTick{at: start + tick, user: epochTick})
 	heap.Init(&h)
-	timer := time.NewTimer(h[0].at - start)
+	timer := time.NewTimer(h.min().at - start)
 	defer timer.Stop()
 	for {
 		select {
@@ -45,8 +48,8 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 		case <-timer.C:
 		}
 		now := s.now()
-		for h[0].at <= now {
-			next := &h[0]
+		for h.min().at <= now {
+			next := h.min()
 			if next.user == epochTick {
 				s.advanceEpoch()
 				next.at += tick
@@ -65,7 +68,7 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 			next.at += tick
 			heap.Fix(&h, 0)
 		}
-		timer.Reset(h[0].at - now)
+		timer.Reset(h.min().at - now)
 	}
 }
 
@@ -77,17 +80,3 @@ type nextTick struct {
 
 // epochTick marks the clock's own tick, which advances the epoch.
 const epochTick = -1
-
-// tickHeap orders users by their next tick.
-type tickHeap []nextTick
-
-func (h tickHeap) Len() int           { return len(h) }
-func (h tickHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h tickHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *tickHeap) Push(x any)        { *h = append(*h, x.(nextTick)) }
-func (h *tickHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}

@@ -33,8 +33,8 @@ type User struct {
 	buf     []byte     // rendered log lines not yet handed to the sink
 
 	// Real time.
-	delayed delayHeap // deliveries whose injected delay has not passed
-	lat     *hist     // send-to-apply latency
+	delayed minHeap[Delivery] // deliveries whose injected delay has not passed, by due time
+	lat     *hist             // send-to-apply latency
 
 	// Fast mode.
 	buckets [][]pending // by due tick, modulo len(buckets)
@@ -68,6 +68,7 @@ func newUser(s *Sim, uid int32) *User {
 		u.lat = new(hist)
 	}
 	u.tickAt = -1
+	u.delayed.before = func(a, b Delivery) bool { return a.Due < b.Due }
 	return u
 }
 
@@ -212,8 +213,8 @@ func (u *User) runReal() {
 		// the first tick, and on the delay timer only while deliveries
 		// are held back.
 		var wakeC <-chan time.Time
-		if len(u.delayed) > 0 {
-			if at := u.delayed[0].Due; at != wakeAt {
+		if u.delayed.Len() > 0 {
+			if at := u.delayed.min().Due; at != wakeAt {
 				wakeAt = at
 				wake.Reset(at - s.now())
 			}
@@ -360,7 +361,7 @@ func (u *User) apply(d Delivery, now time.Duration) {
 
 // applyDue applies the delayed deliveries that are due.
 func (u *User) applyDue(now time.Duration) {
-	for len(u.delayed) > 0 && u.delayed[0].Due <= now {
+	for u.delayed.Len() > 0 && u.delayed.min().Due <= now {
 		u.apply(u.delayed.pop(), now)
 	}
 	u.view.Expire(u.sim.stable.Load(), u.sim.epoch.Load())
@@ -387,7 +388,7 @@ func (u *User) drain() {
 	for len(u.EventChannel) > 0 {
 		u.handle(<-u.EventChannel, now)
 	}
-	for len(u.delayed) > 0 {
+	for u.delayed.Len() > 0 {
 		u.apply(u.delayed.pop(), now)
 	}
 	u.view.Finish()
@@ -524,36 +525,35 @@ func (u *User) bucket(d Delivery) {
 	*b = append(*b, pending{earlier<<uidBits | uint64(d.Event.From), d.Event})
 }
 
-// delayHeap is a min-heap of deliveries by due time.
-// push and pop avoid heap.Push and heap.Pop, whose interface{} arguments
-// would allocate for every delivery.
-type delayHeap []Delivery
-
-func (h delayHeap) Len() int           { return len(h) }
-func (h delayHeap) Less(i, j int) bool { return h[i].Due < h[j].Due }
-func (h delayHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *delayHeap) Push(x any)        { *h = append(*h, x.(Delivery)) }
-func (h *delayHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+// minHeap is a min-heap of T by before, on container/heap. push and pop
+// take and return T itself: heap.Push and heap.Pop pass it as an interface
+// value, which would allocate for every delivery held back.
+type minHeap[T any] struct {
+	items  []T
+	before func(a, b T) bool
 }
 
-func (h *delayHeap) push(d Delivery) {
-	*h = append(*h, d)
-	heap.Fix(h, len(*h)-1)
+func (h *minHeap[T]) Len() int           { return len(h.items) }
+func (h *minHeap[T]) Less(i, j int) bool { return h.before(h.items[i], h.items[j]) }
+func (h *minHeap[T]) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *minHeap[T]) Push(x any)         { h.items = append(h.items, x.(T)) }
+func (h *minHeap[T]) Pop() any           { return h.pop() }
+
+// min is the least item; the heap must not be empty.
+func (h *minHeap[T]) min() *T { return &h.items[0] }
+
+func (h *minHeap[T]) push(x T) {
+	h.items = append(h.items, x)
+	heap.Fix(h, len(h.items)-1)
 }
 
-func (h *delayHeap) pop() Delivery {
-	old := *h
-	d := old[0]
-	n := len(old) - 1
-	old[0] = old[n]
-	old[n] = Delivery{}
-	*h = old[:n]
+func (h *minHeap[T]) pop() T {
+	var zero T
+	x, n := h.items[0], len(h.items)-1
+	h.items[0], h.items[n] = h.items[n], zero
+	h.items = h.items[:n]
 	if n > 0 {
 		heap.Fix(h, 0)
 	}
-	return d
+	return x
 }
