@@ -79,6 +79,29 @@ func TestRealTimeUnderFakeClock(t *testing.T) {
 	})
 }
 
+// The network's books balance after a run: every delivery admitted has
+// been given back, in total and in every epoch, drain included.
+func TestNetworkAccountsForEveryDelivery(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		s := newSim(Config{Users: 12, Seed: 8, Tick: time.Second, Chance: 0.6, Duration: 2 * time.Minute, Delay: 5 * time.Second, Quiet: true}, &out, &out)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			time.Sleep(90 * time.Second) // stop with deliveries held back by the delay
+			cancel()
+		}()
+		requireConverged(t, s.run(ctx))
+		if n := s.inflight.Load(); n != 0 {
+			t.Errorf("%d deliveries still counted in flight", n)
+		}
+		for e := range s.flight {
+			if n := s.flight[e].Load(); n != 0 {
+				t.Errorf("epoch slot %d still counts %d", e, n)
+			}
+		}
+	})
+}
+
 // Channels of one slot and every user acting on every tick: sends find
 // full channels all the time, and users sending to each other must not
 // deadlock (synctest.Test reports a deadlock as a failure).

@@ -232,8 +232,7 @@ func (u *User) runReal() {
 			case <-wakeC:
 				wakeAt = -1
 				u.applyDue(s.now())
-				u.flushLog()
-				u.giveBack()
+				u.settle()
 				continue
 			}
 		}
@@ -255,12 +254,19 @@ func (u *User) runReal() {
 		for u.tickAt >= 0 {
 			u.tick(now)
 		}
-		u.flushLog()
-		u.giveBack()
-		u.pubDeliveries.Store(u.view.Deliveries)
-		u.pubLive.Store(int64(u.view.LiveCount()))
+		u.settle()
 	}
 	u.drain()
+}
+
+// settle ends a batch of work in real time: the log lines go to the sink,
+// the room of applied deliveries goes back to the network, and the gauges
+// the sampler reads are brought up to date.
+func (u *User) settle() {
+	u.flushLog()
+	u.giveBack()
+	u.pubDeliveries.Store(u.view.Deliveries)
+	u.pubLive.Store(int64(u.view.LiveCount()))
 }
 
 // tick rolls for an action, unless the tick is stale: a user that is behind
@@ -373,7 +379,7 @@ func (u *User) applyDue(now time.Duration) {
 func (u *User) drain() {
 	s := u.sim
 	s.quiet.Done()
-	for waiting := true; waiting; u.flushLog() {
+	for waiting := true; waiting; u.settle() {
 		select {
 		case d := <-u.EventChannel:
 			u.handle(d, s.now())
@@ -392,9 +398,7 @@ func (u *User) drain() {
 		u.apply(u.delayed.pop(), now)
 	}
 	u.view.Finish()
-	u.flushLog()
-	u.pubDeliveries.Store(u.view.Deliveries)
-	u.pubLive.Store(int64(u.view.LiveCount()))
+	u.settle()
 }
 
 // runFast is the user's loop in lockstep: the coordinator releases one
