@@ -257,8 +257,9 @@ func (s *Sim) startUsers(ctx context.Context) {
 	}
 }
 
-// runReal lets users act on their own tickers until the run ends, then
-// stops them and waits for the drain.
+// runReal starts the clock, which ticks every user at its own random phase,
+// lets users act until the run ends, then stops them and waits for the
+// drain.
 func (s *Sim) runReal(ctx context.Context, helpers *sync.WaitGroup) {
 	sampleStop := make(chan struct{})
 	helpers.Go(func() { s.sampleReal(sampleStop) })
