@@ -109,36 +109,45 @@ func btoi(b bool) int {
 const warmTicks = 5
 
 // benchChatsim runs the quiet fast simulation of n users, warms it up,
-// then times it until it has made b.N more deliveries, and drains it.
+// then times it until it has made b.N more deliveries, and drains it: it
+// drives the lockstep one step at a time, as runFast does, and stops it as
+// Ctrl-C would.
 func benchChatsim(b *testing.B, n int) {
 	b.ReportAllocs()
 	s := newSim(Config{Users: n, Seed: 1, Tick: time.Second, Chance: 0.3, Quiet: true, Fast: true}, io.Discard, io.Discard)
-	ctx := context.Background()
-	s.startUsers(ctx)
-	var (
-		before, after runtime.MemStats
-		start         time.Time
-		from          int64
-	)
-	s.afterTick = func(t int64) bool {
-		switch {
-		case t == warmTicks:
-			runtime.ReadMemStats(&before)
-			from = s.applied()
-			b.ResetTimer()
-			start = time.Now()
-		case t > warmTicks && s.applied()-from >= int64(b.N):
-			return true
-		}
-		return false
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.begin(ctx)
+	l := s.lockstep(ctx)
+	for range warmTicks {
+		l.step()
 	}
-	s.runFast(ctx)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	from := s.applied()
+	b.ResetTimer()
+	start := time.Now()
+	for s.applied()-from < int64(b.N) {
+		l.step()
+	}
 	took := time.Since(start)
 	b.StopTimer()
 	runtime.ReadMemStats(&after)
-	s.done.Wait()
-	report(b, s.applied()-from, took, after.Mallocs-before.Mallocs, after.TotalAlloc-before.TotalAlloc)
-	if r := s.report(); !r.Converged {
+	applied := s.applied() - from
+	cancel()
+	for l.step() {
+	}
+	if r, _ := s.end(); !r.Converged {
 		b.Fatal(r.Problems)
 	}
+	report(b, applied, took, after.Mallocs-before.Mallocs, after.TotalAlloc-before.TotalAlloc)
+}
+
+// applied counts deliveries applied so far, between lockstep steps.
+func (s *Sim) applied() int64 {
+	var n int64
+	for _, p := range s.net.ports {
+		n += p.applied
+	}
+	return n
 }

@@ -63,7 +63,7 @@ import (
 // greater stamp). Forgetting a tombstone cannot resurrect an old
 // incarnation, since every new create takes a Lamport stamp greater than
 // any its creator has seen. The record of an own room that a concurrent
-// duplicate replaced is settled the same way, from the epoch of the event
+// duplicate replaced is counted the same way, from the epoch of the event
 // that replaced it.
 type View struct {
 	self  int32
@@ -71,20 +71,20 @@ type View struct {
 	upTo  int32 // knows user_1..user_upTo and itself; users come online in uid order
 	clock uint64
 	epoch uint64 // the current epoch, as the caller last said
-	log   bool   // whether to append records to out
+	log   bool   // whether to keep log records
 
-	rooms map[fp]slot     // what the view knows of each group, by fingerprint
-	mine  []*Group        // live rooms self is a member of; slot.mine indexes it
-	live  int             // live rooms in this view
-	tombs twoPhase        // closed groups waiting to be reclaimed
-	owned map[Stamp]owned // own rooms not yet known to be closed
-	gone  twoPhase        // own rooms replaced by a duplicate, waiting to be counted
-	freed int             // slots deleted from rooms since it was last rebuilt
-	held  map[fp][]*Event // messages to incarnations newer than the slot's, in arrival order
-	nHeld int             // messages held back
-	alive []Room          // own rooms live at the end, set by Finish
+	rooms       map[groupKey]slot     // what the view knows of each group, by fingerprint
+	joined      []*Group              // live rooms self is a member of; slot.joinedAt indexes it
+	live        int                   // live rooms in this view
+	tombs       twoPhase              // closed groups waiting to be reclaimed
+	owned       map[Stamp]owned       // own rooms not yet known to be closed
+	replacedOwn twoPhase              // own rooms a duplicate replaced, waiting to be counted
+	freed       int                   // slots deleted from rooms since it was last rebuilt
+	held        map[groupKey][]*Event // messages to incarnations newer than the slot's, in arrival order
+	nHeld       int                   // messages held back
+	alive       []Room                // own rooms live at the end, set by Finish
 
-	out []Record
+	records []Record // log records not yet taken, while log is on
 	Counts
 }
 
@@ -101,8 +101,8 @@ type Counts struct {
 	OwnLive    int64 // own rooms live at the end
 
 	Expected   int64  // deliveries owed by own messages: the other members of each room
-	OwedSum    uint64 // sum of pair(message, member) over what Expected counts
-	GotSum     uint64 // sum of pair(message, self) over what Deliveries counts
+	OwedSum    uint64 // sum of deliveryHash(message, member) over what Expected counts
+	GotSum     uint64 // sum of deliveryHash(message, self) over what Deliveries counts
 	Deliveries int64  // messages delivered to this user
 	Late       int64  // of those, into an incarnation no longer live here
 	NonMember  int64  // deliveries to a user outside the group: always 0
@@ -137,31 +137,31 @@ func (c *Counts) add(o *Counts) {
 // every event applied touches one. Held-back messages, which are rare, wait
 // in View.held.
 type slot struct {
-	st    uint64 // packed stamp of the greatest incarnation seen; 0 while only held messages are known
-	mine  int32  // index in View.mine, when inMine
-	flags uint8
+	packed   uint64 // packed stamp of the greatest incarnation seen; 0 while only held messages are known
+	joinedAt int32  // index in View.joined, when listed
+	flags    uint8
 }
 
 // The flags of a slot.
 const (
 	closed uint8 = 1 << iota
 	member       // self is in the group
-	inMine       // in View.mine: live and a member
+	listed       // in View.joined: live and a member
 	holds        // View.held has messages for the group
 )
 
 func (s slot) is(f uint8) bool { return s.flags&f != 0 }
-func (s slot) live() bool      { return s.st != 0 && !s.is(closed) }
-func (s slot) stamp() Stamp    { return unpack(s.st) }
+func (s slot) live() bool      { return s.packed != 0 && !s.is(closed) }
+func (s slot) stamp() Stamp    { return unpack(s.packed) }
 
 // tomb schedules a closed group, or the record of a replaced own room, for
 // reclaiming once the stable epoch has passed e (twice: see twoPhase). A
 // closed group's tomb is void if the group has moved on since (a newer
-// create), which st detects.
+// create), which packed detects.
 type tomb struct {
-	key fp
-	st  uint64
-	e   uint64
+	key    groupKey
+	packed uint64
+	e      uint64
 }
 
 // owned follows a room this user created until its fate is known: closed
@@ -169,7 +169,7 @@ type tomb struct {
 // close of it can still arrive) or live at the end.
 type owned struct {
 	group    *Group
-	replaced bool // waiting in View.gone
+	replaced bool // waiting in View.replacedOwn
 }
 
 // NewView returns the view of user self in a run of n users; log says
@@ -179,11 +179,11 @@ func NewView(self int32, n int, log bool) *View {
 		self:  self,
 		n:     n,
 		log:   log,
-		rooms: make(map[fp]slot),
+		rooms: make(map[groupKey]slot),
 		owned: make(map[Stamp]owned),
-		held:  make(map[fp][]*Event),
+		held:  make(map[groupKey][]*Event),
 	}
-	v.fold()
+	v.includeSelf()
 	return v
 }
 
@@ -194,16 +194,13 @@ func (v *View) Self() int32 { return v.self }
 func (v *View) Known() int32 { return max(v.upTo, v.self) }
 
 // RoomCount is the number of live rooms self is a member of.
-func (v *View) RoomCount() int { return len(v.mine) }
+func (v *View) RoomCount() int { return len(v.joined) }
 
 // LiveCount is the number of live rooms in the view.
 func (v *View) LiveCount() int { return v.live }
 
 // HeldCount is the number of messages held back.
 func (v *View) HeldCount() int { return v.nHeld }
-
-// Clock is the view's Lamport clock.
-func (v *View) Clock() uint64 { return v.clock }
 
 // Learn records that users first..last are online. Users come online in uid
 // order, so the users a view knows are always user_1..user_upTo (and
@@ -214,14 +211,14 @@ func (v *View) Learn(first, last int32, now time.Duration) {
 			continue
 		}
 		v.upTo = u
-		v.fold()
+		v.includeSelf()
 		v.record(Record{T: now, Kind: KindOnline, Peer: u})
 	}
 }
 
-// fold keeps upTo contiguous: once the view knows everyone before itself,
+// includeSelf keeps upTo contiguous: once the view knows everyone before itself,
 // it counts itself too.
-func (v *View) fold() {
+func (v *View) includeSelf() {
 	if v.upTo+1 == v.self {
 		v.upTo = v.self
 	}
@@ -274,14 +271,14 @@ func (v *View) Send(i int, now time.Duration) *Event {
 		return nil
 	}
 	ev := v.newEvent(MessageEvent, g)
-	ev.Room, ev.Sent = v.rooms[g.fp].stamp(), now
+	ev.Room, ev.Sent = v.rooms[g.key].stamp(), now
 	v.Expected += int64(g.Size() - 1)
 	id := ev.ID()
-	g.each(func(r int32) {
+	for r := range g.All() {
 		if r != v.self {
-			v.OwedSum += pair(id, r)
+			v.OwedSum += deliveryHash(id, r)
 		}
-	})
+	}
 	v.record(Record{T: now, Kind: KindMessage, Room: ev.Room, Msg: ev.ID(), By: v.self})
 	return ev
 }
@@ -295,7 +292,7 @@ func (v *View) Close(i int, now time.Duration) *Event {
 	if g == nil {
 		return nil
 	}
-	s := v.rooms[g.fp]
+	s := v.rooms[g.key]
 	ev := v.newEvent(CloseEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
 	v.closeOwn(ev.Room)
@@ -307,12 +304,12 @@ func (v *View) Close(i int, now time.Duration) *Event {
 // (modulo their number), or counts and logs the action as failed and
 // returns nil when self is in no room.
 func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) *Group {
-	if len(v.mine) == 0 {
+	if len(v.joined) == 0 {
 		*failed++
 		v.record(Record{T: now, Kind: failure, Reason: "I am in no chat"})
 		return nil
 	}
-	return v.mine[i%len(v.mine)]
+	return v.joined[i%len(v.joined)]
 }
 
 func (v *View) newEvent(k EventKind, g *Group) *Event {
@@ -325,10 +322,10 @@ func (v *View) newEvent(k EventKind, g *Group) *Event {
 // the network guarantees: epochs only grow.
 func (v *View) SetEpoch(e uint64) { v.epoch = max(v.epoch, e) }
 
-// slot returns what the view knows of g: its slot, or an empty one (st 0)
+// slot returns what the view knows of g: its slot, or an empty one (packed 0)
 // that is not yet stored.
 func (v *View) slot(g *Group) slot {
-	if s, ok := v.rooms[g.fp]; ok {
+	if s, ok := v.rooms[g.key]; ok {
 		return s
 	}
 	s := slot{}
@@ -349,7 +346,7 @@ func (v *View) applyRoom(ev *Event, now time.Duration) {
 		return
 	}
 	r := Record{T: now, Room: ev.Room, By: ev.From}
-	if ev.Kind == CreateEvent && s.live() && ev.Room.pack() < s.st {
+	if ev.Kind == CreateEvent && s.live() && ev.Room.pack() < s.packed {
 		// A concurrent duplicate that loses to the room this view keeps.
 		v.Merges++
 		r.Kind, r.Room, r.Dropped = KindMerge, s.stamp(), ev.Room
@@ -357,23 +354,23 @@ func (v *View) applyRoom(ev *Event, now time.Duration) {
 		return
 	}
 	v.Stale++
-	r.Kind, r.Of, r.Reason = KindStale, ev.Kind, staleReason(ev, s)
+	r.Kind, r.Event, r.Reason = KindStale, ev.Kind, staleReason(ev, s)
 	v.record(r)
 }
 
 // newer reports whether ev moves s forward in the (stamp, closed) order.
 func newer(s slot, ev *Event) bool {
 	st := ev.Room.pack()
-	return s.st < st || s.st == st && ev.Kind == CloseEvent && !s.is(closed)
+	return s.packed < st || s.packed == st && ev.Kind == CloseEvent && !s.is(closed)
 }
 
 func staleReason(ev *Event, s slot) string {
 	switch {
-	case ev.Kind == CreateEvent && ev.Room.pack() == s.st:
+	case ev.Kind == CreateEvent && ev.Room.pack() == s.packed:
 		return "its close came first"
 	case ev.Kind == CreateEvent:
 		return "a later chat with this group is known"
-	case ev.Room.pack() == s.st:
+	case ev.Room.pack() == s.packed:
 		return "already closed"
 	default:
 		return "a later chat with this group is known"
@@ -387,7 +384,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	g := ev.Group
 	prev, wasLive := s.stamp(), s.live()
 	closing := ev.Kind == CloseEvent
-	s.st = ev.Room.pack()
+	s.packed = ev.Room.pack()
 	s.flags &^= closed
 	if closing {
 		s.flags |= closed
@@ -406,9 +403,9 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	case !closing && !wasLive:
 		v.live++
 		if s.is(member) {
-			s.mine = int32(len(v.mine))
-			s.flags |= inMine
-			v.mine = append(v.mine, g)
+			s.joinedAt = int32(len(v.joined))
+			s.flags |= listed
+			v.joined = append(v.joined, g)
 		}
 		r := Record{T: now, Kind: KindSee, Room: ev.Room, By: ev.From, Group: g}
 		if own {
@@ -420,8 +417,8 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	case closing:
 		if wasLive {
 			v.live--
-			if s.is(inMine) {
-				v.leave(&s)
+			if s.is(listed) {
+				v.unlist(&s)
 			}
 		}
 		kind := KindCloseSeen
@@ -429,51 +426,52 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 			kind = KindClose
 		}
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
-		v.tombs.wait.push(tomb{g.fp, s.st, v.epoch})
+		v.tombs.untilClosed.push(tomb{g.key, s.packed, v.epoch})
 	}
-	v.rooms[g.fp] = s
+	v.rooms[g.key] = s
 	if s.is(holds) {
-		v.release(g.fp, now)
+		v.releaseHeld(g.key, now)
 	}
 }
 
-// leave removes s from mine in O(1), moving the last room into its place.
-func (v *View) leave(s *slot) {
-	last := len(v.mine) - 1
-	if int(s.mine) != last {
-		moved := v.mine[last]
-		v.mine[s.mine] = moved
-		m := v.rooms[moved.fp]
-		m.mine = s.mine
-		v.rooms[moved.fp] = m
+// unlist removes s from joined in O(1), moving the last room into its
+// place.
+func (v *View) unlist(s *slot) {
+	last := len(v.joined) - 1
+	if int(s.joinedAt) != last {
+		moved := v.joined[last]
+		v.joined[s.joinedAt] = moved
+		m := v.rooms[moved.key]
+		m.joinedAt = s.joinedAt
+		v.rooms[moved.key] = m
 	}
-	v.mine[last] = nil
-	v.mine = v.mine[:last]
-	s.flags &^= inMine
+	v.joined[last] = nil
+	v.joined = v.joined[:last]
+	s.flags &^= listed
 }
 
 // applyMessage delivers a message, or holds it back until its incarnation
 // is known here.
 func (v *View) applyMessage(ev *Event, now time.Duration) {
 	s := v.slot(ev.Group)
-	if st := ev.Room.pack(); s.st < st {
-		v.held[ev.Group.fp] = append(v.held[ev.Group.fp], ev)
+	if st := ev.Room.pack(); s.packed < st {
+		v.held[ev.Group.key] = append(v.held[ev.Group.key], ev)
 		s.flags |= holds
-		v.rooms[ev.Group.fp] = s
+		v.rooms[ev.Group.key] = s
 		v.nHeld++
 		return
 	}
 	v.deliver(ev, s, false, now)
 }
 
-// release delivers the held messages of a group whose incarnation is now
+// releaseHeld delivers the held messages of a group whose incarnation is now
 // known.
-func (v *View) release(key fp, now time.Duration) {
+func (v *View) releaseHeld(key groupKey, now time.Duration) {
 	s := v.rooms[key]
 	held := v.held[key]
 	kept := held[:0]
 	for _, m := range held {
-		if s.st < m.Room.pack() {
+		if s.packed < m.Room.pack() {
 			kept = append(kept, m)
 			continue
 		}
@@ -491,9 +489,9 @@ func (v *View) release(key fp, now time.Duration) {
 }
 
 func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
-	late := m.Room.pack() != s.st || s.is(closed)
+	late := m.Room.pack() != s.packed || s.is(closed)
 	v.Deliveries++
-	v.GotSum += pair(m.ID(), v.self)
+	v.GotSum += deliveryHash(m.ID(), v.self)
 	if late {
 		v.Late++
 	}
@@ -503,11 +501,11 @@ func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
 	v.record(Record{T: now, Kind: KindReceive, Room: m.Room, By: m.From, Msg: m.ID(), Late: late, Held: held})
 }
 
-// pair hashes a delivery, a message and its recipient, for the checksum
+// deliveryHash hashes a delivery, a message and its recipient, for the checksum
 // that tells the verdict whether every message reached exactly the members
 // it was owed to: the sums over two sets of pairs differ unless the sets
 // are the same, but for a chance of about 2^-64.
-func pair(msg Stamp, to int32) uint64 {
+func deliveryHash(msg Stamp, to int32) uint64 {
 	x := msg.pack()*0x9e3779b97f4a7c15 ^ uint64(to)*0xc2b2ae3d27d4eb4f
 	x ^= x >> 31
 	x *= 0xbf58476d1ce4e5b9
@@ -533,7 +531,7 @@ func (v *View) replaceOwn(s Stamp, ev *Event) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
-		v.gone.wait.push(tomb{st: s.pack(), e: v.epoch})
+		v.replacedOwn.untilClosed.push(tomb{packed: s.pack(), e: v.epoch})
 	}
 }
 
@@ -545,14 +543,14 @@ func (v *View) Expire(stable, horizon uint64) {
 	v.tombs.expire(stable, horizon, func(t tomb) {
 		// Void if a newer create revived the group, or if messages to a
 		// newer incarnation are waiting for it.
-		if s, ok := v.rooms[t.key]; ok && s.st == t.st && s.is(closed) && !s.is(holds) {
+		if s, ok := v.rooms[t.key]; ok && s.packed == t.packed && s.is(closed) && !s.is(holds) {
 			delete(v.rooms, t.key)
 			v.freed++
 		}
 	})
-	v.gone.expire(stable, horizon, func(t tomb) {
+	v.replacedOwn.expire(stable, horizon, func(t tomb) {
 		// A close of it, had there been one, has come by now.
-		if s := unpack(t.st); v.owned[s].replaced {
+		if s := unpack(t.packed); v.owned[s].replaced {
 			delete(v.owned, s)
 			v.Duplicates++
 		}
@@ -565,7 +563,7 @@ func (v *View) Expire(stable, horizon uint64) {
 	// user would rebuild at about the same tick, and at 10,000 users the
 	// old tables, garbage all at once, cost gigabytes of headroom.
 	if v.freed > 8*len(v.rooms)+1024 {
-		fresh := make(map[fp]slot, len(v.rooms))
+		fresh := make(map[groupKey]slot, len(v.rooms))
 		for k, s := range v.rooms {
 			fresh[k] = s
 		}
@@ -574,27 +572,27 @@ func (v *View) Expire(stable, horizon uint64) {
 }
 
 // twoPhase holds tombs through the two phases of View's argument: each
-// waits in wait until the stable epoch passes its e, is stamped with the
-// horizon then, and waits in settle until the stable epoch passes that
-// too. Both queues stay in order of e, since epochs and horizons only grow.
+// waits in untilClosed until the stable epoch passes its e (every user has
+// applied the close), is stamped with the horizon then, and waits in
+// untilSent until the stable epoch passes that too (everything sent before
+// the close was known everywhere has been applied). Both queues stay in
+// order of e, since epochs and horizons only grow.
 type twoPhase struct {
-	wait, settle queue[tomb]
+	untilClosed, untilSent queue[tomb]
 }
 
-// expire moves and settles what stable allows, calling done for each tomb
-// that has settled.
+// expire moves on what stable allows, calling done for each tomb that has
+// passed both phases.
 func (q *twoPhase) expire(stable, horizon uint64, done func(tomb)) {
-	for q.wait.len() > 0 && q.wait.front().e < stable {
-		t := q.wait.pop()
+	for q.untilClosed.len() > 0 && q.untilClosed.front().e < stable {
+		t := q.untilClosed.pop()
 		t.e = horizon
-		q.settle.push(t)
+		q.untilSent.push(t)
 	}
-	for q.settle.len() > 0 && q.settle.front().e < stable {
-		done(q.settle.pop())
+	for q.untilSent.len() > 0 && q.untilSent.front().e < stable {
+		done(q.untilSent.pop())
 	}
 }
-
-func (q *twoPhase) len() int { return q.wait.len() + q.settle.len() }
 
 // queue is a FIFO that reuses its memory: items are taken from the front,
 // and the rest is moved down once half the slice is spent, so a steady flow
@@ -620,11 +618,11 @@ func (q *queue[T]) pop() T {
 	return x
 }
 
-// Finish settles the fate of own rooms once every event has been applied:
+// Finish decides the fate of own rooms once every event has been applied:
 // those live here are live at the end; the rest were replaced.
 func (v *View) Finish() {
 	for s, o := range v.owned {
-		if v.rooms[o.group.fp].st == s.pack() && v.rooms[o.group.fp].live() {
+		if r := v.rooms[o.group.key]; r.packed == s.pack() && r.live() {
 			v.OwnLive++
 			v.alive = append(v.alive, Room{s, o.group})
 		} else {
@@ -645,7 +643,7 @@ func (v *View) Rooms() []Stamp {
 	packed := make([]uint64, 0, v.live)
 	for _, s := range v.rooms {
 		if s.live() {
-			packed = append(packed, s.st)
+			packed = append(packed, s.packed)
 		}
 	}
 	slices.Sort(packed)
@@ -660,22 +658,18 @@ func (v *View) Rooms() []Stamp {
 // their groups, once Finish has run.
 func (v *View) Own() []Room { return v.alive }
 
-// Entries is the number of groups the view keeps state for, live or not:
-// what Expire keeps bounded.
-func (v *View) Entries() int { return len(v.rooms) }
-
 func (v *View) record(r Record) {
 	if v.log {
 		r.User = v.self
-		v.out = append(v.out, r)
+		v.records = append(v.records, r)
 	}
 }
 
 // Records returns the records appended since the last Reset.
-func (v *View) Records() []Record { return v.out }
+func (v *View) Records() []Record { return v.records }
 
 // ResetRecords empties the record buffer, keeping its memory.
 func (v *View) ResetRecords() {
-	clear(v.out)
-	v.out = v.out[:0]
+	clear(v.records)
+	v.records = v.records[:0]
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -133,43 +134,47 @@ func TestActionsFailWithoutRooms(t *testing.T) {
 // whatever order the creates arrive in.
 func TestDuplicateCreateConverges(t *testing.T) {
 	for _, order := range [][2]int{{0, 1}, {1, 0}} {
-		w := newWorld(t, 3)
-		a := w.v(1).Create(w.group(1, 2, 3), 0)
-		b := w.v(2).Create(w.group(1, 2, 3), 0)
-		winner := b.Room
-		if winner.Less(a.Room) {
-			winner = a.Room
+		t.Run(fmt.Sprintf("order=%d,%d", order[0], order[1]), func(t *testing.T) { duplicateCreate(t, order) })
+	}
+}
+
+func duplicateCreate(t *testing.T, order [2]int) {
+	w := newWorld(t, 3)
+	a := w.v(1).Create(w.group(1, 2, 3), 0)
+	b := w.v(2).Create(w.group(1, 2, 3), 0)
+	winner := b.Room
+	if winner.Less(a.Room) {
+		winner = a.Room
+	}
+	w.deliver(1, b)
+	w.deliver(2, a)
+	evs := []*Event{a, b}
+	w.deliver(3, evs[order[0]])
+	recs := w.deliver(3, evs[order[1]])
+	if got := kinds(recs); !slices.Equal(got, []RecordKind{KindMerge}) {
+		t.Errorf("second create gave %v, want merge", got)
+	}
+	for _, v := range w.views {
+		if got := liveStamps(v); !slices.Equal(got, []Stamp{winner}) {
+			t.Errorf("%s has %v live, want [%v]", uidName(v.Self()), got, winner)
 		}
-		w.deliver(1, b)
-		w.deliver(2, a)
-		evs := []*Event{a, b}
-		w.deliver(3, evs[order[0]])
-		recs := w.deliver(3, evs[order[1]])
-		if got := kinds(recs); !slices.Equal(got, []RecordKind{KindMerge}) {
-			t.Errorf("order %v: second create gave %v, want merge", order, got)
+		if v.RoomCount() != 1 {
+			t.Errorf("%s is in %d rooms, want 1", uidName(v.Self()), v.RoomCount())
 		}
-		for _, v := range w.views {
-			if got := liveStamps(v); !slices.Equal(got, []Stamp{winner}) {
-				t.Errorf("order %v: %s has %v live, want [%v]", order, uidName(v.Self()), got, winner)
-			}
-			if v.RoomCount() != 1 {
-				t.Errorf("order %v: %s is in %d rooms, want 1", order, uidName(v.Self()), v.RoomCount())
-			}
-		}
-		// The loser's creator counts a resolved duplicate once no close of
-		// it can still arrive.
-		for _, v := range w.views {
-			settle(v)
-			v.Finish()
-		}
-		var dups, live int64
-		for _, v := range w.views {
-			dups += v.Duplicates
-			live += v.OwnLive
-		}
-		if dups != 1 || live != 1 {
-			t.Errorf("order %v: duplicates %d, live %d; want 1 and 1", order, dups, live)
-		}
+	}
+	// The loser's creator counts a resolved duplicate once no close of
+	// it can still arrive.
+	for _, v := range w.views {
+		reclaimAll(v)
+		v.Finish()
+	}
+	var dups, live int64
+	for _, v := range w.views {
+		dups += v.Duplicates
+		live += v.OwnLive
+	}
+	if dups != 1 || live != 1 {
+		t.Errorf("duplicates %d, live %d; want 1 and 1", dups, live)
 	}
 }
 
@@ -187,7 +192,7 @@ func TestCloseBeforeCreate(t *testing.T) {
 	if got := kinds(recs); !slices.Equal(got, []RecordKind{KindStale}) {
 		t.Errorf("create after its close: %v, want stale", got)
 	}
-	if recs[0].Reason != "its close came first" || recs[0].Of != CreateEvent {
+	if recs[0].Reason != "its close came first" || recs[0].Event != CreateEvent {
 		t.Errorf("stale record = %+v", recs[0])
 	}
 	w.deliver(1, closing)
@@ -338,6 +343,12 @@ func TestLearnKnowsUsersInOrder(t *testing.T) {
 // newer create revived, or that holds messages for a newer incarnation, is
 // kept.
 func TestExpireReclaims(t *testing.T) {
+	t.Run("two phases", expireInTwoPhases)
+	t.Run("revived", expireRevived)
+	t.Run("held", expireHeld)
+}
+
+func expireInTwoPhases(t *testing.T) {
 	w := newWorld(t, 3)
 	for _, v := range w.views {
 		v.SetEpoch(3) // the close below is sent in epoch 3
@@ -358,12 +369,19 @@ func TestExpireReclaims(t *testing.T) {
 		{8, 9, 0}, // it is: reclaimed
 	} {
 		v.Expire(step.stable, step.epoch)
-		if v.Entries() != step.entries {
-			t.Fatalf("stable %d, epoch %d: %d entries, want %d", step.stable, step.epoch, v.Entries(), step.entries)
+		if v.entries() != step.entries {
+			t.Fatalf("stable %d, epoch %d: %d entries, want %d", step.stable, step.epoch, v.entries(), step.entries)
 		}
 	}
+}
 
-	// Revived: the tombstone's schedule is void once a newer create lands.
+// A tombstone's schedule is void once a newer create lands.
+func expireRevived(t *testing.T) {
+	w := newWorld(t, 3)
+	g := w.group(1, 2, 3)
+	v := w.v(2)
+	w.all(w.v(1).Create(g, 0))
+	w.all(w.v(1).Close(0, 0))
 	again := w.v(1).Create(g, 0)
 	w.all(again)
 	bye := w.v(3).Close(0, 0)
@@ -374,13 +392,16 @@ func TestExpireReclaims(t *testing.T) {
 	w.deliver(1, bye)
 	third := w.v(1).Create(g, 0)
 	w.deliver(2, third)
-	settle(v)
+	reclaimAll(v)
 	if got := liveStamps(v); !slices.Equal(got, []Stamp{third.Room}) {
 		t.Errorf("after a void reclaim, live = %v, want %v", got, third.Room)
 	}
+}
 
-	// Held: a closed entry waiting on messages to a newer room is kept.
+// A closed entry waiting on messages to a newer room is kept.
+func expireHeld(t *testing.T) {
 	w2 := newWorld(t, 3)
+	g := w2.group(1, 2, 3)
 	first := w2.v(1).Create(g, 0)
 	w2.all(first)
 	end := w2.v(1).Close(0, 0)
@@ -389,9 +410,9 @@ func TestExpireReclaims(t *testing.T) {
 	w2.deliver(2, next)
 	msg := w2.v(2).Send(0, time.Second)
 	w2.deliver(3, msg) // user_3 has not seen next yet
-	settle(w2.v(3))
-	if w2.v(3).Entries() != 1 || w2.v(3).HeldCount() != 1 {
-		t.Fatalf("entry with a held message reclaimed: entries %d, held %d", w2.v(3).Entries(), w2.v(3).HeldCount())
+	reclaimAll(w2.v(3))
+	if w2.v(3).entries() != 1 || w2.v(3).HeldCount() != 1 {
+		t.Fatalf("entry with a held message reclaimed: entries %d, held %d", w2.v(3).entries(), w2.v(3).HeldCount())
 	}
 	w2.deliver(3, next)
 	if w2.v(3).HeldCount() != 0 || w2.v(3).Deliveries != 1 {
@@ -399,9 +420,16 @@ func TestExpireReclaims(t *testing.T) {
 	}
 }
 
-// settle tells a view that everything ever sent has been applied: it
+// reclaimAll tells a view that everything ever sent has been applied: it
 // reclaims all it can.
-func settle(v *View) { v.Expire(1<<62, 0) }
+func reclaimAll(v *View) { v.Expire(1<<62, 0) }
+
+// entries is the number of groups the view keeps state for, live or not:
+// what Expire keeps bounded.
+func (v *View) entries() int { return len(v.rooms) }
+
+// len is how many tombs wait in either phase.
+func (q *twoPhase) len() int { return q.untilClosed.len() + q.untilSent.len() }
 
 func TestGroupPickAndHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -437,7 +465,7 @@ func TestGroupPickAndHash(t *testing.T) {
 		t.Error("a group with no one else")
 	}
 	a, b := newGroup(100, 3, 70, 99), newGroup(100, 99, 3, 70)
-	if !a.Equal(b) || a.fp != b.fp {
+	if !a.Equal(b) || a.key != b.key {
 		t.Error("equal groups differ")
 	}
 	if a.Equal(newGroup(100, 3, 70)) || a.Has(4) || !a.Has(70) || a.Has(1000) {
@@ -448,16 +476,16 @@ func TestGroupPickAndHash(t *testing.T) {
 // Fingerprints tell groups apart by their members alone: groups made apart
 // with the same members share one, and groups one member apart do not.
 func TestFingerprints(t *testing.T) {
-	seen := map[fp]*Group{}
+	seen := map[groupKey]*Group{}
 	for i := int32(1); i <= 200; i++ {
 		for _, g := range []*Group{newGroup(200, i), newGroup(200, 1, i), newGroup(200, i, 200)} {
-			if o, ok := seen[g.fp]; ok && !o.Equal(g) {
+			if o, ok := seen[g.key]; ok && !o.Equal(g) {
 				t.Fatalf("%v and %v share a fingerprint", o.Members(), g.Members())
 			}
-			seen[g.fp] = g
+			seen[g.key] = g
 		}
 	}
-	if a, b := newGroup(1000, 5, 999), newGroup(1000, 999, 5); a.fp != b.fp {
+	if a, b := newGroup(1000, 5, 999), newGroup(1000, 999, 5); a.key != b.key {
 		t.Error("equal groups have different fingerprints")
 	}
 }

@@ -6,6 +6,21 @@ import (
 	"time"
 )
 
+// timebase tells the simulation time: the time since t0 in real time. In
+// lockstep time is the tick, and the only moments outside ticks are the
+// announcements at start-up, at 0.
+type timebase struct {
+	t0      time.Time
+	virtual bool
+}
+
+func (c timebase) now() time.Duration {
+	if c.virtual {
+		return 0
+	}
+	return time.Since(c.t0)
+}
+
 // Markers are deliveries without a room event that the simulator sends a
 // user down its own EventChannel, so that a user waits on one channel only.
 // A channel that every user selected on would have one lock that all of
@@ -21,15 +36,15 @@ var (
 // runClock is the real-time clock: one goroutine that ticks every user
 // once a tick, each at its own random phase, by sending a tick marker down
 // the user's EventChannel, and that advances the network's epoch once a
-// tick. The marker queues behind what the user has
-// already received, so a user applies what it was sent before it acts: the
-// backpressure. A user whose channel is full is behind, and its tick is
-// dropped and counted, never queued; so are ticks the clock itself was too
-// late for. Incoming traffic never moves a user's tick.
+// tick. The marker queues behind what the user has already received, so a
+// user applies what it was sent before it acts: the backpressure. A user
+// whose channel is full is behind, and its tick is dropped and counted,
+// never queued; so are ticks the clock itself was too late for. Incoming
+// traffic never moves a user's tick.
 func (s *Sim) runClock(stop <-chan struct{}) {
 	tick := s.cfg.Tick
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
-	start := s.now()
+	start := s.clock.now()
 	h := minHeap[nextTick]{
 		items:  make([]nextTick, len(s.users), len(s.users)+1),
 		before: func(a, b nextTick) bool { return a.at < b.at },
@@ -47,11 +62,11 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 			return
 		case <-timer.C:
 		}
-		now := s.now()
+		now := s.clock.now()
 		for h.min().at <= now {
 			next := h.min()
 			if next.user == epochTick {
-				s.advanceEpoch()
+				s.net.advanceEpoch()
 				next.at += tick
 				heap.Fix(&h, 0)
 				continue

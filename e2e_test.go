@@ -46,13 +46,13 @@ func builtBinary(t *testing.T) string {
 	return binPath
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
+// e2eLimit is how long a binary may take to exit before a test gives up
+// on it, and stopLimit how long a stop may take: both far above what they
+// take, so that a loaded machine does not make them flake.
+const (
+	e2eLimit  = 60 * time.Second
+	stopLimit = 5 * time.Second
+)
 
 // wait waits for cmd to exit, killing it after limit.
 func wait(t *testing.T, cmd *exec.Cmd, limit time.Duration) error {
@@ -84,19 +84,21 @@ func exitCode(err error) int {
 func TestE2EBadInput(t *testing.T) {
 	bin := builtBinary(t)
 	for _, tc := range badInputs {
-		var out, errs bytes.Buffer
-		cmd := exec.Command(bin, tc.args...)
-		cmd.Stdout, cmd.Stderr = &out, &errs
-		if code := exitCode(cmd.Run()); code != 2 {
-			t.Errorf("%v: exit %d, want 2", tc.args, code)
-		}
-		first, _, _ := strings.Cut(errs.String(), "\n")
-		if !strings.Contains(first, tc.want) {
-			t.Errorf("%v: first line %q, want %q", tc.args, first, tc.want)
-		}
-		if strings.Contains(errs.String(), "panic") || strings.Contains(errs.String(), "goroutine ") {
-			t.Errorf("%v: %s", tc.args, errs.String())
-		}
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out, errs bytes.Buffer
+			cmd := exec.Command(bin, tc.args...)
+			cmd.Stdout, cmd.Stderr = &out, &errs
+			if code := exitCode(cmd.Run()); code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			first, _, _ := strings.Cut(errs.String(), "\n")
+			if !strings.Contains(first, tc.want) {
+				t.Errorf("first line %q, want %q", first, tc.want)
+			}
+			if strings.Contains(errs.String(), "panic") || strings.Contains(errs.String(), "goroutine ") {
+				t.Errorf("%s", errs.String())
+			}
+		})
 	}
 }
 
@@ -110,10 +112,10 @@ func TestE2EDuration(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if code := exitCode(wait(t, cmd, 10*time.Second)); code != 0 {
+	if code := exitCode(wait(t, cmd, e2eLimit)); code != 0 {
 		t.Fatalf("exit %d: %s", code, errs.String())
 	}
-	if took := time.Since(start); took > 5*time.Second {
+	if took := time.Since(start); took > 15*time.Second {
 		t.Errorf("a 1.5s run took %v", took)
 	}
 	s := out.String()
@@ -171,17 +173,18 @@ func TestE2EInterrupt(t *testing.T) {
 	interrupt(t, cmd, r, errs)
 }
 
-// interrupt sends Ctrl-C and checks that the run stops within a second,
+// interrupt sends Ctrl-C and checks that the run stops promptly (within
+// stopLimit, loose for a loaded machine: it takes a fraction of a second),
 // exits 0 and prints a converged summary.
 func interrupt(t *testing.T, cmd *exec.Cmd, r io.Reader, errs *bytes.Buffer) {
 	t.Helper()
 	cmd.Process.Signal(os.Interrupt)
 	sent := time.Now()
 	rest, _ := io.ReadAll(r)
-	if code := exitCode(wait(t, cmd, 5*time.Second)); code != 0 {
+	if code := exitCode(wait(t, cmd, e2eLimit)); code != 0 {
 		t.Fatalf("exit %d after Ctrl-C: %s", code, errs.String())
 	}
-	if took := time.Since(sent); took > time.Second {
+	if took := time.Since(sent); took > stopLimit {
 		t.Errorf("stopping took %v", took)
 	}
 	for _, want := range []string{"\nsummary\n", "interrupted", "verdict     converged"} {
@@ -196,7 +199,7 @@ func TestE2ETerminate(t *testing.T) {
 	cmd, r, errs := startReading(t, "-users", "6", "-tick", "50ms", "-quiet")
 	cmd.Process.Signal(syscall.SIGTERM)
 	rest, _ := io.ReadAll(r)
-	if code := exitCode(wait(t, cmd, 5*time.Second)); code != 0 {
+	if code := exitCode(wait(t, cmd, e2eLimit)); code != 0 {
 		t.Fatalf("exit %d after SIGTERM: %s", code, errs.String())
 	}
 	if !strings.Contains(string(rest), "verdict     converged") {
@@ -225,7 +228,7 @@ func TestE2ESecondInterrupt(t *testing.T) {
 			}
 		}
 	}()
-	if code := exitCode(wait(t, cmd, 5*time.Second)); code != 130 {
+	if code := exitCode(wait(t, cmd, e2eLimit)); code != 130 {
 		t.Fatalf("exit %d after two interrupts, want 130: %s", code, errs.String())
 	}
 }
@@ -239,7 +242,7 @@ func TestE2EClosedPipe(t *testing.T) {
 		}
 	}
 	stdout.Close()
-	err := wait(t, cmd, 5*time.Second)
+	err := wait(t, cmd, e2eLimit)
 	var ee *exec.ExitError
 	if err != nil && !(errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGPIPE) {
 		t.Errorf("after the reader left: %v", err)
@@ -262,7 +265,7 @@ func TestE2EHead(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := wait(t, cmd, 10*time.Second); err != nil {
+	if err := wait(t, cmd, e2eLimit); err != nil {
 		t.Fatalf("pipeline: %v: %s", err, errs.String())
 	}
 	if n := strings.Count(out.String(), "\n"); n != 3 {

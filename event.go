@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/maphash"
+	"iter"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -58,16 +60,16 @@ func (s Stamp) append(b []byte) []byte {
 type Group struct {
 	bits []uint64
 	size int
-	fp   fp
+	key  groupKey
 }
 
-// fp is a group's 128-bit fingerprint, the key under which a view keeps
+// groupKey is a group's 128-bit fingerprint, the key under which a view keeps
 // what it knows of the group. Two different member sets share one with a
 // chance of about 2^-128 per pair (a run sees at most millions of groups),
 // so views trust it as the group's identity, the way git trusts object ids.
 // In exchange a view's table holds no pointers: it is half the size, and
 // the garbage collector never scans it.
-type fp [2]uint64
+type groupKey [2]uint64
 
 // newGroup returns a group of the given uids; n is the number of users.
 func newGroup(n int, uids ...int32) *Group {
@@ -99,7 +101,7 @@ func (g *Group) seal() {
 		h1.Write(buf[:])
 		h2.Write(buf[:])
 	}
-	g.size, g.fp = size, fp{h1.Sum64(), h2.Sum64()}
+	g.size, g.key = size, groupKey{h1.Sum64(), h2.Sum64()}
 }
 
 var fpSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
@@ -118,7 +120,7 @@ func (g *Group) Equal(h *Group) bool {
 	if g == h {
 		return true
 	}
-	if g.fp != h.fp || g.size != h.size || len(g.bits) != len(h.bits) {
+	if g.key != h.key || g.size != h.size || len(g.bits) != len(h.bits) {
 		return false
 	}
 	for i, w := range g.bits {
@@ -129,27 +131,22 @@ func (g *Group) Equal(h *Group) bool {
 	return true
 }
 
-// each calls f for every member, in ascending order, without allocating.
-func (g *Group) each(f func(u int32)) {
-	for i, w := range g.bits {
-		for w != 0 {
-			f(int32(i*64 + bits.TrailingZeros64(w)))
-			w &= w - 1
+// All yields the members' uids in ascending order, without allocating: the
+// one walk over a member bitset that fan-outs, logs and checksums share.
+func (g *Group) All() iter.Seq[int32] {
+	return func(yield func(int32) bool) {
+		for i, w := range g.bits {
+			for ; w != 0; w &= w - 1 {
+				if !yield(int32(i*64 + bits.TrailingZeros64(w))) {
+					return
+				}
+			}
 		}
 	}
 }
 
 // Members returns the uids in ascending order.
-func (g *Group) Members() []int32 {
-	out := make([]int32, 0, g.size)
-	for i, w := range g.bits {
-		for w != 0 {
-			out = append(out, int32(i*64+bits.TrailingZeros64(w)))
-			w &= w - 1
-		}
-	}
-	return out
-}
+func (g *Group) Members() []int32 { return slices.AppendSeq(make([]int32, 0, g.size), g.All()) }
 
 // pickGroup picks a random group of the known users user_1..user_known, self
 // included, of a size uniform from 2 to all of them; nil if self knows no

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"math/bits"
 	"strconv"
 	"sync"
 	"time"
@@ -54,15 +53,15 @@ type Record struct {
 	T       time.Duration // simulation time since the start
 	User    int32
 	Kind    RecordKind
-	Room    Stamp  // the incarnation concerned (for a merge, the one kept)
-	Dropped Stamp  // merge: the incarnation dropped
-	Group   *Group // members, where a room is announced
-	By      int32  // who caused it: creator, sender or closer
-	Peer    int32  // online: the user that came online
-	Msg     Stamp  // message id
-	Of      EventKind
-	Late    bool // receive: the incarnation is no longer live in this view
-	Held    bool // receive: the message waited for its room to be known
+	Room    Stamp     // the incarnation concerned (for a merge, the one kept)
+	Dropped Stamp     // merge: the incarnation dropped
+	Group   *Group    // members, where a room is announced
+	By      int32     // who caused it: creator, sender or closer
+	Peer    int32     // online: the user that came online
+	Msg     Stamp     // message id
+	Event   EventKind // stale: the kind of event ignored
+	Late    bool      // receive: the incarnation is no longer live in this view
+	Held    bool      // receive: the message waited for its room to be known
 	Reason  string
 }
 
@@ -161,7 +160,7 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 	case KindStale:
 		b = append(b, "I ignored "...)
 		b = appendUID(b, rec.By)
-		if rec.Of == CreateEvent {
+		if rec.Event == CreateEvent {
 			b = append(b, "'s outdated create of "...)
 		} else {
 			b = append(b, "'s outdated close of "...)
@@ -200,14 +199,15 @@ func appendQuoted(b []byte, msg Stamp) []byte { return strconv.AppendQuote(b, me
 // appendMembers lists up to maxShown members, then how many more there are.
 func appendMembers(b []byte, g *Group) []byte {
 	shown := 0
-	for i, w := range g.bits {
-		for ; w != 0 && shown < maxShown; w &= w - 1 {
-			if shown > 0 {
-				b = append(b, ", "...)
-			}
-			b = appendUID(b, int32(i*64+bits.TrailingZeros64(w)))
-			shown++
+	for u := range g.All() {
+		if shown == maxShown {
+			break
 		}
+		if shown > 0 {
+			b = append(b, ", "...)
+		}
+		b = appendUID(b, u)
+		shown++
 	}
 	if more := g.Size() - shown; more > 0 {
 		b = append(b, " and "...)
@@ -257,7 +257,7 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	if !rec.Msg.IsZero() {
 		j.Msg, j.Text = rec.Msg.String(), messageText(rec.Msg)
 	}
-	switch rec.Of {
+	switch rec.Event {
 	case CreateEvent:
 		j.Event = "create"
 	case CloseEvent:
@@ -290,6 +290,13 @@ type sink struct {
 	kick   chan struct{} // one slot: the buffer has something to flush
 	broken chan struct{} // closed on the first write error
 }
+
+// lineBuffer keeps one user's lines of a lockstep phase until the
+// coordinator writes them out, in uid order, so that the output does not
+// depend on which user finished first.
+type lineBuffer struct{ b []byte }
+
+func (l *lineBuffer) Write(p []byte) { l.b = append(l.b, p...) }
 
 // flushDelay is how long a line may wait in the buffer.
 const flushDelay = 20 * time.Millisecond

@@ -66,12 +66,11 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	}
 	s := newSim(cfg, stdout, stderr)
 	s.out.Write(startLine(cfg))
-	rep := s.run(ctx)
+	rep, err := s.run(ctx)
 	profileErr := stopProfiles()
 	if profileErr != nil {
 		fmt.Fprintf(stderr, "chatsim: %v\n", profileErr)
 	}
-	err = s.out.Flush()
 	if err == nil && cfg.JSON {
 		err = rep.writeJSON(stdout)
 	} else if err == nil {
@@ -126,10 +125,7 @@ func startLine(cfg Config) []byte {
 			Settings
 		}{"start", 0, st})
 	}
-	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", st.Users, st.Seed, st.Mode, st.Tick, st.Chance)
-	if st.Delay != "" {
-		line += ", delay up to " + st.Delay
-	}
+	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", st.Users, st.Seed, st.Mode, st.Tick, st.Chance) + st.delayText()
 	if cfg.Duration > 0 {
 		line += ", for " + cfg.Duration.String()
 	} else {
@@ -163,7 +159,7 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	if fs.NArg() > 0 {
 		return cfg, fs, fmt.Errorf("unexpected argument %q: chatsim takes only flags", fs.Arg(0))
 	}
-	if ticks := (cfg.Delay + cfg.Tick - 1) / cfg.Tick; cfg.Fast && ticks > maxDelayTicks {
+	if ticks := wholeTicks(cfg.Delay, cfg.Tick); cfg.Fast && ticks > maxDelayTicks {
 		return cfg, fs, fmt.Errorf("-delay %v is %d ticks of %v: with -fast it must be at most %d ticks", cfg.Delay, ticks, cfg.Tick, maxDelayTicks)
 	}
 	return cfg, fs, nil

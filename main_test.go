@@ -13,6 +13,26 @@ import (
 	"testing"
 )
 
+// TestMain runs the tests, then removes the binary the end-to-end tests
+// built, if they did.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// runArgs runs the program as main would and returns its stdout.
+func runArgs(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errs bytes.Buffer
+	if code := run(args, &out, &errs); code != 0 {
+		t.Fatalf("%v: exit %d: %s", args, code, errs.String())
+	}
+	return out.String()
+}
+
 // badInputs are command lines that must be refused with a one-line error
 // that names the flag and what it allows, then the usage, and status 2.
 var badInputs = []struct {
@@ -44,35 +64,39 @@ var badInputs = []struct {
 
 func TestBadInput(t *testing.T) {
 	for _, tc := range badInputs {
-		var out, errs bytes.Buffer
-		code := run(tc.args, &out, &errs)
-		if code != 2 {
-			t.Errorf("%v: exit %d, want 2", tc.args, code)
-		}
-		first, rest, _ := strings.Cut(errs.String(), "\n")
-		if !strings.HasPrefix(first, "chatsim: ") || !strings.Contains(first, tc.want) {
-			t.Errorf("%v: first line %q, want it to contain %q", tc.args, first, tc.want)
-		}
-		if !strings.Contains(rest, "Usage: chatsim [flags]") {
-			t.Errorf("%v: no usage after the error", tc.args)
-		}
-		if out.Len() != 0 {
-			t.Errorf("%v: wrote to stdout: %q", tc.args, out.String())
-		}
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out, errs bytes.Buffer
+			code := run(tc.args, &out, &errs)
+			if code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			first, rest, _ := strings.Cut(errs.String(), "\n")
+			if !strings.HasPrefix(first, "chatsim: ") || !strings.Contains(first, tc.want) {
+				t.Errorf("first line %q, want it to contain %q", first, tc.want)
+			}
+			if !strings.Contains(rest, "Usage: chatsim [flags]") {
+				t.Error("no usage after the error")
+			}
+			if out.Len() != 0 {
+				t.Errorf("wrote to stdout: %q", out.String())
+			}
+		})
 	}
 }
 
 func TestHelp(t *testing.T) {
 	for _, arg := range []string{"-h", "-help", "--help"} {
-		var out, errs bytes.Buffer
-		if code := run([]string{arg}, &out, &errs); code != 0 {
-			t.Errorf("%s: exit %d", arg, code)
-		}
-		for _, want := range []string{"Usage: chatsim [flags]", "Examples:", "-users N", "-seed S", "-fast", "-quiet"} {
-			if !strings.Contains(out.String(), want) {
-				t.Errorf("%s: usage lacks %q", arg, want)
+		t.Run(arg, func(t *testing.T) {
+			var out, errs bytes.Buffer
+			if code := run([]string{arg}, &out, &errs); code != 0 {
+				t.Errorf("exit %d", code)
 			}
-		}
+			for _, want := range []string{"Usage: chatsim [flags]", "Examples:", "-users N", "-seed S", "-fast", "-quiet"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("usage lacks %q", want)
+				}
+			}
+		})
 	}
 }
 
@@ -115,23 +139,27 @@ func TestRunPicksSeed(t *testing.T) {
 	}
 }
 
-// Profiles and traces are written where asked.
+// Profiles and traces are written where asked; a path that cannot be
+// written is refused with status 1.
 func TestProfiles(t *testing.T) {
 	dir := t.TempDir()
-	cpu, mem, tr := filepath.Join(dir, "cpu.out"), filepath.Join(dir, "mem.out"), filepath.Join(dir, "trace.out")
-	var out, errs bytes.Buffer
-	code := run([]string{"-fast", "-quiet", "-users", "20", "-duration", "20s", "-cpuprofile", cpu, "-memprofile", mem, "-trace", tr}, &out, &errs)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errs.String())
-	}
-	for _, f := range []string{cpu, mem, tr} {
-		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
-			t.Errorf("%s: %v", f, err)
+	t.Run("written", func(t *testing.T) {
+		cpu, mem, tr := filepath.Join(dir, "cpu.out"), filepath.Join(dir, "mem.out"), filepath.Join(dir, "trace.out")
+		var out, errs bytes.Buffer
+		code := run([]string{"-fast", "-quiet", "-users", "20", "-duration", "20s", "-cpuprofile", cpu, "-memprofile", mem, "-trace", tr}, &out, &errs)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errs.String())
 		}
-	}
-	// The trace has a task for each action, and every delivery logged to
-	// the task of the action that sent it.
-	if !testing.Short() {
+		for _, f := range []string{cpu, mem, tr} {
+			if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+				t.Errorf("%s: %v", f, err)
+			}
+		}
+		// The trace has a task for each action, and every delivery logged
+		// to the task of the action that sent it.
+		if testing.Short() {
+			return
+		}
 		parsed, err := exec.Command("go", "tool", "trace", "-d=parsed", tr).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go tool trace: %v", err)
@@ -142,34 +170,40 @@ func TestProfiles(t *testing.T) {
 		if tasks == 0 || sends != tasks || len(deliveries) < tasks {
 			t.Errorf("trace has %d tasks, %d sends, %d deliveries in tasks", tasks, sends, len(deliveries))
 		}
-	}
-	code = run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
-	if code != 1 || !strings.Contains(errs.String(), "-cpuprofile:") {
-		t.Errorf("unwritable profile: exit %d, %q", code, errs.String())
-	}
-	// A heap profile's path is tried before the run, not after it.
-	errs.Reset()
-	out.Reset()
-	code = run([]string{"-fast", "-quiet", "-memprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
-	if code != 1 || !strings.HasPrefix(errs.String(), "chatsim: -memprofile: ") || out.Len() != 0 {
-		t.Errorf("unwritable heap profile: exit %d, stderr %q, stdout %.80q", code, errs.String(), out.String())
-	}
-	// When the trace cannot start, the CPU profile started before it is
-	// stopped, and no heap profile is written for a run that never ran.
-	errs.Reset()
-	mem2 := filepath.Join(dir, "mem2.out")
-	code = run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "cpu2.out"), "-memprofile", mem2, "-trace", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
-	if code != 1 || !strings.Contains(errs.String(), "-trace:") {
-		t.Errorf("unwritable trace: exit %d, %q", code, errs.String())
-	}
-	if _, err := os.Stat(mem2); err == nil {
-		t.Error("a heap profile was written for a run that did not start")
-	}
-	if err := pprof.StartCPUProfile(io.Discard); err != nil {
-		t.Errorf("the CPU profile was left running: %v", err)
-	} else {
-		pprof.StopCPUProfile()
-	}
+	})
+	t.Run("bad cpuprofile", func(t *testing.T) {
+		var out, errs bytes.Buffer
+		code := run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
+		if code != 1 || !strings.Contains(errs.String(), "-cpuprofile:") {
+			t.Errorf("exit %d, %q", code, errs.String())
+		}
+	})
+	t.Run("bad memprofile", func(t *testing.T) {
+		// A heap profile's path is tried before the run, not after it.
+		var out, errs bytes.Buffer
+		code := run([]string{"-fast", "-quiet", "-memprofile", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
+		if code != 1 || !strings.HasPrefix(errs.String(), "chatsim: -memprofile: ") || out.Len() != 0 {
+			t.Errorf("exit %d, stderr %q, stdout %.80q", code, errs.String(), out.String())
+		}
+	})
+	t.Run("bad trace", func(t *testing.T) {
+		// When the trace cannot start, the CPU profile started before it is
+		// stopped, and no heap profile is written for a run that never ran.
+		var out, errs bytes.Buffer
+		mem := filepath.Join(dir, "mem2.out")
+		code := run([]string{"-fast", "-quiet", "-cpuprofile", filepath.Join(dir, "cpu2.out"), "-memprofile", mem, "-trace", filepath.Join(dir, "no", "such", "dir")}, &out, &errs)
+		if code != 1 || !strings.Contains(errs.String(), "-trace:") {
+			t.Errorf("exit %d, %q", code, errs.String())
+		}
+		if _, err := os.Stat(mem); err == nil {
+			t.Error("a heap profile was written for a run that did not start")
+		}
+		if err := pprof.StartCPUProfile(io.Discard); err != nil {
+			t.Errorf("the CPU profile was left running: %v", err)
+		} else {
+			pprof.StopCPUProfile()
+		}
+	})
 }
 
 // brokenWriter fails after n writes with err.
@@ -190,16 +224,20 @@ func (w *brokenWriter) Write(p []byte) (int, error) {
 // stderr. Any other write error ends it too, with one line and status 1.
 func TestBrokenOutput(t *testing.T) {
 	for _, fast := range []string{"-fast", "-fast=false"} {
-		var errs bytes.Buffer
-		code := run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{1, syscall.EPIPE}, &errs)
-		if code != 0 || errs.Len() != 0 {
-			t.Errorf("%s, reader gone: exit %d, stderr %q", fast, code, errs.String())
-		}
-		errs.Reset()
-		code = run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{1, syscall.ENOSPC}, &errs)
-		if code != 1 || errs.String() != "chatsim: writing the output: no space left on device\n" {
-			t.Errorf("%s, disk full: exit %d, stderr %q", fast, code, errs.String())
-		}
+		t.Run(fast+" reader gone", func(t *testing.T) {
+			var errs bytes.Buffer
+			code := run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{1, syscall.EPIPE}, &errs)
+			if code != 0 || errs.Len() != 0 {
+				t.Errorf("exit %d, stderr %q", code, errs.String())
+			}
+		})
+		t.Run(fast+" disk full", func(t *testing.T) {
+			var errs bytes.Buffer
+			code := run([]string{fast, "-users", "30", "-tick", "1ms"}, &brokenWriter{1, syscall.ENOSPC}, &errs)
+			if code != 1 || errs.String() != "chatsim: writing the output: no space left on device\n" {
+				t.Errorf("exit %d, stderr %q", code, errs.String())
+			}
+		})
 	}
 }
 
@@ -210,10 +248,12 @@ func TestFastDurationRoundsUp(t *testing.T) {
 		{"500ms", "1s, 1 tick"},
 		{"2500ms", "3s, 3 ticks"},
 	} {
-		out := runArgs(t, "-fast", "-quiet", "-duration", tc.duration)
-		if want := "  run         " + tc.run + ", duration reached\n"; !strings.Contains(out, want) {
-			t.Errorf("-duration %s: want %q in\n%s", tc.duration, want, out)
-		}
+		t.Run(tc.duration, func(t *testing.T) {
+			out := runArgs(t, "-fast", "-quiet", "-duration", tc.duration)
+			if want := "  run         " + tc.run + ", duration reached\n"; !strings.Contains(out, want) {
+				t.Errorf("want %q in\n%s", want, out)
+			}
+		})
 	}
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
-	"math/bits"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +53,15 @@ type Settings struct {
 	Tick   string  `json:"tick"`
 	Chance float64 `json:"chance"`
 	Delay  string  `json:"delay,omitempty"`
+}
+
+// delayText says the injected delay, if any, as the start line and the
+// summary show it.
+func (st Settings) delayText() string {
+	if st.Delay == "" {
+		return ""
+	}
+	return ", delay up to " + st.Delay
 }
 
 func settingsOf(c Config) Settings {
@@ -125,34 +132,59 @@ type finalView struct {
 	Rooms []string `json:"rooms"`
 }
 
+// runFacts are what the run itself knows at its end, beside the users'
+// own figures.
+type runFacts struct {
+	Online     int
+	Stopped    string
+	RunTime    time.Duration // simulated in fast mode
+	Wall       time.Duration // from the first tick to the end of the drain
+	FastTicks  int64         // fast mode: action ticks run
+	LiveRooms  Spark
+	Deliveries Spark
+}
+
 // report builds the report once every user has exited.
 func (s *Sim) report() *Report {
-	c := s.cfg
-	r := &Report{Settings: settingsOf(c), Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime.Seconds()}
+	stats := make([]userStats, len(s.users))
+	views := make([]*View, len(s.users))
+	for i, u := range s.users {
+		stats[i] = u.stats()
+		if s.dropped != nil {
+			stats[i].Skipped += s.dropped[i]
+		}
+		views[i] = u.finalView()
+	}
+	facts := runFacts{
+		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,
+		LiveRooms: s.live.spark(), Deliveries: s.delivers.spark(),
+	}
+	return buildReport(s.cfg, facts, stats, views)
+}
+
+// buildReport gathers the summary from values: the settings, what the run
+// knows, each user's figures and each user's final view.
+func buildReport(c Config, run runFacts, users []userStats, views []*View) *Report {
+	r := &Report{Settings: settingsOf(c), Online: run.Online, Stopped: run.Stopped, RunTime: run.RunTime.Seconds()}
 	var lat histTotal
 	var tot Counts
-	for i, u := range s.users {
-		v := u.view
-		skipped := u.skipped
-		if s.dropped != nil {
-			skipped += s.dropped[i]
-		}
-		r.Served += u.ticks
-		r.Skipped += skipped
-		r.Ticks = max(r.Ticks, u.ticks+skipped)
-		r.Actions.Total += u.acted
-		r.Traffic.Delivered += u.sent
-		r.Messages.Held += int64(v.HeldCount())
-		tot.add(&v.Counts)
-		if u.lat != nil {
-			lat.add(u.lat)
+	for _, u := range users {
+		r.Served += u.Ticks
+		r.Skipped += u.Skipped
+		r.Ticks = max(r.Ticks, u.Ticks+u.Skipped)
+		r.Actions.Total += u.Acted
+		r.Traffic.Delivered += u.Sent
+		r.Messages.Held += u.Held
+		tot.add(&u.Counts)
+		if u.Latency != nil {
+			lat.add(u.Latency)
 		}
 	}
 	if c.Fast {
-		r.Ticks = s.ticks
+		r.Ticks = run.FastTicks
 	}
-	if !c.Fast && s.wall > 0 {
-		r.Traffic.PerSecond = float64(r.Traffic.Delivered) / s.wall.Seconds()
+	if !c.Fast && run.Wall > 0 {
+		r.Traffic.PerSecond = float64(r.Traffic.Delivered) / run.Wall.Seconds()
 	}
 	r.Actions.Create = Action{tot.Creates, tot.CreateFailed}
 	r.Actions.Message = Action{tot.Messages, tot.MessageFailed}
@@ -165,14 +197,9 @@ func (s *Sim) report() *Report {
 	if !c.Fast && lat.n > 0 {
 		r.Latency = &Latency{lat.quantile(0.50), lat.quantile(0.95), lat.quantile(0.99), lat.max}
 	}
-	r.LiveRooms = s.live.spark()
-	r.Deliveries = s.delivers.spark()
-
-	views := make([]*View, len(s.users))
-	for i, u := range s.users {
-		views[i] = u.view
-	}
-	r.Problems = check(views, &tot, r)
+	r.LiveRooms = run.LiveRooms
+	r.Deliveries = run.Deliveries
+	r.Problems = check(views, &tot, r.Messages.Held)
 	r.Converged = len(r.Problems) == 0
 	if c.JSON {
 		for _, v := range views {
@@ -189,12 +216,13 @@ func (s *Sim) report() *Report {
 // maxProblems caps how many differences the verdict lists.
 const maxProblems = 5
 
-// check compares every user's final view and the run's accounting. It
+// check compares every user's final view and the users' summed counts,
+// with the messages still held back. It
 // returns what is wrong, or nothing when the run converged: every user has
 // the same live rooms, no two live rooms share a group, every room created
 // was closed, replaced or is live, and every message reached every other
 // member of its room exactly once.
-func check(views []*View, tot *Counts, r *Report) []string {
+func check(views []*View, tot *Counts, held int64) []string {
 	var problems []string
 	add := func(format string, args ...any) {
 		if len(problems) < maxProblems {
@@ -228,8 +256,8 @@ func check(views []*View, tot *Counts, r *Report) []string {
 	if n := tot.Closed + tot.Duplicates + tot.OwnLive; n != tot.Created {
 		add("%d rooms created, but %d closed, replaced or live", tot.Created, n)
 	}
-	if r.Messages.Held > 0 {
-		add("%d messages still held back", r.Messages.Held)
+	if held > 0 {
+		add("%d messages still held back", held)
 	}
 	if tot.Deliveries != tot.Expected {
 		add("%d deliveries, but messages were owed %d", tot.Deliveries, tot.Expected)
@@ -276,10 +304,7 @@ func (r *Report) writeText(w io.Writer) error {
 	}
 	b.WriteString("\nsummary\n")
 	p("seed", "%d (repeat the run with -seed %d)", r.Seed, r.Seed)
-	mode := r.Mode
-	if r.Delay != "" {
-		mode += ", delay up to " + r.Delay
-	}
+	mode := r.Mode + r.delayText()
 	online := ""
 	if r.Online < r.Users {
 		online = fmt.Sprintf(" (%d came online before the stop)", r.Online)
@@ -329,165 +354,4 @@ func (r *Report) writeJSON(w io.Writer) error {
 	}{"summary", r})
 	_, err := w.Write(b)
 	return err
-}
-
-// fmtCount writes a rate with three significant digits and a k or M.
-func fmtCount(x float64) string {
-	switch {
-	case x >= 1e6:
-		return fmt.Sprintf("%.3gM", x/1e6)
-	case x >= 1e3:
-		return fmt.Sprintf("%.3gk", x/1e3)
-	default:
-		return fmt.Sprintf("%.3g", x)
-	}
-}
-
-// plural writes a count and a noun, in the plural unless the count is 1.
-func plural(n int64, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	if strings.HasSuffix(noun, "y") {
-		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
-}
-
-func fmtSeconds(s float64) string {
-	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
-}
-
-func fmtDur(d time.Duration) string {
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond).String()
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond).String()
-	default:
-		return d.Round(time.Microsecond / 10).String()
-	}
-}
-
-// sparkWidth is the most characters a sparkline takes.
-const sparkWidth = 48
-
-// series keeps a value sampled over a run in at most sparkWidth buckets:
-// when they are full, neighbours are merged and each bucket covers twice as
-// many samples. Memory stays fixed however long the run.
-type series struct {
-	sum []float64
-	n   []int
-	per int // samples per bucket
-}
-
-func newSeries(width int) series {
-	return series{sum: make([]float64, 0, width), n: make([]int, 0, width), per: 1}
-}
-
-func (s *series) add(x float64) {
-	if k := len(s.n); k > 0 && s.n[k-1] < s.per {
-		s.sum[k-1] += x
-		s.n[k-1]++
-		return
-	}
-	if len(s.n) == cap(s.n) {
-		h := len(s.n) / 2
-		for i := range h {
-			s.sum[i] = s.sum[2*i] + s.sum[2*i+1]
-			s.n[i] = s.n[2*i] + s.n[2*i+1]
-		}
-		s.sum, s.n, s.per = s.sum[:h], s.n[:h], s.per*2
-	}
-	s.sum = append(s.sum, x)
-	s.n = append(s.n, 1)
-}
-
-var sparks = []rune("▁▂▃▄▅▆▇█")
-
-// spark draws the bucket averages from 0 to the largest.
-func (s *series) spark() Spark {
-	if len(s.n) == 0 {
-		return Spark{Line: "(no samples)"}
-	}
-	avg := make([]float64, len(s.n))
-	top := 0.0
-	for i := range avg {
-		avg[i] = s.sum[i] / float64(s.n[i])
-		top = max(top, avg[i])
-	}
-	var b strings.Builder
-	for _, x := range avg {
-		i := 0
-		if top > 0 {
-			i = int(math.Round(x / top * float64(len(sparks)-1)))
-		}
-		b.WriteRune(sparks[i])
-	}
-	return Spark{Line: b.String(), Max: top}
-}
-
-// hist is a log-linear histogram of durations: sixteen buckets per power of
-// two, so a quantile is within 1/16 of the truth, in fixed memory. Each
-// user keeps one with 32-bit counters (4 KiB); the report sums them into a
-// histTotal, whose counters are 64-bit.
-type hist struct {
-	counts [histBuckets]uint32
-	n      int64
-	max    time.Duration
-}
-
-// histBuckets is one more than the largest histBucket of a time.Duration.
-const histBuckets = 60 * 16
-
-func histBucket(v uint64) int {
-	if v < 16 {
-		return int(v)
-	}
-	e := bits.Len64(v) - 5 // v>>e is in [16, 32)
-	return (e+1)*16 + int(v>>e) - 16
-}
-
-// histUpper is the largest value in bucket i.
-func histUpper(i int) time.Duration {
-	if i < 16 {
-		return time.Duration(i)
-	}
-	e := i/16 - 1
-	return time.Duration((uint64(16+i%16+1) << e) - 1)
-}
-
-func (h *hist) add(d time.Duration) {
-	d = max(d, 0)
-	h.counts[histBucket(uint64(d))]++
-	h.n++
-	h.max = max(h.max, d)
-}
-
-// histTotal is the sum of users' histograms.
-type histTotal struct {
-	counts [histBuckets]int64
-	n      int64
-	max    time.Duration
-}
-
-func (t *histTotal) add(h *hist) {
-	for i, c := range h.counts {
-		t.counts[i] += int64(c)
-	}
-	t.n += h.n
-	t.max = max(t.max, h.max)
-}
-
-// quantile returns the upper end of the bucket that holds the q-quantile.
-func (t *histTotal) quantile(q float64) time.Duration {
-	rank := int64(math.Ceil(q * float64(t.n)))
-	var seen int64
-	for i, c := range t.counts {
-		seen += c
-		if seen >= rank && c > 0 {
-			return min(histUpper(i), t.max)
-		}
-	}
-	return t.max
 }

@@ -3,12 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"runtime"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -19,12 +18,19 @@ import (
 func simulate(t testing.TB, ctx context.Context, cfg Config) (*Report, string) {
 	t.Helper()
 	var out, errs bytes.Buffer
-	s := newSim(cfg, &out, &errs)
-	rep := s.run(ctx)
-	if err := s.out.Flush(); err != nil {
+	rep, err := newSim(cfg, &out, &errs).run(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return rep, out.String()
+}
+
+// newSimInbox is newSim with inboxes of the given capacity, smaller than a
+// run would pick, so that sends find them full.
+func newSimInbox(cfg Config, inbox int) *Sim {
+	s := newSim(cfg, io.Discard, io.Discard)
+	s.net = newNetwork(cfg.Users, inbox, cfg.Fast, cfg.Tick, cfg.Delay)
+	return s
 }
 
 func requireConverged(t testing.TB, rep *Report) {
@@ -90,12 +96,13 @@ func TestNetworkAccountsForEveryDelivery(t *testing.T) {
 			time.Sleep(90 * time.Second) // stop with deliveries held back by the delay
 			cancel()
 		}()
-		requireConverged(t, s.run(ctx))
-		if n := s.inflight.Load(); n != 0 {
+		rep, _ := s.run(ctx)
+		requireConverged(t, rep)
+		if n := s.net.inflight.Load(); n != 0 {
 			t.Errorf("%d deliveries still counted in flight", n)
 		}
-		for e := range s.flight {
-			if n := s.flight[e].Load(); n != 0 {
+		for e := range s.net.byEpoch {
+			if n := s.net.byEpoch[e].Load(); n != 0 {
 				t.Errorf("epoch slot %d still counts %d", e, n)
 			}
 		}
@@ -107,8 +114,11 @@ func TestNetworkAccountsForEveryDelivery(t *testing.T) {
 // deadlock (synctest.Test reports a deadlock as a failure).
 func TestFullChannelsDoNotDeadlock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := Config{Users: 40, Seed: 7, Tick: time.Second, Chance: 1, Duration: time.Minute, Quiet: true, inbox: 1}
-		rep, _ := simulate(t, context.Background(), cfg)
+		cfg := Config{Users: 40, Seed: 7, Tick: time.Second, Chance: 1, Duration: time.Minute, Quiet: true}
+		rep, err := newSimInbox(cfg, 1).run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
 		requireConverged(t, rep)
 		if rep.Actions.Total < 40*50 {
 			t.Errorf("only %d actions", rep.Actions.Total)
@@ -131,22 +141,27 @@ func TestOverloadSkipsTicks(t *testing.T) {
 
 // A run stopped before every user is online stops cleanly.
 func TestStopDuringStartup(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		for _, fast := range []bool{false, true} {
-			rep, _ := simulate(t, ctx, Config{Users: 50, Seed: 1, Tick: time.Second, Chance: 0.3, Fast: fast})
-			requireConverged(t, rep)
-			if rep.Actions.Total != 0 || rep.Stopped != "interrupted" || rep.Online != 0 {
-				t.Errorf("fast=%v: %d actions, stopped %q, %d online", fast, rep.Actions.Total, rep.Stopped, rep.Online)
-			}
-			var out bytes.Buffer
-			rep.writeText(&out)
-			if !strings.Contains(out.String(), "users       50 (0 came online before the stop)") {
-				t.Errorf("summary does not say who came online:\n%s", out.String())
-			}
-		}
-	})
+	for _, fast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fast=%v", fast), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel()
+				rep, _ := simulate(t, ctx, Config{Users: 50, Seed: 1, Tick: time.Second, Chance: 0.3, Fast: fast, JSON: true})
+				requireConverged(t, rep)
+				if rep.Actions.Total != 0 || rep.Stopped != "interrupted" || rep.Online != 0 {
+					t.Errorf("%d actions, stopped %q, %d online", rep.Actions.Total, rep.Stopped, rep.Online)
+				}
+				var out bytes.Buffer
+				rep.writeText(&out)
+				if !strings.Contains(out.String(), "users       50 (0 came online before the stop)") {
+					t.Errorf("summary does not say who came online:\n%s", out.String())
+				}
+				if err := rep.writeJSON(io.Discard); err != nil {
+					t.Errorf("JSON summary: %v", err)
+				}
+			})
+		})
+	}
 }
 
 // Cancelling a real-time run stops it: users stop acting, what is in flight
@@ -178,117 +193,5 @@ func TestNoGoroutinesLeft(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("%d goroutines after the run, %d before", n, before)
-	}
-}
-
-// Two users whose channels are both full send to each other at once. A
-// plain blocking send would deadlock here; each keeps taking its own
-// deliveries while it waits, and both sends complete in order.
-func TestSendWhileBothChannelsFull(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := newSim(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 1, inbox: 1}, io.Discard, io.Discard)
-		a, b := newUser(s, 1), newUser(s, 2)
-		a.view.Learn(1, 2, 0)
-		b.view.Learn(1, 2, 0)
-		old := &Event{Kind: CloseEvent, From: 9, Clock: 1}
-		s.dir[1] <- Delivery{Event: old}
-		s.dir[2] <- Delivery{Event: old}
-		evA := a.view.Create(newGroup(2, 1, 2), 0)
-		evB := b.view.Create(newGroup(2, 1, 2), 0)
-		// Each sends, then goes on receiving, as its loop would, until
-		// both sends are done.
-		sent, stop := make(chan struct{}), make(chan struct{})
-		var wg sync.WaitGroup
-		for _, p := range []struct {
-			u  *User
-			ev *Event
-		}{{a, evA}, {b, evB}} {
-			wg.Go(func() {
-				p.u.fanOut(p.ev)
-				sent <- struct{}{}
-				for {
-					select {
-					case d := <-p.u.EventChannel:
-						p.u.stash(d)
-					case <-stop:
-						return
-					}
-				}
-			})
-		}
-		<-sent
-		<-sent
-		close(stop)
-		wg.Wait()
-		// Nothing is lost and each sender's order holds: every user has the
-		// delivery that was in its way, then the other's create.
-		for _, c := range []struct {
-			u     *User
-			other *Event
-		}{{a, evB}, {b, evA}} {
-			for len(c.u.EventChannel) > 0 {
-				c.u.stash(<-c.u.EventChannel)
-			}
-			if len(c.u.backlog) != 2 || c.u.backlog[0].Event != old || c.u.backlog[1].Event != c.other {
-				t.Errorf("%s received %v, want the old delivery, then the other's create", uidName(c.u.UID), c.u.backlog)
-			}
-		}
-	})
-}
-
-// A message delivered twice to one member and never to another passes the
-// count, but not the checksum of who got what.
-func TestCheckFindsMisdelivery(t *testing.T) {
-	w := newWorld(t, 3)
-	w.all(w.v(1).Create(w.group(1, 2, 3), 0))
-	msg := w.v(1).Send(0, 0)
-	w.deliver(2, msg)
-	w.deliver(2, msg) // and never to user_3
-	var tot Counts
-	for _, v := range w.views {
-		v.Finish()
-		tot.add(&v.Counts)
-	}
-	if tot.Deliveries != tot.Expected {
-		t.Fatalf("deliveries %d, owed %d: the counts should agree here", tot.Deliveries, tot.Expected)
-	}
-	want := []string{"as many deliveries as owed, but not to the members they were owed to"}
-	if got := check(w.views, &tot, &Report{}); !slices.Equal(got, want) {
-		t.Errorf("problems = %q, want %q", got, want)
-	}
-}
-
-// The verdict compares views: when they disagree it fails and says how.
-func TestCheckFindsDisagreement(t *testing.T) {
-	w := newWorld(t, 3)
-	ev := w.v(1).Create(w.group(1, 2), 0)
-	w.deliver(2, ev) // user_3 never hears of it
-	msg := w.v(1).Send(0, 0)
-	w.deliver(3, msg) // held by user_3, never delivered to user_2
-	for _, v := range w.views {
-		v.Finish()
-	}
-	var tot Counts
-	for _, v := range w.views {
-		tot.add(&v.Counts)
-	}
-	r := &Report{Settings: Settings{Users: 3}}
-	r.Messages.Held = int64(w.v(3).HeldCount())
-	r.Problems = check(w.views, &tot, r)
-	want := []string{
-		"user_1 and user_3 disagree: only the first has chat 1.1 live",
-		"1 messages still held back",
-		"0 deliveries, but messages were owed 1",
-	}
-	if !slices.Equal(r.Problems, want) {
-		t.Errorf("problems = %q, want %q", r.Problems, want)
-	}
-	var out bytes.Buffer
-	r.writeText(&out)
-	if !strings.Contains(out.String(), "verdict     NOT CONVERGED\n              user_1 and user_3 disagree") {
-		t.Errorf("summary:\n%s", out.String())
-	}
-	if d := diffRooms(nil, []Stamp{{2, 1}}); d != "only the second has chat 2.1 live" {
-		t.Errorf("diff = %q", d)
 	}
 }

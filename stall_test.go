@@ -31,6 +31,6 @@ func TestOutputStallKeepsConvergence(t *testing.T) {
 	}
 	cfg := Config{Users: 30, Seed: 3, Tick: 5 * time.Millisecond, Chance: 0.3, Delay: 200 * time.Millisecond, Duration: 8 * time.Second}
 	w := &stallWriter{start: time.Now(), after: 0, stall: 4 * time.Second}
-	rep := newSim(cfg, w, io.Discard).run(context.Background())
+	rep, _ := newSim(cfg, w, io.Discard).run(context.Background())
 	requireConverged(t, rep)
 }

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// goldenRuns are small fast runs, with injected delay, whose whole output
+// is checked in under testdata/.
+var goldenRuns = []struct {
+	file string
+	args []string
+}{
+	{"fast.golden", []string{"-fast", "-users", "5", "-duration", "60s", "-seed", "7", "-delay", "3s"}},
+	{"fast.jsonl.golden", []string{"-fast", "-json", "-users", "5", "-duration", "60s", "-seed", "7", "-delay", "3s"}},
+}
+
+// A fast run is a function of its flags and seed: it matches the output
+// checked in under testdata/ byte for byte. go test -run Golden -update
+// rewrites the files after a deliberate change.
+func TestGolden(t *testing.T) {
+	for _, g := range goldenRuns {
+		t.Run(g.file, func(t *testing.T) {
+			got := runArgs(t, g.args...)
+			path := filepath.Join("testdata", g.file)
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (go test -run Golden -update writes it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("%v differs from %s:\n%s", g.args, path, firstDiff(string(want), got))
+			}
+		})
+	}
+}
+
+// firstDiff describes the first line where two outputs differ.
+func firstDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := range min(len(w), len(g)) {
+		if w[i] != g[i] {
+			return fmt.Sprintf("line %d\nwant %s\ngot  %s", i+1, w[i], g[i])
+		}
+	}
+	return fmt.Sprintf("want %d lines, got %d", len(w), len(g))
+}

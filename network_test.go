@@ -1,0 +1,301 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// realNetwork is a real-time network of users users with inboxes of the
+// given capacity.
+func realNetwork(users, inbox int) *Network {
+	return newNetwork(users, inbox, false, time.Second, 0)
+}
+
+// Admission never waits: past the capacity it refuses, and room given
+// back can be taken again. A refusal leaves nothing counted.
+func TestAdmissionRefusesWhenFull(t *testing.T) {
+	n := realNetwork(2, 64) // capacity 128
+	e, ok := n.admit(100)
+	if !ok || e != 1 {
+		t.Fatalf("admit(100) = %d, %v; want epoch 1, admitted", e, ok)
+	}
+	if _, ok := n.admit(29); ok {
+		t.Fatal("admitted 129 deliveries into a capacity of 128")
+	}
+	if got := n.inflight.Load(); got != 100 {
+		t.Fatalf("a refusal left %d in flight, want 100", got)
+	}
+	if _, ok := n.admit(28); !ok {
+		t.Fatal("refused 128 deliveries into a capacity of 128")
+	}
+	n.retire(e, 100)
+	if _, ok := n.admit(100); !ok {
+		t.Fatal("room given back cannot be taken again")
+	}
+	if got := n.byEpoch[1].Load(); got != 128 {
+		t.Errorf("epoch 1 counts %d, want 128", got)
+	}
+}
+
+// An epoch is stable only once every delivery counted under it has been
+// retired, and never before the current epoch is two past it.
+func TestStableWaitsForEveryDelivery(t *testing.T) {
+	n := realNetwork(4, 64)
+	e, _ := n.admit(3)
+	for range 5 {
+		n.advanceEpoch()
+	}
+	if w, _ := n.stability(); w != e {
+		t.Fatalf("stable %d with 3 deliveries of epoch %d in flight, want %d", w, e, e)
+	}
+	n.retire(e, 2)
+	n.advanceEpoch()
+	if w, _ := n.stability(); w != e {
+		t.Fatalf("stable %d with 1 delivery of epoch %d in flight, want %d", w, e, e)
+	}
+	n.retire(e, 1)
+	n.advanceEpoch()
+	w, h := n.stability()
+	// The epoch the clock judged last is two before the one it started.
+	if epoch := n.epoch.Load(); w != epoch-2 || h != epoch {
+		t.Errorf("stable %d, horizon %d at epoch %d; want %d and %d", w, h, epoch, epoch-2, epoch)
+	}
+}
+
+// Users admitting, sending and retiring while the clock advances epochs:
+// while a user holds a count under epoch e, the stable epoch never passes
+// e, however the goroutines interleave.
+func TestStableNeverPassesACountedEpoch(t *testing.T) {
+	n := realNetwork(8, 64)
+	stop := make(chan struct{})
+	var clock, users sync.WaitGroup
+	clock.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				n.advanceEpoch()
+			}
+		}
+	})
+	for range 4 {
+		users.Go(func() {
+			for range 20000 {
+				e, ok := n.admit(1)
+				if !ok {
+					continue
+				}
+				if w, _ := n.stability(); w > e {
+					t.Errorf("stable %d passed epoch %d, which still counts a delivery", w, e)
+				}
+				n.retire(e, 1)
+			}
+		})
+	}
+	users.Wait()
+	close(stop)
+	clock.Wait()
+}
+
+// The clock stops advancing the epoch rather than reuse the slot of one
+// that is not stable: a delivery that never arrives holds every epoch.
+func TestEpochRingStopsAdvancing(t *testing.T) {
+	n := realNetwork(2, 64)
+	e, _ := n.admit(1)
+	for range 3 * epochRing {
+		n.advanceEpoch()
+	}
+	w, _ := n.stability()
+	if epoch := n.epoch.Load(); w != e || epoch-w >= epochRing {
+		t.Fatalf("stable %d, epoch %d: the ring of %d was overrun", w, epoch, epochRing)
+	}
+	n.retire(e, 1)
+	n.advanceEpoch()
+	if w, _ := n.stability(); w == e {
+		t.Error("stable did not move once the delivery was retired")
+	}
+}
+
+// In lockstep the stable epoch and the horizon are exact: neither could be
+// one epoch later (stable) or earlier (horizon) without being wrong. Epochs
+// are ticks; users send from tick 1; on tick t a user reclaims, then
+// applies the deliveries due on t, then acts; a delivery sent on tick s is
+// due on s+1 to s+1+delay.
+func TestLockstepStabilityIsExact(t *testing.T) {
+	for delay := int64(0); delay <= 5; delay++ {
+		t.Run(fmt.Sprintf("delay=%d", delay), func(t *testing.T) {
+			// appliedBy reports whether a user that has applied what is
+			// due by tick a has applied everything sent below epoch w.
+			appliedBy := func(a, w int64) bool { return w <= 1 || (w-1)+1+delay <= a }
+			for tick := int64(1); tick <= 30; tick++ {
+				w, h := lockstepStability(tick, delay)
+				stable, horizon := int64(w), int64(h)
+				// Reclaiming on tick t comes before its deliveries.
+				if !appliedBy(tick-1, stable) {
+					t.Errorf("tick %d: stable %d is too late", tick, stable)
+				}
+				if stable >= 1 && appliedBy(tick-1, stable+1) {
+					t.Errorf("tick %d: stable %d could be %d", tick, stable, stable+1)
+				}
+				// Whoever sends after the horizon has applied everything
+				// below stable.
+				for a := horizon + 1; a <= tick; a++ {
+					if !appliedBy(a, stable) {
+						t.Errorf("tick %d: horizon %d is too early: a user acting on %d has not applied all below %d", tick, horizon, a, stable)
+					}
+				}
+				if stable >= 2 && horizon >= 1 && appliedBy(horizon, stable) {
+					t.Errorf("tick %d: horizon %d could be %d", tick, horizon, horizon-1)
+				}
+			}
+		})
+	}
+}
+
+// Two users whose inboxes are both full send to each other at once. A
+// plain blocking send would deadlock here; each keeps taking its own
+// deliveries while it waits, and both sends complete in order.
+func TestSendWhileBothInboxesFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := realNetwork(2, 1)
+		a := n.connect(1, rand.New(rand.NewPCG(1, 1)))
+		b := n.connect(2, rand.New(rand.NewPCG(1, 2)))
+		old := &Event{Kind: CloseEvent, From: 9, Clock: 1}
+		a.inbox <- Delivery{Event: old}
+		b.inbox <- Delivery{Event: old}
+		evA := &Event{Kind: CreateEvent, From: 1, Clock: 1}
+		evB := &Event{Kind: CreateEvent, From: 2, Clock: 1}
+		// Each sends, then goes on receiving, as its owner's loop would,
+		// until both sends are done.
+		sent, stop := make(chan struct{}), make(chan struct{})
+		var wg sync.WaitGroup
+		for _, c := range []struct {
+			p  *Port
+			to int32
+			ev *Event
+		}{{a, 2, evA}, {b, 1, evB}} {
+			wg.Go(func() {
+				c.p.send(c.to, c.ev)
+				sent <- struct{}{}
+				for {
+					select {
+					case d := <-c.p.inbox:
+						c.p.accept(d)
+					case <-stop:
+						return
+					}
+				}
+			})
+		}
+		<-sent
+		<-sent
+		close(stop)
+		wg.Wait()
+		// Nothing is lost and each sender's order holds: every port has the
+		// delivery that was in its way, then the other's create.
+		for _, c := range []struct {
+			p     *Port
+			other *Event
+		}{{a, evB}, {b, evA}} {
+			for len(c.p.inbox) > 0 {
+				c.p.accept(<-c.p.inbox)
+			}
+			var got []*Event
+			for d, ok := c.p.nextBacklog(); ok; d, ok = c.p.nextBacklog() {
+				got = append(got, d.Event)
+			}
+			if !slices.Equal(got, []*Event{old, c.other}) {
+				t.Errorf("%s received %v, want the old delivery, then the other's create", uidName(c.p.uid), got)
+			}
+		}
+	})
+}
+
+// Applied deliveries go back to the network by the epoch they were sent
+// in, once per batch.
+func TestRetireAppliedGivesBackByEpoch(t *testing.T) {
+	n := realNetwork(2, 64)
+	p := n.connect(1, rand.New(rand.NewPCG(1, 1)))
+	e1, _ := n.admit(2)
+	n.epoch.Store(5)
+	e5, _ := n.admit(1)
+	for _, e := range []uint64{e1, e1, e5} {
+		p.delivered(&Event{Epoch: e})
+	}
+	if n.inflight.Load() != 3 {
+		t.Fatal("room went back before the batch ended")
+	}
+	p.retireApplied()
+	if n.inflight.Load() != 0 || n.byEpoch[e1].Load() != 0 || n.byEpoch[e5].Load() != 0 {
+		t.Errorf("after retiring: %d in flight, epoch %d counts %d, epoch %d counts %d",
+			n.inflight.Load(), e1, n.byEpoch[e1].Load(), e5, n.byEpoch[e5].Load())
+	}
+	if p.applied != 3 {
+		t.Errorf("applied %d, want 3", p.applied)
+	}
+}
+
+// A bucket's order is the canonical one however long the run: deliveries
+// sent on ticks 2^23-1 and 2^23, due on one tick, come out in send order,
+// then by sender.
+func TestBucketOrderOnLongRuns(t *testing.T) {
+	const tick = time.Second
+	n := newNetwork(2, 64, true, tick, 3*tick)
+	p := n.connect(1, rand.New(rand.NewPCG(1, 1)))
+	due := time.Duration(1<<23+2) * tick
+	late := &Event{From: 1, Sent: time.Duration(1<<23) * tick}
+	early := &Event{From: 2, Sent: time.Duration(1<<23-1) * tick}
+	sameTick := &Event{From: 1, Sent: early.Sent}
+	for _, ev := range []*Event{late, early, sameTick} {
+		p.file(Delivery{ev, due})
+	}
+	var got []*Event
+	p.eachDue(1<<23+2, func(ev *Event) { got = append(got, ev) })
+	if want := []*Event{sameTick, early, late}; !slices.Equal(got, want) {
+		t.Errorf("order %v, want %v", got, want)
+	}
+	var again int
+	p.eachDue(1<<23+2, func(*Event) { again++ })
+	if again != 0 {
+		t.Errorf("a bucket gave %d events twice", again)
+	}
+}
+
+// Lockstep's due times: one tick after sending, plus whole ticks of delay
+// drawn from the sender's source; real time: at once, plus up to the
+// delay.
+func TestDueTimes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		fast     bool
+		delay    time.Duration
+		min, max time.Duration
+	}{
+		{"lockstep", true, 0, time.Second, time.Second},
+		{"lockstep delay", true, 2500 * time.Millisecond, time.Second, 4 * time.Second},
+		{"real time", false, 0, 0, 0},
+		{"real time delay", false, 300 * time.Millisecond, 0, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNetwork(2, 64, tc.fast, time.Second, tc.delay)
+			p := n.connect(1, rand.New(rand.NewPCG(1, 1)))
+			seen := map[time.Duration]bool{}
+			for range 1000 {
+				d := p.due(&Event{})
+				if d < tc.min || d > tc.max || tc.fast && d%time.Second != 0 {
+					t.Fatalf("due %v, want whole ticks from %v to %v", d, tc.min, tc.max)
+				}
+				seen[d] = true
+			}
+			if tc.fast && tc.delay > 0 && len(seen) != 4 {
+				t.Errorf("%d distinct due ticks, want 4", len(seen))
+			}
+		})
+	}
+}
