@@ -110,7 +110,7 @@ const warmTicks = 5
 
 // benchChatsim runs the quiet fast simulation of n users, warms it up,
 // then times it until it has made b.N more deliveries, and drains it: it
-// drives the lockstep one step at a time, as runFast does, and stops it as
+// drives the lockstep one step at a time, as Sim.runFast does, and stops it as
 // Ctrl-C would.
 func benchChatsim(b *testing.B, n int) {
 	b.ReportAllocs()
@@ -118,7 +118,7 @@ func benchChatsim(b *testing.B, n int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.begin(ctx)
-	l := s.lockstep(ctx)
+	l := s.newLockstep(ctx)
 	for range warmTicks {
 		l.step()
 	}
@@ -128,7 +128,9 @@ func benchChatsim(b *testing.B, n int) {
 	b.ResetTimer()
 	start := time.Now()
 	for s.applied()-from < int64(b.N) {
-		l.step()
+		if !l.step() {
+			b.Fatal("the run ended before the deliveries asked for")
+		}
 	}
 	took := time.Since(start)
 	b.StopTimer()

@@ -46,7 +46,7 @@ import (
 // has been applied) and a horizon H: no user sent anything later than H
 // before it had applied every delivery sent below W. In lockstep both are
 // exact from the tick and the delay; in real time the network counts
-// deliveries in flight by epoch (see Sim.enter), and the current epoch is
+// deliveries in flight by epoch (see Network), and the current epoch is
 // always a horizon.
 //
 // A tombstone for an incarnation s* goes in two phases:
@@ -67,7 +67,6 @@ import (
 // that replaced it.
 type View struct {
 	self  int32
-	n     int   // users in the run: the width of a member set
 	upTo  int32 // knows user_1..user_upTo and itself; users come online in uid order
 	clock uint64
 	epoch uint64 // the current epoch, as the caller last said
@@ -172,12 +171,11 @@ type owned struct {
 	replaced bool // waiting in View.replacedOwn
 }
 
-// NewView returns the view of user self in a run of n users; log says
-// whether to keep log records.
-func NewView(self int32, n int, log bool) *View {
+// NewView returns the view of user self; log says whether to keep log
+// records.
+func NewView(self int32, log bool) *View {
 	v := &View{
 		self:  self,
-		n:     n,
 		log:   log,
 		rooms: make(map[groupKey]slot),
 		owned: make(map[Stamp]owned),
@@ -354,7 +352,7 @@ func (v *View) applyRoom(ev *Event, now time.Duration) {
 		return
 	}
 	v.Stale++
-	r.Kind, r.Event, r.Reason = KindStale, ev.Kind, staleReason(ev, s)
+	r.Kind, r.EventKind, r.Reason = KindStale, ev.Kind, staleReason(ev, s)
 	v.record(r)
 }
 

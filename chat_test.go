@@ -20,12 +20,22 @@ type world struct {
 func newWorld(t testing.TB, n int) *world {
 	w := &world{t: t, n: n}
 	for u := int32(1); u <= int32(n); u++ {
-		v := NewView(u, n, true)
+		v := NewView(u, true)
 		v.Learn(1, int32(n), 0)
 		v.ResetRecords()
 		w.views = append(w.views, v)
 	}
 	return w
+}
+
+// newGroup returns a group of the given uids; n is the number of users.
+func newGroup(n int, uids ...int32) *Group {
+	g := &Group{bits: make([]uint64, words(n))}
+	for _, u := range uids {
+		g.add(u)
+	}
+	g.seal()
+	return g
 }
 
 func (w *world) v(u int32) *View { return w.views[u-1] }
@@ -116,7 +126,7 @@ func TestCreateFailsWhenGroupLive(t *testing.T) {
 }
 
 func TestActionsFailWithoutRooms(t *testing.T) {
-	v := NewView(1, 3, true)
+	v := NewView(1, true)
 	if v.Create(nil, 0) != nil || v.Send(0, 0) != nil || v.Close(0, 0) != nil {
 		t.Fatal("an action without a group or a room succeeded")
 	}
@@ -192,7 +202,7 @@ func TestCloseBeforeCreate(t *testing.T) {
 	if got := kinds(recs); !slices.Equal(got, []RecordKind{KindStale}) {
 		t.Errorf("create after its close: %v, want stale", got)
 	}
-	if recs[0].Reason != "its close came first" || recs[0].Event != CreateEvent {
+	if recs[0].Reason != "its close came first" || recs[0].EventKind != CreateEvent {
 		t.Errorf("stale record = %+v", recs[0])
 	}
 	w.deliver(1, closing)
@@ -315,7 +325,7 @@ func TestMessageToReplacedDuplicate(t *testing.T) {
 }
 
 func TestLearnKnowsUsersInOrder(t *testing.T) {
-	v := NewView(3, 5, true)
+	v := NewView(3, true)
 	if v.Known() != 3 { // only itself so far, as uid 3
 		t.Errorf("Known = %d before any news", v.Known())
 	}
@@ -332,7 +342,7 @@ func TestLearnKnowsUsersInOrder(t *testing.T) {
 	if !slices.Equal(peers, []int32{1, 2, 4, 5}) {
 		t.Errorf("online records for %v", peers)
 	}
-	if NewView(1, 5, false).Known() != 1 {
+	if NewView(1, false).Known() != 1 {
 		t.Error("user_1 does not know itself")
 	}
 }

@@ -71,16 +71,6 @@ type Group struct {
 // the garbage collector never scans it.
 type groupKey [2]uint64
 
-// newGroup returns a group of the given uids; n is the number of users.
-func newGroup(n int, uids ...int32) *Group {
-	g := &Group{bits: make([]uint64, words(n))}
-	for _, u := range uids {
-		g.add(u)
-	}
-	g.seal()
-	return g
-}
-
 // words is the bitset length that holds uids 1..n.
 func words(n int) int { return (n + 64) / 64 }
 
@@ -91,8 +81,8 @@ func (g *Group) add(u int32) { g.bits[u/64] |= 1 << (u % 64) }
 // it only keys maps, so nothing printed depends on its seeds.
 func (g *Group) seal() {
 	var h1, h2 maphash.Hash
-	h1.SetSeed(fpSeeds[0])
-	h2.SetSeed(fpSeeds[1])
+	h1.SetSeed(keySeeds[0])
+	h2.SetSeed(keySeeds[1])
 	var buf [8]byte
 	size := 0
 	for _, w := range g.bits {
@@ -104,7 +94,7 @@ func (g *Group) seal() {
 	g.size, g.key = size, groupKey{h1.Sum64(), h2.Sum64()}
 }
 
-var fpSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 
 // Has reports whether user u is a member.
 func (g *Group) Has(u int32) bool {
@@ -130,6 +120,10 @@ func (g *Group) Equal(h *Group) bool {
 	}
 	return true
 }
+
+// Compare orders groups by their member bits, for sorting: 0 when they
+// have the same members.
+func (g *Group) Compare(h *Group) int { return slices.Compare(g.bits, h.bits) }
 
 // All yields the members' uids in ascending order, without allocating: the
 // one walk over a member bitset that fan-outs, logs and checksums share.

@@ -23,15 +23,11 @@ func TestFastIsDeterministic(t *testing.T) {
 	args := []string{"-fast", "-users", "12", "-duration", "120s", "-seed", "11", "-delay", "4s", "-chance", "0.6"}
 	jsonArgs := append([]string{"-json"}, args...)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	var text, js string // of the first run
+	text, js := runArgs(t, args...), runArgs(t, jsonArgs...) // the reference
 	for i, procs := range []int{1, 2, 4, 1} {
 		t.Run(fmt.Sprintf("run=%d,procs=%d", i, procs), func(t *testing.T) {
 			runtime.GOMAXPROCS(procs)
 			gotText, gotJSON := runArgs(t, args...), runArgs(t, jsonArgs...)
-			if i == 0 {
-				text, js = gotText, gotJSON
-				return
-			}
 			if gotText != text {
 				t.Errorf("text differs from the first run: %s", firstDiff(text, gotText))
 			}
@@ -50,6 +46,7 @@ func TestFastIsDeterministic(t *testing.T) {
 // with exact message accounting and nothing held back.
 func TestSeedSweep(t *testing.T) {
 	var dups, late int64
+	ran := 0
 	for seed := uint64(1); seed <= 200; seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			cfg := Config{
@@ -62,7 +59,11 @@ func TestSeedSweep(t *testing.T) {
 			}
 			dups += rep.Rooms.Duplicates
 			late += rep.Messages.Late
+			ran++
 		})
+	}
+	if ran < 200 {
+		return // one case was asked for: the sweep's totals do not apply
 	}
 	if dups == 0 || late == 0 {
 		t.Errorf("the sweep did not exercise the races: %d duplicates, %d late", dups, late)
@@ -81,8 +82,8 @@ func TestFastStateStaysBounded(t *testing.T) {
 		v := u.finalView()
 		reclaimAll(v)
 		if v.entries() != v.LiveCount() || len(v.owned) != 0 || v.tombs.len() != 0 || v.replacedOwn.len() != 0 {
-			t.Errorf("%s keeps %d entries for %d live rooms, %d own records, %d tombstones",
-				uidName(v.Self()), v.entries(), v.LiveCount(), len(v.owned), v.tombs.len())
+			t.Errorf("%s keeps %d entries for %d live rooms, %d own records, %d tombstones, %d replaced own rooms",
+				uidName(v.Self()), v.entries(), v.LiveCount(), len(v.owned), v.tombs.len(), v.replacedOwn.len())
 		}
 		if c := cap(v.tombs.untilClosed.items) + cap(v.tombs.untilSent.items); c > 1024 {
 			t.Errorf("%s: tombstone queues grew to %d", uidName(v.Self()), c)
@@ -341,11 +342,11 @@ func TestSparklinesIncludeDrain(t *testing.T) {
 	s := newSim(Config{Users: 30, Seed: 2, Tick: time.Second, Chance: 1, Quiet: true, Fast: true,
 		Duration: actionTicks * time.Second, Delay: 2 * time.Second}, io.Discard, io.Discard)
 	rep, _ := s.run(context.Background())
+	if s.delivers.per != 1 {
+		t.Fatalf("%d samples per bucket: the run is too long for this test", s.delivers.per)
+	}
 	var sampled, drained float64
 	for i, x := range s.delivers.sum {
-		if s.delivers.per != 1 {
-			t.Fatalf("%d samples per bucket: the run is too long for this test", s.delivers.per)
-		}
 		sampled += x
 		if i >= actionTicks {
 			drained += x

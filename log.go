@@ -50,19 +50,19 @@ func (k RecordKind) String() string { return kindNames[k] }
 // Record is one line of the log, from the perspective of User. Fields that
 // do not apply to a kind are zero.
 type Record struct {
-	T       time.Duration // simulation time since the start
-	User    int32
-	Kind    RecordKind
-	Room    Stamp     // the incarnation concerned (for a merge, the one kept)
-	Dropped Stamp     // merge: the incarnation dropped
-	Group   *Group    // members, where a room is announced
-	By      int32     // who caused it: creator, sender or closer
-	Peer    int32     // online: the user that came online
-	Msg     Stamp     // message id
-	Event   EventKind // stale: the kind of event ignored
-	Late    bool      // receive: the incarnation is no longer live in this view
-	Held    bool      // receive: the message waited for its room to be known
-	Reason  string
+	T         time.Duration // simulation time since the start
+	User      int32
+	Kind      RecordKind
+	Room      Stamp     // the incarnation concerned (for a merge, the one kept)
+	Dropped   Stamp     // merge: the incarnation dropped
+	Group     *Group    // members, where a room is announced
+	By        int32     // who caused it: creator, sender or closer
+	Peer      int32     // online: the user that came online
+	Msg       Stamp     // message id
+	EventKind EventKind // stale: the kind of event ignored
+	Late      bool      // receive: the incarnation is no longer live in this view
+	Held      bool      // receive: the message waited for its room to be known
+	Reason    string
 }
 
 // phrases are the messages users send; a message's text is picked by its id.
@@ -160,7 +160,7 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 	case KindStale:
 		b = append(b, "I ignored "...)
 		b = appendUID(b, rec.By)
-		if rec.Event == CreateEvent {
+		if rec.EventKind == CreateEvent {
 			b = append(b, "'s outdated create of "...)
 		} else {
 			b = append(b, "'s outdated close of "...)
@@ -257,7 +257,7 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	if !rec.Msg.IsZero() {
 		j.Msg, j.Text = rec.Msg.String(), messageText(rec.Msg)
 	}
-	switch rec.Event {
+	switch rec.EventKind {
 	case CreateEvent:
 		j.Event = "create"
 	case CloseEvent:

@@ -25,9 +25,6 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// hardExit ends the process at once on a second interrupt.
-var hardExit = os.Exit
-
 // maxUsers is the most users a run may have.
 const maxUsers = 100000
 
@@ -51,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stopSignals := onSignals(cancel)
+	stopSignals := onSignals(cancel, os.Exit)
 	defer stopSignals()
 	return execute(ctx, cfg, stdout, stderr)
 }
@@ -91,9 +88,10 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// onSignals cancels the run on the first SIGINT or SIGTERM and exits at
-// once on the second. It returns a function that stops listening.
-func onSignals(cancel func()) (stop func()) {
+// onSignals cancels the run on the first SIGINT or SIGTERM and ends the
+// process at once through exit, with 130, on the second. It returns a
+// function that stops listening.
+func onSignals(cancel func(), exit func(int)) (stop func()) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -106,7 +104,7 @@ func onSignals(cancel func()) (stop func()) {
 		}
 		select {
 		case <-sigs:
-			hardExit(130)
+			exit(130)
 		case <-done:
 		}
 	}()

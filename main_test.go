@@ -260,10 +260,8 @@ func TestFastDurationRoundsUp(t *testing.T) {
 // A second signal ends the process at once with status 130.
 func TestSecondSignalExits(t *testing.T) {
 	exited := make(chan int, 1)
-	hardExit = func(code int) { exited <- code }
-	defer func() { hardExit = os.Exit }()
 	cancelled := make(chan struct{})
-	stop := onSignals(func() { close(cancelled) })
+	stop := onSignals(func() { close(cancelled) }, func(code int) { exited <- code })
 	defer stop()
 	p, _ := os.FindProcess(os.Getpid())
 	p.Signal(os.Interrupt)

@@ -230,10 +230,11 @@ type Port struct {
 	inbox chan Delivery
 	rng   *rand.Rand
 
-	backlog queue[Delivery]   // real time: received while blocked in a send; applied next, in order
-	delayed minHeap[Delivery] // real time: deliveries whose injected delay has not passed, by due time
-	owed    []owing           // real time: applied deliveries not yet retired, by epoch
-	buckets [][]pending       // lockstep: by due tick, modulo len(buckets)
+	backlog  queue[Delivery]   // real time: received while blocked in a send; applied next, in order
+	delayed  minHeap[Delivery] // real time: deliveries whose injected delay has not passed, by due time
+	reserved reservation       // real time: room reserved for the action under way
+	owed     []owing           // real time: applied deliveries not yet retired, by epoch
+	buckets  [][]pending       // lockstep: by due tick, modulo len(buckets)
 
 	// Deliveries sent and applied. Both change only while the owner works
 	// on a phase, so the coordinator can read them between phases: their
@@ -300,10 +301,10 @@ func (p *Port) nextBacklog() (Delivery, bool) {
 	return p.backlog.pop(), true
 }
 
-// hold keeps a delivery until its injected delay has passed.
-func (p *Port) hold(d Delivery) { p.delayed.push(d) }
+// wait keeps a delivery until its injected delay has passed.
+func (p *Port) wait(d Delivery) { p.delayed.push(d) }
 
-// nextDue is when the earliest held delivery is due.
+// nextDue is when the earliest delivery kept by wait is due.
 func (p *Port) nextDue() (time.Duration, bool) {
 	if p.delayed.Len() == 0 {
 		return 0, false
@@ -311,8 +312,8 @@ func (p *Port) nextDue() (time.Duration, bool) {
 	return p.delayed.min().Due, true
 }
 
-// popHeld takes the earliest held delivery if it is due by now.
-func (p *Port) popHeld(now time.Duration) (Delivery, bool) {
+// popDue takes the earliest delivery kept by wait if it is due by now.
+func (p *Port) popDue(now time.Duration) (Delivery, bool) {
 	if p.delayed.Len() == 0 || p.delayed.min().Due > now {
 		return Delivery{}, false
 	}
@@ -348,9 +349,36 @@ func (p *Port) retireApplied() {
 	p.owed = p.owed[:0]
 }
 
-// admit and retire reserve and give back room in flight; see Network.
-func (p *Port) admit(k int64) (uint64, bool) { return p.net.admit(k) }
-func (p *Port) retire(e uint64, k int64)     { p.net.retire(e, k) }
+// reserve asks the network for room for k deliveries, before an action
+// whose fan-out is at most k (see Network.admit). It returns the epoch to
+// send them in.
+func (p *Port) reserve(k int64) (uint64, bool) {
+	e, ok := p.net.admit(k)
+	if ok {
+		p.reserved = reservation{e, k, p.sent}
+	}
+	return e, ok
+}
+
+// unreserve gives back the room reserved and not used.
+func (p *Port) unreserve() {
+	r := p.reserved
+	p.net.retire(r.epoch, r.k-(p.sent-r.sentBefore))
+	p.reserved = reservation{}
+}
+
+// reservation is room reserved in flight for one action.
+type reservation struct {
+	epoch      uint64
+	k          int64 // deliveries reserved
+	sentBefore int64 // Port.sent when reserved
+}
+
+// channel is the port's inbox: its owner's EventChannel.
+func (p *Port) channel() chan Delivery { return p.inbox }
+
+// sentCount is how many deliveries the port has sent.
+func (p *Port) sentCount() int64 { return p.sent }
 
 // stability is the network's stable epoch and horizon.
 func (p *Port) stability() (stable, horizon uint64) { return p.net.stability() }

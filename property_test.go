@@ -233,6 +233,7 @@ func runHistory(tb testing.TB, seed uint64, maxDelay, skew time.Duration) (*hist
 func TestPropertyConvergence(t *testing.T) {
 	const histories = 2000
 	var dups, late, stale int64
+	ran := 0
 	for seed := range uint64(histories) {
 		maxDelay := time.Duration(1 + seed%8)
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
@@ -255,7 +256,11 @@ func TestPropertyConvergence(t *testing.T) {
 			if h.maxState > 64 {
 				t.Errorf("a view kept %d entries", h.maxState)
 			}
+			ran++
 		})
+	}
+	if ran < histories {
+		return // one case was asked for: the totals do not apply
 	}
 	// The histories must exercise the races, or they prove nothing.
 	if dups == 0 || late == 0 || stale == 0 {

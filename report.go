@@ -31,7 +31,7 @@ type Report struct {
 	Converged bool     `json:"converged"`
 	Problems  []string `json:"problems,omitempty"`
 
-	finals []finalView // JSON mode: each user's live rooms
+	finals []finalLine // JSON mode: each user's live rooms
 }
 
 // Spark is a value over the run: a sparkline from 0 to Max.
@@ -125,8 +125,8 @@ type Latency struct {
 	Max time.Duration `json:"max_ns"`
 }
 
-// finalView is one user's live rooms after the drain, as a JSON line.
-type finalView struct {
+// finalLine is one user's live rooms after the drain, as a JSON line.
+type finalLine struct {
 	Kind  string   `json:"kind"`
 	User  string   `json:"user"`
 	Rooms []string `json:"rooms"`
@@ -144,27 +144,19 @@ type runFacts struct {
 	Deliveries Spark
 }
 
-// report builds the report once every user has exited.
-func (s *Sim) report() *Report {
-	stats := make([]userStats, len(s.users))
-	views := make([]*View, len(s.users))
-	for i, u := range s.users {
-		stats[i] = u.stats()
-		if s.dropped != nil {
-			stats[i].Skipped += s.dropped[i]
-		}
-		views[i] = u.finalView()
-	}
-	facts := runFacts{
-		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,
-		LiveRooms: s.live.spark(), Deliveries: s.delivers.spark(),
-	}
-	return buildReport(s.cfg, facts, stats, views)
+// userFigures are what a user reports of its run, as values: taken once
+// it has exited.
+type userFigures struct {
+	Ticks, Skipped, Acted int64
+	Sent                  int64 // deliveries sent, of every kind
+	Held                  int64 // messages still held back
+	Counts                Counts
+	Latency               *hist // real time only
 }
 
 // buildReport gathers the summary from values: the settings, what the run
 // knows, each user's figures and each user's final view.
-func buildReport(c Config, run runFacts, users []userStats, views []*View) *Report {
+func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Report {
 	r := &Report{Settings: settingsOf(c), Online: run.Online, Stopped: run.Stopped, RunTime: run.RunTime.Seconds()}
 	var lat histTotal
 	var tot Counts
@@ -203,7 +195,7 @@ func buildReport(c Config, run runFacts, users []userStats, views []*View) *Repo
 	r.Converged = len(r.Problems) == 0
 	if c.JSON {
 		for _, v := range views {
-			f := finalView{Kind: "final", User: uidName(v.Self()), Rooms: []string{}}
+			f := finalLine{Kind: "final", User: uidName(v.Self()), Rooms: []string{}}
 			for _, room := range v.Rooms() {
 				f.Rooms = append(f.Rooms, room.String())
 			}
@@ -217,8 +209,7 @@ func buildReport(c Config, run runFacts, users []userStats, views []*View) *Repo
 const maxProblems = 5
 
 // check compares every user's final view and the users' summed counts,
-// with the messages still held back. It
-// returns what is wrong, or nothing when the run converged: every user has
+// with the messages still held back. It returns what is wrong, or nothing when the run converged: every user has
 // the same live rooms, no two live rooms share a group, every room created
 // was closed, replaced or is live, and every message reached every other
 // member of its room exactly once.
@@ -244,7 +235,7 @@ func check(views []*View, tot *Counts, held int64) []string {
 	for _, v := range views {
 		own = append(own, v.Own()...)
 	}
-	slices.SortFunc(own, func(a, b Room) int { return slices.Compare(a.Group.bits, b.Group.bits) })
+	slices.SortFunc(own, func(a, b Room) int { return a.Group.Compare(b.Group) })
 	for i := 1; i < len(own); i++ {
 		if own[i].Group.Equal(own[i-1].Group) {
 			add("two live rooms share a group: chats %s and %s", own[i-1].Stamp, own[i].Stamp)

@@ -134,20 +134,24 @@ func TestBuildReportFromValues(t *testing.T) {
 	c := Counts{Creates: 2, Created: 2, Closed: 1, OwnLive: 1, Messages: 3, MessageFailed: 1}
 	h := new(hist)
 	h.add(time.Millisecond)
-	users := []userStats{
+	users := []userFigures{
 		{Ticks: 10, Skipped: 2, Acted: 4, Sent: 7, Counts: c, Latency: h},
 		{Ticks: 11, Skipped: 0, Acted: 3, Sent: 5, Counts: c, Latency: h},
 	}
-	run := runFacts{Online: 2, Stopped: "duration reached", RunTime: 12 * time.Second, Wall: 2 * time.Second}
-	r := buildReport(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3}, run, users, nil)
-	if r.Served != 21 || r.Skipped != 2 || r.Ticks != 12 || r.Actions.Total != 7 || r.Traffic.Delivered != 12 || r.Traffic.PerSecond != 6 {
-		t.Errorf("ticks %d/%d/%d, actions %d, traffic %+v", r.Served, r.Skipped, r.Ticks, r.Actions.Total, r.Traffic)
-	}
-	if r.Rooms.Created != 4 || r.Messages.Sent != 4 || r.Latency == nil || r.Latency.Max != time.Millisecond {
-		t.Errorf("rooms %+v, messages %+v, latency %+v", r.Rooms, r.Messages, r.Latency)
-	}
-	r = buildReport(Config{Users: 2, Fast: true}, runFacts{FastTicks: 9}, users, nil)
-	if r.Ticks != 9 || r.Traffic.PerSecond != 0 || r.Latency != nil {
-		t.Errorf("fast: ticks %d, rate %v, latency %v", r.Ticks, r.Traffic.PerSecond, r.Latency)
-	}
+	t.Run("real time", func(t *testing.T) {
+		run := runFacts{Online: 2, Stopped: "duration reached", RunTime: 12 * time.Second, Wall: 2 * time.Second}
+		r := buildReport(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3}, run, users, nil)
+		if r.Served != 21 || r.Skipped != 2 || r.Ticks != 12 || r.Actions.Total != 7 || r.Traffic.Delivered != 12 || r.Traffic.PerSecond != 6 {
+			t.Errorf("ticks %d/%d/%d, actions %d, traffic %+v", r.Served, r.Skipped, r.Ticks, r.Actions.Total, r.Traffic)
+		}
+		if r.Rooms.Created != 4 || r.Messages.Sent != 4 || r.Latency == nil || r.Latency.Max != time.Millisecond {
+			t.Errorf("rooms %+v, messages %+v, latency %+v", r.Rooms, r.Messages, r.Latency)
+		}
+	})
+	t.Run("fast", func(t *testing.T) {
+		r := buildReport(Config{Users: 2, Fast: true}, runFacts{FastTicks: 9}, users, nil)
+		if r.Ticks != 9 || r.Traffic.PerSecond != 0 || r.Latency != nil {
+			t.Errorf("ticks %d, rate %v, latency %v", r.Ticks, r.Traffic.PerSecond, r.Latency)
+		}
+	})
 }

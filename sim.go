@@ -83,9 +83,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 func (s *Sim) run(ctx context.Context) (*Report, error) {
 	s.begin(ctx)
 	if s.cfg.Fast {
-		l := s.lockstep(ctx)
-		for l.step() {
-		}
+		s.runFast(ctx)
 	} else {
 		s.runReal(ctx)
 	}
@@ -202,6 +200,13 @@ func (s *Sim) runReal(ctx context.Context) {
 	sampler.Wait()
 }
 
+// runFast runs the lockstep to its end.
+func (s *Sim) runFast(ctx context.Context) {
+	l := s.newLockstep(ctx)
+	for l.step() {
+	}
+}
+
 // lockstep is the fast-mode coordinator. Each step releases one tick to
 // every user and waits until all have finished it; when the run ends it
 // keeps releasing ticks without actions until every delivery has been
@@ -220,8 +225,8 @@ type lockstep struct {
 	nextStats time.Duration
 }
 
-// lockstep returns the coordinator of a fast run that has begun.
-func (s *Sim) lockstep(ctx context.Context) *lockstep {
+// newLockstep returns the coordinator of a fast run that has begun.
+func (s *Sim) newLockstep(ctx context.Context) *lockstep {
 	// Action ticks to run: -duration in whole ticks, rounded up, and never
 	// past maxSimTime, where simulated times would come near overflowing.
 	l := &lockstep{s: s, ctx: ctx, p: s.first, acting: true,
@@ -356,6 +361,24 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 			s.printStats(now, int64(now/s.cfg.Tick), live, deliveries, now)
 		}
 	}
+}
+
+// report builds the report once every user has exited.
+func (s *Sim) report() *Report {
+	figs := make([]userFigures, len(s.users))
+	views := make([]*View, len(s.users))
+	for i, u := range s.users {
+		figs[i] = u.figures()
+		if s.dropped != nil {
+			figs[i].Skipped += s.dropped[i]
+		}
+		views[i] = u.finalView()
+	}
+	facts := runFacts{
+		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,
+		LiveRooms: s.live.spark(), Deliveries: s.delivers.spark(),
+	}
+	return buildReport(s.cfg, facts, figs, views)
 }
 
 // printStats writes one progress line to stderr, never into the log.

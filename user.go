@@ -66,8 +66,8 @@ func newUser(net *Network, uid int32, o userOptions, out lineWriter) *User {
 	u := &User{
 		UID:          uid,
 		UserChannel:  make(chan Online, 16),
-		EventChannel: port.inbox,
-		view:         NewView(uid, o.users, o.log),
+		EventChannel: port.channel(),
+		view:         NewView(uid, o.log),
 		rng:          rng,
 		port:         port,
 		opts:         o,
@@ -162,21 +162,11 @@ func (u *User) gauge() (live, deliveries int64) {
 	return u.liveGauge.Load(), u.deliveriesGauge.Load()
 }
 
-// userStats is what a user reports of its run, as values: taken once it has
-// exited.
-type userStats struct {
-	Ticks, Skipped, Acted int64
-	Sent                  int64 // deliveries sent, of every kind
-	Held                  int64 // messages still held back
-	Counts                Counts
-	Latency               *hist // real time only
-}
-
-// stats reports the user's figures. Call it once the user has exited.
-func (u *User) stats() userStats {
-	return userStats{
+// figures reports the user's figures. Call it once the user has exited.
+func (u *User) figures() userFigures {
+	return userFigures{
 		Ticks: u.ticks, Skipped: u.skipped, Acted: u.acted,
-		Sent:    u.port.sent,
+		Sent:    u.port.sentCount(),
 		Held:    int64(u.view.HeldCount()),
 		Counts:  u.view.Counts,
 		Latency: u.lat,
@@ -192,7 +182,7 @@ func (u *User) finalView() *View { return u.view }
 // or on a select of its own channel and its delay timer while deliveries
 // are held back by -delay.
 func (u *User) runReal() {
-	users := u.UserChannel // news comes only before the first tick
+	news := u.UserChannel // news comes only before the first tick
 	wake := time.NewTimer(time.Hour)
 	wake.Stop()
 	defer wake.Stop()
@@ -210,12 +200,12 @@ func (u *User) runReal() {
 			wakeC = wake.C
 		}
 		var d Delivery
-		if users == nil && wakeC == nil {
+		if news == nil && wakeC == nil {
 			d = <-u.EventChannel
 		} else {
 			select {
 			case d = <-u.EventChannel:
-			case o := <-users:
+			case o := <-news:
 				u.learn(o, u.opts.clock.now())
 				continue
 			case <-wakeC:
@@ -230,12 +220,12 @@ func (u *User) runReal() {
 		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
 			u.handle(<-u.EventChannel, now)
 		}
-		if u.tickAt >= 0 && users != nil {
+		if u.tickAt >= 0 && news != nil {
 			// The clock starts once every user is online.
-			for len(users) > 0 {
-				u.learn(<-users, now)
+			for len(news) > 0 {
+				u.learn(<-news, now)
 			}
-			users = nil
+			news = nil
 		}
 		// A marker taken while blocked in a send lands in the backlog and
 		// sets tickAt again: run it now, not at the next arrival.
@@ -271,15 +261,14 @@ func (u *User) tick(now time.Duration) {
 	// Reserve room for the widest fan-out before the view acts: an action
 	// the view has made must be sent.
 	widest := int64(u.view.Known() - 1)
-	e, ok := u.port.admit(widest)
+	e, ok := u.port.reserve(widest)
 	if !ok {
 		u.skipped++
 		return
 	}
 	u.view.SetEpoch(e)
-	sent := u.port.sent
 	u.fanOut(u.roll(now))
-	u.port.retire(e, widest-(u.port.sent-sent))
+	u.port.unreserve()
 	for d, ok := u.port.nextBacklog(); ok; d, ok = u.port.nextBacklog() {
 		u.handle(d, u.opts.clock.now())
 	}
@@ -301,7 +290,7 @@ func (u *User) handle(d Delivery, now time.Duration) {
 		return
 	}
 	if d.Due > now {
-		u.port.hold(d)
+		u.port.wait(d)
 		return
 	}
 	u.apply(d.Event, now)
@@ -323,7 +312,7 @@ func (u *User) apply(ev *Event, now time.Duration) {
 // applyDue applies the held deliveries that are due, then reclaims what
 // the network's stability allows.
 func (u *User) applyDue(now time.Duration) {
-	for d, ok := u.port.popHeld(now); ok; d, ok = u.port.popHeld(now) {
+	for d, ok := u.port.popDue(now); ok; d, ok = u.port.popDue(now) {
 		u.apply(d.Event, now)
 	}
 	u.view.Expire(u.port.stability())
@@ -349,7 +338,7 @@ func (u *User) drain() {
 	for len(u.EventChannel) > 0 {
 		u.handle(<-u.EventChannel, now)
 	}
-	for d, ok := u.port.popHeld(forever); ok; d, ok = u.port.popHeld(forever) {
+	for d, ok := u.port.popDue(forever); ok; d, ok = u.port.popDue(forever) {
 		u.apply(d.Event, now)
 	}
 	u.view.Finish()
@@ -378,9 +367,9 @@ type phase struct {
 // sender, then the sender's clock), then rolls its action. Nothing in a tick
 // depends on the scheduler, so a run is a function of its flags and seed.
 func (u *User) runFast(first *phase) {
-	users := u.UserChannel // news comes only before the first tick
-	for p := first; ; p, users = p.next, nil {
-		u.await(users)
+	news := u.UserChannel // news comes only before the first tick
+	for p := first; ; p, news = p.next, nil {
+		u.await(news)
 		// Every announcement was sent before the first phase started.
 		for len(u.UserChannel) > 0 {
 			u.learn(<-u.UserChannel, 0)
@@ -407,18 +396,18 @@ func (u *User) runFast(first *phase) {
 
 // await takes deliveries until the coordinator's start marker, which it
 // sends down the channel behind every delivery of the last phase, and
-// announcements while users is not nil. Waiting on the user's own channel,
+// announcements while news is not nil. Waiting on the user's own channel,
 // not on one that every user shares, keeps the users from contending for
 // one lock.
-func (u *User) await(users <-chan Online) {
+func (u *User) await(news <-chan Online) {
 	for {
 		var d Delivery
-		if users == nil {
+		if news == nil {
 			d = <-u.EventChannel
 		} else {
 			select {
 			case d = <-u.EventChannel:
-			case o := <-users:
+			case o := <-news:
 				u.learn(o, 0)
 				continue
 			}
