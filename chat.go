@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"slices"
 	"time"
 )
@@ -107,6 +108,7 @@ type Counts struct {
 	NonMember  int64  // deliveries to a user outside the group: always 0
 	Merges     int64  // concurrent duplicates resolved in this view
 	Stale      int64  // outdated events ignored
+	StateRooms int64  // live rooms right after a state transfer, for a late joiner
 }
 
 // add adds o to c.
@@ -129,6 +131,7 @@ func (c *Counts) add(o *Counts) {
 	c.NonMember += o.NonMember
 	c.Merges += o.Merges
 	c.Stale += o.Stale
+	c.StateRooms += o.StateRooms
 }
 
 // slot is what a view knows about one group: 16 bytes and no pointers, since
@@ -143,10 +146,11 @@ type slot struct {
 
 // The flags of a slot.
 const (
-	closed uint8 = 1 << iota
-	member       // self is in the group
-	listed       // in View.joined: live and a member
-	holds        // View.held has messages for the group
+	closed   uint8 = 1 << iota
+	member         // self is in the group
+	listed         // in View.joined: live and a member
+	holds          // View.held has messages for the group
+	viaState       // learned from a state transfer, its create not yet seen: membership unknown
 )
 
 func (s slot) is(f uint8) bool { return s.flags&f != 0 }
@@ -339,6 +343,10 @@ func (v *View) applyRoom(ev *Event, now time.Duration) {
 		v.closeOwn(ev.Room)
 	}
 	s := v.slot(ev.Group)
+	if s.is(viaState) && ev.Kind == CreateEvent && ev.Room.pack() == s.packed {
+		v.adopt(s, ev, now)
+		return
+	}
 	if newer(s, ev) {
 		v.transition(s, ev, now)
 		return
@@ -383,7 +391,10 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	prev, wasLive := s.stamp(), s.live()
 	closing := ev.Kind == CloseEvent
 	s.packed = ev.Room.pack()
-	s.flags &^= closed
+	s.flags &^= closed | viaState
+	if g.Has(v.self) {
+		s.flags |= member
+	}
 	if closing {
 		s.flags |= closed
 	}
@@ -401,9 +412,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	case !closing && !wasLive:
 		v.live++
 		if s.is(member) {
-			s.joinedAt = int32(len(v.joined))
-			s.flags |= listed
-			v.joined = append(v.joined, g)
+			v.list(&s, g)
 		}
 		r := Record{T: now, Kind: KindSee, Room: ev.Room, By: ev.From, Group: g}
 		if own {
@@ -531,6 +540,100 @@ func (v *View) replaceOwn(s Stamp, ev *Event) {
 		v.owned[s] = o
 		v.replacedOwn.untilClosed.push(tomb{packed: s.pack(), e: v.epoch})
 	}
+}
+
+// RoomState is what a view knows of one group, as a state transfer
+// carries it: the key, the greatest incarnation seen and whether it is
+// closed. It holds no member set: a view keeps none for rooms it is not in.
+type RoomState struct {
+	Key    groupKey
+	Packed uint64
+	Closed bool
+}
+
+// Snapshot returns every group the view knows an incarnation of, live or
+// closed and not yet reclaimed, in stamp order.
+func (v *View) Snapshot() []RoomState {
+	out := make([]RoomState, 0, len(v.rooms))
+	for k, s := range v.rooms {
+		if s.packed != 0 {
+			out = append(out, RoomState{k, s.packed, s.is(closed)})
+		}
+	}
+	slices.SortFunc(out, func(a, b RoomState) int { return cmp.Compare(a.Packed, b.Packed) })
+	return out
+}
+
+// ApplyState merges a peer's snapshot, ev.State, into the view: each group
+// takes the greater of the two states, as if the events that made the
+// peer's had arrived, so a snapshot merged with events in any order
+// converges. A room learned only this way keeps its membership unknown
+// until its create arrives (adopt); a late joiner is in no room created
+// before the others knew it, and gets the create of every room that has it.
+// The view must have created no room yet: a late joiner acts only once it
+// has the state.
+func (v *View) ApplyState(ev *Event, now time.Duration) {
+	v.clock = max(v.clock, ev.Clock)
+	v.SetEpoch(ev.Epoch)
+	for _, rs := range ev.State {
+		v.clock = max(v.clock, unpack(rs.Packed).Clock)
+		s := v.rooms[rs.Key]
+		if s.packed > rs.Packed || s.packed == rs.Packed && (s.is(closed) || !rs.Closed) {
+			continue // not newer
+		}
+		var g *Group
+		if s.is(listed) {
+			g = v.joined[s.joinedAt]
+			v.unlist(&s)
+		}
+		if s.live() {
+			v.live--
+			if s.packed != rs.Packed {
+				v.Merges++
+			}
+		}
+		if s.packed != rs.Packed {
+			s.flags |= viaState
+		}
+		s.packed = rs.Packed
+		s.flags &^= closed
+		if rs.Closed {
+			s.flags |= closed
+			v.tombs.untilClosed.push(tomb{rs.Key, s.packed, v.epoch})
+		} else {
+			v.live++
+			if g != nil && !s.is(viaState) {
+				v.list(&s, g)
+			}
+		}
+		v.rooms[rs.Key] = s
+		if s.is(holds) {
+			v.releaseHeld(rs.Key, now)
+		}
+	}
+	v.StateRooms += int64(v.live)
+	v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms()})
+}
+
+// adopt takes the create of a room the view learned from a state
+// transfer: now its members are known.
+func (v *View) adopt(s slot, ev *Event, now time.Duration) {
+	s.flags &^= viaState
+	if ev.Group.Has(v.self) {
+		s.flags |= member
+		if s.live() {
+			v.list(&s, ev.Group)
+			v.record(Record{T: now, Kind: KindJoin, Room: ev.Room, By: ev.From, Group: ev.Group})
+		}
+	}
+	v.rooms[ev.Group.key] = s
+}
+
+// list adds the live room s of group g to joined.
+func (v *View) list(s *slot, g *Group) {
+	s.joinedAt = int32(len(v.joined))
+	s.flags |= listed
+	v.joined = append(v.joined, g)
 }
 
 // Expire reclaims what can no longer matter, now that every delivery sent

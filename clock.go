@@ -41,7 +41,12 @@ var (
 // whose channel is full is behind, and its tick is dropped and counted,
 // never queued; so are ticks the clock itself was too late for. Incoming
 // traffic never moves a user's tick.
-func (s *Sim) runClock(stop <-chan struct{}) {
+//
+// The clock stops at stopping, unless faults are injected: then it ends
+// them, and goes on through the drain, advancing the epoch, ticking users
+// (no tick is counted as skipped any more) and watching for the network
+// to fall silent, until done.
+func (s *Sim) runClock(stopping, done <-chan struct{}) {
 	tick := s.cfg.Tick
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
 	start := s.clock.now()
@@ -56,9 +61,18 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 	heap.Init(&h)
 	timer := time.NewTimer(h.min().at - start)
 	defer timer.Stop()
+	var epochs int64 // clock ticks so far
+	stopped, silent := false, false
 	for {
 		select {
-		case <-stop:
+		case <-stopping:
+			if s.nemesis == nil {
+				return
+			}
+			stopping, stopped = nil, true
+			s.applyFaults(epochs+1, s.clock.now(), true)
+			continue
+		case <-done:
 			return
 		case <-timer.C:
 		}
@@ -66,19 +80,30 @@ func (s *Sim) runClock(stop <-chan struct{}) {
 		for h.min().at <= now {
 			next := h.min()
 			if next.user == epochTick {
+				epochs++
+				if s.nemesis != nil && !stopped {
+					s.applyFaults(epochs, now, false)
+				}
 				s.net.advanceEpoch()
+				if stopped && !silent {
+					silent = s.net.silentNow()
+				}
 				next.at += tick
 				heap.Fix(&h, 0)
 				continue
 			}
 			if late := int64((now - next.at) / tick); late > 0 {
-				s.dropped[next.user] += late
+				if !stopped {
+					s.dropped[next.user] += late
+				}
 				next.at += time.Duration(late) * tick
 			}
 			select {
-			case s.users[next.user].EventChannel <- Delivery{tickMark, next.at}:
+			case s.users[next.user].EventChannel <- Delivery{Event: tickMark, Due: next.at}:
 			default:
-				s.dropped[next.user]++
+				if !stopped {
+					s.dropped[next.user]++
+				}
 			}
 			next.at += tick
 			heap.Fix(&h, 0)

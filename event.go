@@ -173,11 +173,16 @@ func pickGroup(rng *rand.Rand, n int, self, known int32) *Group {
 // EventKind says what an Event does to a room.
 type EventKind uint8
 
-// The three room events.
+// The three room events, then what only travels with faults on: the state
+// transfer a late joiner asks for and gets, and the links' acknowledgements.
 const (
 	CreateEvent EventKind = iota + 1
 	MessageEvent
 	CloseEvent
+	StateRequestEvent // a late joiner asks a peer for its rooms
+	StateEvent        // the peer's rooms, in Event.State
+	AckEvent          // Delivery.Ack acknowledges the reverse link
+	GapEvent          // an acknowledgement that also reports a gap: see link
 )
 
 func (k EventKind) String() string {
@@ -188,6 +193,12 @@ func (k EventKind) String() string {
 		return "message"
 	case CloseEvent:
 		return "close"
+	case StateRequestEvent:
+		return "state request"
+	case StateEvent:
+		return "state"
+	case AckEvent, GapEvent:
+		return "ack"
 	}
 	return "marker"
 }
@@ -207,6 +218,7 @@ type Event struct {
 	Group *Group
 	Sent  time.Duration // simulation time of sending, since the start
 	Epoch uint64        // the epoch it was sent in: see View on reclaiming
+	State []RoomState   // StateEvent: every group the sender knows of
 
 	// task is the runtime/trace task of the action that sent the event,
 	// set only while -trace is on: recipients log their delivery to it, so
@@ -217,17 +229,28 @@ type Event struct {
 // ID is the event's own stamp: a message id or, for a create, a room id.
 func (e *Event) ID() Stamp { return Stamp{e.Clock, e.From} }
 
-// Delivery is what travels on an EventChannel: one event for one recipient,
-// and the simulation time at which it may be applied. Due is later than
-// Event.Sent only under an injected delay (or by one tick in fast mode).
+// Delivery is what travels on an EventChannel: one transmission of an
+// event to one recipient, and the simulation time at which it may be
+// applied. Due is later than Event.Sent only under an injected delay (or
+// by one tick in fast mode), or for a retransmission.
+//
+// With faults on, the links between users number what they carry: Seq is
+// the transmission's sequence number on its link (0 for an
+// acknowledgement; for a gap report, the highest number received), and
+// Ack acknowledges the reverse link: every number below it has arrived.
 type Delivery struct {
-	Event *Event
-	Due   time.Duration
+	Event    *Event
+	Due      time.Duration
+	Seq, Ack uint32
 }
 
-// Online tells a user that users First..Last (inclusive) are online.
+// Online tells a user that users First..Last (inclusive) are online. A
+// late joiner's arrival is counted in flight under Epoch until each user
+// has learned it (0: not counted), so that the joiner knows when everything
+// sent without it in mind has arrived: see User.join.
 type Online struct {
 	First, Last int32
+	Epoch       uint64
 }
 
 // uidName renders a uid the way the log shows it.

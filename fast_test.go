@@ -139,16 +139,21 @@ var jsonSchema = map[string][]string{
 	"close_failed":   {"t", "user", "kind", "reason"},
 	"close_seen":     {"t", "user", "kind", "room", "by"},
 	"stale":          {"t", "user", "kind", "room", "by", "event", "reason"},
+	"offline":        {"t", "user", "kind"},
+	"back":           {"t", "user", "kind", "away"},
+	"state":          {"t", "user", "kind", "by", "rooms"},
+	"split":          {"t", "kind", "sides"},
+	"heal":           {"t", "kind"},
 	"final":          {"kind", "user", "rooms"},
 	"summary": {"kind", "seed", "users", "online", "mode", "tick", "chance", "stopped", "run_time", "ticks", "ticks_served",
 		"ticks_skipped", "actions", "traffic", "rooms", "messages", "live_rooms", "deliveries_per_tick", "converged"},
 }
 
 var jsonOptional = map[string][]string{
-	"start":         {"delay"},
+	"start":         {"delay", "loss", "dup", "partition", "offline", "join"},
 	"create_failed": {"room", "members"},
 	"receive":       {"held"},
-	"summary":       {"delay", "latency", "problems"},
+	"summary":       {"delay", "loss", "dup", "partition", "offline", "join", "latency", "network", "faults", "problems"},
 }
 
 var (
@@ -204,6 +209,10 @@ func checkJSONLines(t *testing.T, out string) {
 		case "start":
 			if n != 1 {
 				t.Errorf("start on line %d", n)
+			}
+		case "split", "heal": // the network's lines: no user
+			if len(finals) > 0 {
+				t.Errorf("line %d (%s) after the final views", n, kind)
 			}
 		default:
 			if len(finals) > 0 {
@@ -270,9 +279,31 @@ func checkField(t *testing.T, line int, f string, v any) {
 				bad()
 			}
 		}
-	case "t":
+	case "t", "away":
 		if x, ok := v.(float64); !ok || x < 0 {
 			bad()
+		}
+	case "sides":
+		a, ok := v.([]any)
+		if !ok || len(a) != 2 {
+			bad()
+			return
+		}
+		for _, side := range a {
+			users, ok := side.([]any)
+			if !ok || len(users) == 0 {
+				bad()
+				continue
+			}
+			for _, u := range users {
+				checkField(t, line, "user", u)
+			}
+		}
+	case "rooms": // on final and state lines; the summary's is an object
+		if a, ok := v.([]any); ok {
+			for _, r := range a {
+				checkField(t, line, "room", r)
+			}
 		}
 	case "late", "held", "converged":
 		if _, ok := v.(bool); !ok {
@@ -289,6 +320,16 @@ func checkField(t *testing.T, line int, f string, v any) {
 func TestJSONSchema(t *testing.T) {
 	t.Run("fast", func(t *testing.T) {
 		checkJSONLines(t, runArgs(t, "-fast", "-json", "-users", "6", "-duration", "200s", "-seed", "4", "-delay", "4s", "-chance", "0.5"))
+	})
+	t.Run("faults", func(t *testing.T) {
+		out := runArgs(t, "-fast", "-json", "-users", "8", "-duration", "120s", "-seed", "4", "-delay", "2s", "-chance", "0.5",
+			"-loss", "0.2", "-dup", "0.1", "-partition", "10s", "-offline", "10s", "-join", "2")
+		checkJSONLines(t, out)
+		for _, k := range []string{`"kind":"split"`, `"kind":"heal"`, `"kind":"offline"`, `"kind":"back"`, `"kind":"state"`, `"network":{"transmissions":`, `"faults":{"splits":`} {
+			if !strings.Contains(out, k) {
+				t.Errorf("the run has no %s", k)
+			}
+		}
 	})
 	t.Run("real time", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {

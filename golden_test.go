@@ -19,7 +19,13 @@ var goldenRuns = []struct {
 }{
 	{"fast.golden", []string{"-fast", "-users", "5", "-duration", "60s", "-seed", "7", "-delay", "3s"}},
 	{"fast.jsonl.golden", []string{"-fast", "-json", "-users", "5", "-duration", "60s", "-seed", "7", "-delay", "3s"}},
+	{"faults.golden", faultArgs},
+	{"faults.jsonl.golden", append([]string{"-json"}, faultArgs...)},
 }
+
+// faultArgs is a small fast run with every fault.
+var faultArgs = []string{"-fast", "-users", "6", "-duration", "60s", "-seed", "3", "-delay", "2s",
+	"-loss", "0.2", "-dup", "0.1", "-partition", "10s", "-offline", "10s", "-join", "2"}
 
 // A fast run is a function of its flags and seed: it matches the output
 // checked in under testdata/ byte for byte. go test -run Golden -update

@@ -27,6 +27,11 @@ const (
 	KindCloseFailed
 	KindCloseSeen
 	KindStale
+	KindOffline // the user went offline
+	KindBack    // the user is back
+	KindState   // a late joiner learned the rooms from a peer
+	KindSplit   // the network split: a network line, with no user
+	KindHeal    // the network healed: a network line
 )
 
 var kindNames = [...]string{
@@ -43,12 +48,17 @@ var kindNames = [...]string{
 	KindCloseFailed:   "close_failed",
 	KindCloseSeen:     "close_seen",
 	KindStale:         "stale",
+	KindOffline:       "offline",
+	KindBack:          "back",
+	KindState:         "state",
+	KindSplit:         "split",
+	KindHeal:          "heal",
 }
 
 func (k RecordKind) String() string { return kindNames[k] }
 
-// Record is one line of the log, from the perspective of User. Fields that
-// do not apply to a kind are zero.
+// Record is one line of the log, from the perspective of User, or of the
+// network when User is 0. Fields that do not apply to a kind are zero.
 type Record struct {
 	T         time.Duration // simulation time since the start
 	User      int32
@@ -63,6 +73,9 @@ type Record struct {
 	Late      bool      // receive: the incarnation is no longer live in this view
 	Held      bool      // receive: the message waited for its room to be known
 	Reason    string
+	Away      time.Duration // back: how long the user was away
+	Rooms     []Stamp       // state: the live rooms right after the transfer
+	Sides     [][]int32     // split: the users on each side; a bridge is on both
 }
 
 // phrases are the messages users send; a message's text is picked by its id.
@@ -99,7 +112,11 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 		b = r.base.Add(rec.T).AppendFormat(b, "15:04:05.000000")
 	}
 	b = append(b, ' ')
-	b = appendUID(b, rec.User)
+	if rec.User == 0 {
+		b = append(b, "network"...)
+	} else {
+		b = appendUID(b, rec.User)
+	}
 	b = append(b, "] "...)
 	switch rec.Kind {
 	case KindOnline:
@@ -168,6 +185,36 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 		b = appendChat(b, rec.Room)
 		b = append(b, ": "...)
 		b = append(b, rec.Reason...)
+	case KindOffline:
+		b = append(b, "I went offline"...)
+	case KindBack:
+		b = append(b, "I am back after "...)
+		b = append(b, fmtDur(rec.Away)...)
+		b = append(b, " away, catching up"...)
+	case KindState:
+		b = append(b, "I came online late and learned "...)
+		b = strconv.AppendInt(b, int64(len(rec.Rooms)), 10)
+		if len(rec.Rooms) == 1 {
+			b = append(b, " live chat"...)
+		} else {
+			b = append(b, " live chats"...)
+		}
+		b = appendUID(append(b, " from "...), rec.By)
+	case KindSplit:
+		b = append(b, "the network split: "...)
+		for i, side := range rec.Sides {
+			if i > 0 {
+				b = append(b, " | "...)
+			}
+			for j, u := range side {
+				if j > 0 {
+					b = append(b, ", "...)
+				}
+				b = appendUID(b, u)
+			}
+		}
+	case KindHeal:
+		b = append(b, "the network healed"...)
 	}
 	return append(b, '\n')
 }
@@ -219,24 +266,44 @@ func appendMembers(b []byte, g *Group) []byte {
 
 // jsonRecord is the JSON Lines form of a Record.
 type jsonRecord struct {
-	T           float64  `json:"t"`
-	User        string   `json:"user"`
-	Kind        string   `json:"kind"`
-	Peer        string   `json:"peer,omitempty"`
-	Room        string   `json:"room,omitempty"`
-	DroppedRoom string   `json:"dropped_room,omitempty"`
-	Members     []string `json:"members,omitempty"`
-	By          string   `json:"by,omitempty"`
-	Msg         string   `json:"msg,omitempty"`
-	Text        string   `json:"text,omitempty"`
-	Event       string   `json:"event,omitempty"`
-	Late        *bool    `json:"late,omitempty"`
-	Held        bool     `json:"held,omitempty"`
-	Reason      string   `json:"reason,omitempty"`
+	T           float64    `json:"t"`
+	User        string     `json:"user,omitempty"`
+	Kind        string     `json:"kind"`
+	Peer        string     `json:"peer,omitempty"`
+	Room        string     `json:"room,omitempty"`
+	DroppedRoom string     `json:"dropped_room,omitempty"`
+	Members     []string   `json:"members,omitempty"`
+	By          string     `json:"by,omitempty"`
+	Msg         string     `json:"msg,omitempty"`
+	Text        string     `json:"text,omitempty"`
+	Event       string     `json:"event,omitempty"`
+	Late        *bool      `json:"late,omitempty"`
+	Held        bool       `json:"held,omitempty"`
+	Reason      string     `json:"reason,omitempty"`
+	Away        float64    `json:"away,omitempty"`
+	Rooms       *[]string  `json:"rooms,omitempty"`
+	Sides       [][]string `json:"sides,omitempty"`
 }
 
 func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
-	j := jsonRecord{T: rec.T.Seconds(), User: uidName(rec.User), Kind: rec.Kind.String(), Reason: rec.Reason}
+	j := jsonRecord{T: rec.T.Seconds(), Kind: rec.Kind.String(), Reason: rec.Reason, Away: rec.Away.Seconds()}
+	if rec.User != 0 {
+		j.User = uidName(rec.User)
+	}
+	if rec.Kind == KindState {
+		rooms := make([]string, len(rec.Rooms))
+		for i, r := range rec.Rooms {
+			rooms[i] = r.String()
+		}
+		j.Rooms = &rooms
+	}
+	for _, side := range rec.Sides {
+		names := make([]string, len(side))
+		for i, u := range side {
+			names[i] = uidName(u)
+		}
+		j.Sides = append(j.Sides, names)
+	}
 	if rec.Peer != 0 {
 		j.Peer = uidName(rec.Peer)
 	}

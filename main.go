@@ -123,7 +123,7 @@ func startLine(cfg Config) []byte {
 			Settings
 		}{"start", 0, st})
 	}
-	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", st.Users, st.Seed, st.Mode, st.Tick, st.Chance) + st.delayText()
+	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", st.Users, st.Seed, st.Mode, st.Tick, st.Chance) + st.delayText() + st.faultText()
 	if cfg.Duration > 0 {
 		line += ", for " + cfg.Duration.String()
 	} else {
@@ -142,12 +142,17 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.Var(&seedValue{&cfg.Seed}, "seed", "seed `S` for every random choice; 0 picks one (the seed in use is printed, to repeat a run)")
 	fs.Var(&durValue{&cfg.Duration, 0, maxSimTime, "from 0 (until Ctrl-C) to 876000h, like 30s or 5m"}, "duration", "stop by itself after `D`, at most 876000h (simulated with -fast, in whole ticks); 0 runs until Ctrl-C")
 	fs.Var(&durValue{&cfg.Tick, minTick, maxTick, "from 100µs to 24h, like 500ms or 2s"}, "tick", "how often each user rolls for an action, `D` from 100µs to 24h")
-	fs.Var(&chanceValue{&cfg.Chance}, "chance", "chance `P` from 0 to 1 that a user acts on a tick")
+	fs.Var(&chanceValue{p: &cfg.Chance}, "chance", "chance `P` from 0 to 1 that a user acts on a tick")
 	fs.Var(&boolValue{&cfg.Quiet}, "quiet", "no per-event log: only the start line and the summary")
 	fs.Var(&boolValue{&cfg.JSON}, "json", "log and summary as JSON Lines instead of text")
 	fs.Var(&boolValue{&cfg.Fast}, "fast", "virtual time in lockstep: as fast as the CPU allows, and the same seed gives the same output")
 	fs.Var(&durValue{&cfg.Delay, 0, maxTick, "from 0 to 24h, like 2s"}, "delay", "hold each delivery back a random time up to `D`, at most 24h (with -fast, whole ticks, at most 1000)")
 	fs.Var(&durValue{&cfg.Stats, 0, maxSimTime, "from 0 (none) to 876000h, like 10s"}, "stats", "write a progress line to stderr every `D` (simulated with -fast)")
+	fs.Var(&chanceValue{&cfg.Loss, maxFault}, "loss", "lose each transmission with chance `P`, from 0 to 0.9")
+	fs.Var(&chanceValue{&cfg.Dup, maxFault}, "dup", "deliver each transmission twice with chance `P`, from 0 to 0.9")
+	fs.Var(&durValue{&cfg.Partition, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "partition", "split the network now and then, each split and each healed period lasting up to `D`")
+	fs.Var(&durValue{&cfg.Offline, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "offline", "take users offline now and then (about one in ten at a time), each for up to `D`")
+	fs.Var(&intValue{&cfg.Join, 0, maxUsers - 2}, "join", "`N` users come online late, in the first half of the run, and learn the rooms from a peer")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` at the end")
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace to `file` (go tool trace)")
@@ -159,6 +164,9 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	}
 	if ticks := wholeTicks(cfg.Delay, cfg.Tick); cfg.Fast && ticks > maxDelayTicks {
 		return cfg, fs, fmt.Errorf("-delay %v is %d ticks of %v: with -fast it must be at most %d ticks", cfg.Delay, ticks, cfg.Tick, maxDelayTicks)
+	}
+	if cfg.Join > cfg.Users-2 {
+		return cfg, fs, fmt.Errorf("-join %d with -users %d leaves fewer than 2 users online at the start: -join must be from 0 to %d", cfg.Join, cfg.Users, cfg.Users-2)
 	}
 	return cfg, fs, nil
 }
@@ -256,8 +264,15 @@ func (v *seedValue) Set(s string) error {
 	return nil
 }
 
-// chanceValue is a probability flag.
-type chanceValue struct{ p *float64 }
+// chanceValue is a probability flag, from 0 to max (1 when max is 0).
+type chanceValue struct {
+	p   *float64
+	max float64
+}
+
+// maxFault is the most a loss or duplication chance may be: beyond it a
+// run would spend itself on retransmissions.
+const maxFault = 0.9
 
 func (v *chanceValue) String() string {
 	if v.p == nil {
@@ -267,9 +282,13 @@ func (v *chanceValue) String() string {
 }
 
 func (v *chanceValue) Set(s string) error {
+	hi := v.max
+	if hi == 0 {
+		hi = 1
+	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || !(f >= 0 && f <= 1) {
-		return errors.New("must be a number from 0 to 1, like 0.3")
+	if err != nil || !(f >= 0 && f <= hi) {
+		return fmt.Errorf("must be a number from 0 to %g, like 0.3", hi)
 	}
 	*v.p = f
 	return nil

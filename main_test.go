@@ -60,6 +60,13 @@ var badInputs = []struct {
 	{[]string{"-bogus"}, `flag provided but not defined: -bogus`},
 	{[]string{"-users", "6", "extra"}, `unexpected argument "extra": chatsim takes only flags`},
 	{[]string{"-users"}, `flag needs an argument: -users`},
+	{[]string{"-loss", "1"}, `-loss: must be a number from 0 to 0.9`},
+	{[]string{"-loss", "-0.1"}, `-loss: must be a number from 0 to 0.9`},
+	{[]string{"-dup", "2"}, `-dup: must be a number from 0 to 0.9`},
+	{[]string{"-partition", "-1s"}, `-partition: must be a duration from 0 (none) to 24h`},
+	{[]string{"-offline", "soon"}, `-offline: must be a duration from 0 (none) to 24h`},
+	{[]string{"-join", "5", "-users", "6"}, `-join 5 with -users 6 leaves fewer than 2 users online at the start: -join must be from 0 to 4`},
+	{[]string{"-join", "-1"}, `-join: must be a whole number from 0 to 99998`},
 }
 
 func TestBadInput(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"container/heap"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -50,6 +51,22 @@ type Network struct {
 	delay      time.Duration // real time: each delivery is held back up to this long
 	delayTicks int64         // lockstep: the injected delay, in whole ticks
 
+	// Faults. With any of them on, the links number and acknowledge what
+	// they carry (see link), and stability is counted in lockstep too.
+	faulty    bool
+	loss, dup float64
+	split     atomic.Pointer[split] // nil while the network is whole
+	away      []atomic.Bool         // by uid: offline, or not yet online
+	joining   atomic.Int64          // late joiners online and still without their state
+	timing    linkTiming
+
+	// While a late joiner waits for its state, no view may reclaim a
+	// tombstone that the joiner could still need: see reclaimStability.
+	joinMu    sync.Mutex
+	joinNews  map[int32]uint64 // pending late joiners, by uid: the epoch of their news
+	joinFloor atomic.Uint64    // the least of those, or MaxUint64
+	tickFloor atomic.Uint64    // lockstep: joinFloor as the tick began, so that no phase sees it move
+
 	inflight atomic.Int64 // real time: deliveries admitted and not yet retired
 	capacity int64
 
@@ -57,9 +74,15 @@ type Network struct {
 	horizon       atomic.Uint64 // lockstep only; in real time the epoch is the horizon
 	byEpoch       [epochRing]atomic.Int64
 
-	// Real time: the drain waits until every user has stopped sending.
+	// Real time: the drain waits until every user has stopped sending;
+	// with faults, until every user has stopped acting and nothing is in
+	// flight (silent), then until every user has stopped tending its links
+	// (hushed).
 	sending sync.WaitGroup
+	hungUp  atomic.Int64
 	silent  chan struct{}
+	hushing sync.WaitGroup
+	hushed  chan struct{}
 }
 
 // networkCapacity is how many deliveries per user the network carries at
@@ -73,23 +96,49 @@ const networkCapacity = 64
 // stable.
 const epochRing = 1024
 
-// newNetwork returns the network of a run of users users, each with an
-// inbox of the given capacity.
-func newNetwork(users, inbox int, fast bool, tick, delay time.Duration) *Network {
+// netConfig is what a network is made from.
+type netConfig struct {
+	users, inbox int // users, and the capacity of each one's inbox
+	fast         bool
+	tick, delay  time.Duration
+	faulty       bool // faults are injected: number and acknowledge
+	loss, dup    float64
+}
+
+// newNetwork returns the network of a run.
+func newNetwork(c netConfig) *Network {
 	n := &Network{
-		inboxes: make([]chan Delivery, users+1),
-		fast:    fast,
-		tick:    tick,
-		silent:  make(chan struct{}),
+		inboxes:  make([]chan Delivery, c.users+1),
+		fast:     c.fast,
+		tick:     c.tick,
+		faulty:   c.faulty,
+		loss:     c.loss,
+		dup:      c.dup,
+		away:     make([]atomic.Bool, c.users+1),
+		silent:   make(chan struct{}),
+		hushed:   make(chan struct{}),
+		joinNews: make(map[int32]uint64),
 	}
-	for u := 1; u <= users; u++ {
-		n.inboxes[u] = make(chan Delivery, inbox)
+	n.joinFloor.Store(math.MaxUint64)
+	n.tickFloor.Store(math.MaxUint64)
+	for u := 1; u <= c.users; u++ {
+		n.inboxes[u] = make(chan Delivery, c.inbox)
 	}
-	if fast {
-		n.delayTicks = wholeTicks(delay, tick)
+	transit := c.tick + c.delay
+	if c.fast {
+		n.delayTicks = wholeTicks(c.delay, c.tick)
+		transit = time.Duration(n.delayTicks+1) * c.tick
 	} else {
-		n.delay = delay
-		n.capacity = networkCapacity * int64(users)
+		n.delay = c.delay
+	}
+	n.timing = newLinkTiming(c.tick, transit)
+	switch {
+	case !c.fast:
+		n.capacity = networkCapacity * int64(c.users)
+	case c.faulty:
+		n.capacity = math.MaxInt64 // lockstep counts what is in flight, but admits all
+	}
+	if !c.fast || c.faulty {
 		n.epoch.Store(1)
 		n.stable.Store(1)
 	}
@@ -111,13 +160,25 @@ func wholeTicks(d, tick time.Duration) int64 { return int64((d + tick - 1) / tic
 
 // connect gives user uid its port. rng is the user's own source: delays are
 // drawn from it in the order the user sends, so a lockstep run replays.
-func (n *Network) connect(uid int32, rng *rand.Rand) *Port {
+// The faults a port's transmissions meet are drawn from a source of its
+// own, derived from seed, so that they do not move the user's choices.
+func (n *Network) connect(uid int32, rng *rand.Rand, seed uint64) *Port {
 	p := &Port{net: n, uid: uid, inbox: n.inboxes[uid], rng: rng}
+	if n.faulty {
+		p.frng = rand.New(rand.NewPCG(seed, uint64(uid)<<32|0xfa17))
+		p.links = make([]link, len(n.inboxes))
+		p.ackEv = &Event{Kind: AckEvent, From: uid}
+		p.gapEv = &Event{Kind: GapEvent, From: uid}
+	}
 	if n.fast {
 		p.buckets = make([][]pending, n.delayTicks+2)
+		if n.faulty {
+			p.numbers = make([][]uint64, n.delayTicks+2)
+		}
 	} else {
 		p.delayed.before = func(a, b Delivery) bool { return a.Due < b.Due }
 		n.sending.Add(1)
+		n.hushing.Add(1)
 	}
 	n.ports = append(n.ports, p)
 	return p
@@ -168,10 +229,31 @@ func (n *Network) advanceEpoch() {
 	}
 }
 
+// count counts k deliveries in flight under the current epoch, which it
+// returns, whatever the capacity: a state transfer, or the news of a late
+// joiner, which no one may refuse. See admit for the protocol.
+func (n *Network) count(k int64) uint64 {
+	n.inflight.Add(k)
+	for {
+		e := n.epoch.Load()
+		n.byEpoch[e%epochRing].Add(k)
+		if n.epoch.Load() <= e+1 {
+			return e
+		}
+		n.byEpoch[e%epochRing].Add(-k)
+	}
+}
+
 // beginTick starts lockstep tick t: its epoch, and the stability that holds
 // before its deliveries are applied. The coordinator calls it between
-// phases, when no user is working.
+// phases, when no user is working. With faults a delivery can be on its
+// way for any number of ticks, so stability is counted as in real time.
 func (n *Network) beginTick(t int64) {
+	if n.faulty {
+		n.advanceEpoch()
+		n.tickFloor.Store(n.joinFloor.Load())
+		return
+	}
 	w, h := lockstepStability(t, n.delayTicks)
 	n.epoch.Store(uint64(t))
 	n.stable.Store(w)
@@ -194,30 +276,110 @@ func lockstepStability(t, delayTicks int64) (stable, horizon uint64) {
 // that order: an epoch read after stable is a horizon for it.
 func (n *Network) stability() (stable, horizon uint64) {
 	stable = n.stable.Load()
-	if n.fast {
+	if n.fast && !n.faulty {
 		return stable, n.horizon.Load()
 	}
 	return stable, n.epoch.Load()
 }
 
-// outstanding counts deliveries sent but not yet applied. Lockstep reads it
-// between phases, when no user is working.
+// reclaimStability is stability for reclaiming: the stable epoch held at
+// the news of the oldest late joiner still waiting for its state. A
+// joiner missed the events sent before the others knew of it, so it may
+// take an outdated event sent to it for news (a create whose group has a
+// newer incarnation it has not heard of) until its state comes. The
+// tombstone that shows it outdated must still be in the state: a view may
+// reclaim it only once everything sent before the tombstone's horizon has
+// been applied, and while that horizon is below the joiner's news nothing
+// of it was sent to the joiner.
+func (n *Network) reclaimStability() (stable, horizon uint64) {
+	stable, horizon = n.stability()
+	floor := n.joinFloor.Load()
+	if n.fast {
+		floor = n.tickFloor.Load()
+	}
+	return min(stable, floor), horizon
+}
+
+// joinPending notes that late joiner j, whose news was counted under
+// epoch e, waits for its state; joinDone that it has it.
+func (n *Network) joinPending(j int32, e uint64) {
+	n.joinMu.Lock()
+	defer n.joinMu.Unlock()
+	n.joining.Add(1)
+	n.joinNews[j] = e
+	n.joinFloor.Store(min(n.joinFloor.Load(), e))
+}
+
+func (n *Network) joinDone(j int32) {
+	n.joinMu.Lock()
+	defer n.joinMu.Unlock()
+	n.joining.Add(-1)
+	delete(n.joinNews, j)
+	floor := uint64(math.MaxUint64)
+	for _, e := range n.joinNews {
+		floor = min(floor, e)
+	}
+	n.joinFloor.Store(floor)
+}
+
+// outstanding counts deliveries sent but not yet applied, and late joiners
+// still waiting for their state. Lockstep reads it between phases, when no
+// user is working.
 func (n *Network) outstanding() int64 {
-	var k int64
+	k := n.joining.Load()
 	for _, p := range n.ports {
 		k += p.sent - p.applied
 	}
 	return k
 }
 
+// quiescent reports whether nothing is in flight: every delivery applied,
+// every late joiner with its state. In real time it is read once every
+// user has stopped acting.
+func (n *Network) quiescent() bool { return n.inflight.Load() == 0 && n.joining.Load() == 0 }
+
+// split is a partition of the network: the side or sides of each user, by
+// uid, as bits. A bridge user is on both sides.
+type split struct {
+	sides []uint8
+}
+
+// blocked reports whether a transmission from a to b is lost: the network
+// is split between them, or b is offline or not yet online.
+func (n *Network) blocked(a, b int32) bool {
+	if n.away[b].Load() {
+		return true
+	}
+	s := n.split.Load()
+	return s != nil && s.sides[a]&s.sides[b] == 0
+}
+
 // closeWhenSilent closes silent once every connected user has hung up:
 // from then on nothing more is sent, and what is in the inboxes is all
-// there is.
+// there is. With faults users go on tending their links after they hang
+// up, and the clock closes silent instead (silentNow); then hushed closes
+// once every user has stopped tending.
 func (n *Network) closeWhenSilent() {
 	go func() {
+		if n.faulty {
+			n.hushing.Wait()
+			close(n.hushed)
+			return
+		}
 		n.sending.Wait()
 		close(n.silent)
 	}()
+}
+
+// silentNow closes silent, with faults, once every user has hung up and
+// nothing is in flight, and reports whether it has. Only the clock calls
+// it, once a tick in the drain.
+func (n *Network) silentNow() bool {
+	if n.hungUp.Load() < int64(len(n.ports)) || !n.quiescent() {
+		return false
+	}
+	close(n.silent)
+	return true
 }
 
 // Port is one user's end of the network: its inbox, the deliveries that
@@ -240,6 +402,14 @@ type Port struct {
 	// on a phase, so the coordinator can read them between phases: their
 	// sums differ by what is still on its way.
 	sent, applied int64
+
+	// With faults.
+	numbers      [][]uint64 // lockstep: Seq<<32|Ack of each pending delivery, beside buckets
+	links        []link     // by peer uid
+	active       []int32    // peers whose link has something to do
+	frng         *rand.Rand // the faults this port's transmissions meet
+	ackEv, gapEv *Event     // what acknowledgements and gap reports carry
+	tx           transportCounts
 }
 
 // send puts one delivery of ev on user r's inbox. If the inbox is full it
@@ -248,8 +418,21 @@ type Port struct {
 // deadlock, and no goroutine is spawned per send. What it receives
 // meanwhile is kept, in order, for its owner.
 func (p *Port) send(r int32, ev *Event) {
-	d := Delivery{ev, p.due(ev)}
 	p.sent++
+	if p.net.faulty {
+		if p.net.fast && ev.Kind <= CloseEvent {
+			p.net.byEpoch[ev.Epoch%epochRing].Add(1) // see User.runFast
+			p.net.inflight.Add(1)
+		}
+		p.sendReliably(r, ev, ev.Sent)
+		return
+	}
+	p.put(r, Delivery{Event: ev, Due: p.due(ev.Sent)})
+}
+
+// put puts one transmission on user r's inbox. If the inbox is full it
+// keeps receiving its own inbox while it waits: see send.
+func (p *Port) put(r int32, d Delivery) {
 	ch := p.net.inboxes[r]
 	select {
 	case ch <- d:
@@ -266,21 +449,35 @@ func (p *Port) send(r int32, ev *Event) {
 	}
 }
 
-// due is when a delivery of ev may be applied: at once in real time, on the
-// next tick in lockstep, plus a random injected delay for each recipient.
-func (p *Port) due(ev *Event) time.Duration {
+// due is when a transmission sent at sent may be applied: at once in real
+// time, on the next tick in lockstep, plus a random injected delay for each
+// recipient.
+func (p *Port) due(sent time.Duration) time.Duration {
 	n := p.net
 	if n.fast {
-		d := ev.Sent + n.tick
+		d := sent + n.tick
 		if n.delayTicks > 0 {
 			d += time.Duration(p.rng.Int64N(n.delayTicks+1)) * n.tick
 		}
 		return d
 	}
 	if n.delay > 0 {
-		return ev.Sent + time.Duration(p.rng.Int64N(int64(n.delay)+1))
+		return sent + time.Duration(p.rng.Int64N(int64(n.delay)+1))
 	}
-	return ev.Sent
+	return sent
+}
+
+// later is when the network's copy of a transmission sent at sent and due
+// at due arrives: a random time from due to the latest the delay allows
+// after sent. (In lockstep a later copy would not fit the ring of buckets.)
+func (p *Port) later(sent, due time.Duration) time.Duration {
+	n := p.net
+	last := sent + n.delay
+	if n.fast {
+		last = sent + time.Duration(n.delayTicks+1)*n.tick
+		return due + time.Duration(p.frng.Int64N(int64((last-due)/n.tick)+1))*n.tick
+	}
+	return due + time.Duration(p.frng.Int64N(int64(last-due)+1))
 }
 
 // accept keeps a delivery received while sending: filed by its due tick in
@@ -324,7 +521,7 @@ func (p *Port) popDue(now time.Duration) (Delivery, bool) {
 // time its room in flight goes back to the network at the next retire.
 func (p *Port) delivered(ev *Event) {
 	p.applied++
-	if p.net.fast {
+	if p.net.fast && !p.net.faulty {
 		return
 	}
 	if k := len(p.owed); k > 0 && p.owed[k-1].epoch == ev.Epoch {
@@ -380,47 +577,89 @@ func (p *Port) channel() chan Delivery { return p.inbox }
 // sentCount is how many deliveries the port has sent.
 func (p *Port) sentCount() int64 { return p.sent }
 
-// stability is the network's stable epoch and horizon.
-func (p *Port) stability() (stable, horizon uint64) { return p.net.stability() }
+// stability is the network's stable epoch and horizon; reclaimStability
+// the same, for reclaiming.
+func (p *Port) stability() (stable, horizon uint64)        { return p.net.stability() }
+func (p *Port) reclaimStability() (stable, horizon uint64) { return p.net.reclaimStability() }
 
 // epoch is the current epoch.
 func (p *Port) epoch() uint64 { return p.net.epoch.Load() }
 
-// hangUp tells the network that the owner will send nothing more.
-func (p *Port) hangUp() { p.net.sending.Done() }
+// hangUp tells the network that the owner will act no more: without
+// faults, that it will send nothing more.
+func (p *Port) hangUp() {
+	p.net.sending.Done()
+	p.net.hungUp.Add(1)
+}
 
-// silent is closed once every user has hung up.
+// silent is closed once every user has hung up and, with faults, nothing
+// is in flight.
 func (p *Port) silent() <-chan struct{} { return p.net.silent }
 
+// hush tells the network, with faults, that the owner will send nothing
+// more; hushed is closed once every user has.
+func (p *Port) hush()                   { p.net.hushing.Done() }
+func (p *Port) hushed() <-chan struct{} { return p.net.hushed }
+
+// away reports whether the network has the owner offline, or not yet
+// online.
+func (p *Port) away() bool { return p.net.away[p.uid].Load() }
+
+// countOne counts one delivery in flight that no one may refuse, a state
+// transfer or a request for one, and returns its epoch.
+func (p *Port) countOne() uint64 { return p.net.count(1) }
+
+// retireNews counts the news of a late joiner, counted under epoch e, as
+// learned.
+func (p *Port) retireNews(e uint64) { p.net.retire(e, 1) }
+
+// hasState tells the network that the owner, a late joiner, has its state.
+func (p *Port) hasState() { p.net.joinDone(p.uid) }
+
 // file files a delivery under its due tick, with its place in the
-// canonical order.
+// canonical order. A retransmission, whose event was sent long before, and
+// an acknowledgement, which is no event, count as the earliest sent.
 func (p *Port) file(d Delivery) {
 	tick := p.net.tick
 	due, sent := int64(d.Due/tick), int64(d.Event.Sent/tick)
-	earlier := uint64(p.net.delayTicks + 1 - (due - sent)) // 0 for the earliest sent
-	b := &p.buckets[due%int64(len(p.buckets))]
-	*b = append(*b, pending{earlier<<uidBits | uint64(d.Event.From), d.Event})
+	earlier := uint64(max(0, p.net.delayTicks+1-(due-sent))) // 0 for the earliest sent
+	k := due % int64(len(p.buckets))
+	p.buckets[k] = append(p.buckets[k], pending{earlier<<uidBits | uint64(d.Event.From), d.Event})
+	if p.numbers != nil {
+		p.numbers[k] = append(p.numbers[k], uint64(d.Seq)<<32|uint64(d.Ack))
+	}
 }
 
-// eachDue calls apply for every event due on lockstep tick t, in canonical
-// order: send tick, then sender (a sender acts at most once a tick). Then
-// it empties their bucket.
-func (p *Port) eachDue(t int64, apply func(*Event)) {
-	b := &p.buckets[t%int64(len(p.buckets))]
+// eachDue calls apply for every delivery due on lockstep tick t, in
+// canonical order: send tick, then sender, then the order the sender sent
+// them in (its transmissions reach the inbox in that order). Then it
+// empties their bucket.
+func (p *Port) eachDue(t int64, apply func(Delivery)) {
+	k := t % int64(len(p.buckets))
+	b := p.buckets[k]
+	due := time.Duration(t) * p.net.tick
 	sc := scratchPool.Get().(*scratch)
-	for _, ev := range sc.sort(*b) {
-		apply(ev)
+	for _, i := range sc.sort(b) {
+		d := Delivery{Event: b[i].ev, Due: due}
+		if p.numbers != nil {
+			n := p.numbers[k][i]
+			d.Seq, d.Ack = uint32(n>>32), uint32(n)
+		}
+		apply(d)
 	}
-	clear(sc.order) // hold no events while pooled
 	scratchPool.Put(sc)
-	clear(*b)
-	*b = (*b)[:0]
+	clear(b)
+	p.buckets[k] = b[:0]
+	if p.numbers != nil {
+		p.numbers[k] = p.numbers[k][:0]
+	}
 }
 
 // pending is a delivery waiting for its tick in lockstep, with its place in
-// the canonical order packed into key: the send tick, then the sender. A
-// user acts at most once a tick, so no two deliveries share a key, and
-// sorting by key alone never dereferences an event. Every delivery in a
+// the canonical order packed into key: the send tick, then the sender.
+// Deliveries that share a key come from one sender, in the order it sent
+// them, and the sort keeps that order; it never dereferences an event.
+// Every delivery in a
 // bucket is due on the same tick, so the send tick is kept as how long
 // before that it was sent, counted down from the longest lag: at most 1001
 // values, which fit beside the sender's 17 bits and scratch.sort's 24-bit
@@ -435,21 +674,22 @@ type pending struct {
 // its own: at 10,000 users that is half a gigabyte saved.
 type scratch struct {
 	keys  []uint64
-	order []*Event
+	order []int
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-// sort returns the events of b in canonical order. Keys and indexes are
-// packed into one word and sorted as plain integers: several times faster
-// than sorting structs through a comparison function.
-func (sc *scratch) sort(b []pending) []*Event {
+// sort returns the indexes of b in canonical order, ties in the order of
+// b. Keys and indexes are packed into one word and sorted as plain
+// integers: several times faster than sorting structs through a comparison
+// function.
+func (sc *scratch) sort(b []pending) []int {
 	sc.keys, sc.order = sc.keys[:0], sc.order[:0]
 	if len(b) >= 1<<24 {
-		slices.SortFunc(b, func(x, y pending) int { return cmp.Compare(x.key, y.key) })
-		for _, d := range b {
-			sc.order = append(sc.order, d.ev)
+		for i := range b {
+			sc.order = append(sc.order, i)
 		}
+		slices.SortStableFunc(sc.order, func(x, y int) int { return cmp.Compare(b[x].key, b[y].key) })
 		return sc.order
 	}
 	for i, d := range b {
@@ -457,7 +697,7 @@ func (sc *scratch) sort(b []pending) []*Event {
 	}
 	slices.Sort(sc.keys)
 	for _, k := range sc.keys {
-		sc.order = append(sc.order, b[k&(1<<24-1)].ev)
+		sc.order = append(sc.order, int(k&(1<<24-1)))
 	}
 	return sc.order
 }

@@ -13,7 +13,7 @@ import (
 // realNetwork is a real-time network of users users with inboxes of the
 // given capacity.
 func realNetwork(users, inbox int) *Network {
-	return newNetwork(users, inbox, false, time.Second, 0)
+	return newNetwork(netConfig{users: users, inbox: inbox, tick: time.Second})
 }
 
 // Admission never waits: past the capacity it refuses, and room given
@@ -166,9 +166,9 @@ func TestLockstepStabilityWithPorts(t *testing.T) {
 	for delay := int64(0); delay <= 4; delay++ {
 		t.Run(fmt.Sprintf("delay=%d", delay), func(t *testing.T) {
 			const tick = time.Second
-			n := newNetwork(2, 1<<12, true, tick, time.Duration(delay)*tick)
-			a := n.connect(1, rand.New(rand.NewPCG(uint64(delay), 1)))
-			b := n.connect(2, rand.New(rand.NewPCG(uint64(delay), 2)))
+			n := newNetwork(netConfig{users: 2, inbox: 1 << 12, fast: true, tick: tick, delay: time.Duration(delay) * tick})
+			a := n.connect(1, rand.New(rand.NewPCG(uint64(delay), 1)), 1)
+			b := n.connect(2, rand.New(rand.NewPCG(uint64(delay), 2)), 1)
 			pending := map[*Event]bool{} // sent to b, not yet applied
 			met := false
 			for now := int64(1); now <= 300; now++ {
@@ -186,7 +186,7 @@ func TestLockstepStabilityWithPorts(t *testing.T) {
 				for len(b.inbox) > 0 {
 					b.file(<-b.inbox)
 				}
-				b.eachDue(now, func(ev *Event) { delete(pending, ev) })
+				b.eachDue(now, func(d Delivery) { delete(pending, d.Event) })
 				for range 3 {
 					ev := &Event{From: 1, Sent: time.Duration(now) * tick, Epoch: uint64(now)}
 					pending[ev] = true
@@ -206,8 +206,8 @@ func TestLockstepStabilityWithPorts(t *testing.T) {
 func TestSendWhileBothInboxesFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := realNetwork(2, 1)
-		a := n.connect(1, rand.New(rand.NewPCG(1, 1)))
-		b := n.connect(2, rand.New(rand.NewPCG(1, 2)))
+		a := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
+		b := n.connect(2, rand.New(rand.NewPCG(1, 2)), 1)
 		old := &Event{Kind: CloseEvent, From: 9, Clock: 1}
 		a.inbox <- Delivery{Event: old}
 		b.inbox <- Delivery{Event: old}
@@ -263,7 +263,7 @@ func TestSendWhileBothInboxesFull(t *testing.T) {
 // in, once per batch.
 func TestRetireAppliedGivesBackByEpoch(t *testing.T) {
 	n := realNetwork(2, 64)
-	p := n.connect(1, rand.New(rand.NewPCG(1, 1)))
+	p := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
 	e1, _ := n.admit(2)
 	n.epoch.Store(5)
 	e5, _ := n.admit(1)
@@ -288,22 +288,22 @@ func TestRetireAppliedGivesBackByEpoch(t *testing.T) {
 // then by sender.
 func TestBucketOrderOnLongRuns(t *testing.T) {
 	const tick = time.Second
-	n := newNetwork(2, 64, true, tick, 3*tick)
-	p := n.connect(1, rand.New(rand.NewPCG(1, 1)))
+	n := newNetwork(netConfig{users: 2, inbox: 64, fast: true, tick: tick, delay: 3 * tick})
+	p := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
 	due := time.Duration(1<<23+2) * tick
 	late := &Event{From: 1, Sent: time.Duration(1<<23) * tick}
 	early := &Event{From: 2, Sent: time.Duration(1<<23-1) * tick}
 	sameTick := &Event{From: 1, Sent: early.Sent}
 	for _, ev := range []*Event{late, early, sameTick} {
-		p.file(Delivery{ev, due})
+		p.file(Delivery{Event: ev, Due: due})
 	}
 	var got []*Event
-	p.eachDue(1<<23+2, func(ev *Event) { got = append(got, ev) })
+	p.eachDue(1<<23+2, func(d Delivery) { got = append(got, d.Event) })
 	if want := []*Event{sameTick, early, late}; !slices.Equal(got, want) {
 		t.Errorf("order %v, want %v", got, want)
 	}
 	var again int
-	p.eachDue(1<<23+2, func(*Event) { again++ })
+	p.eachDue(1<<23+2, func(Delivery) { again++ })
 	if again != 0 {
 		t.Errorf("a bucket gave %d events twice", again)
 	}
@@ -325,11 +325,11 @@ func TestDueTimes(t *testing.T) {
 		{"real time delay", false, 300 * time.Millisecond, 0, 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := newNetwork(2, 64, tc.fast, time.Second, tc.delay)
-			p := n.connect(1, rand.New(rand.NewPCG(1, 1)))
+			n := newNetwork(netConfig{users: 2, inbox: 64, fast: tc.fast, tick: time.Second, delay: tc.delay})
+			p := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
 			seen := map[time.Duration]bool{}
 			for range 1000 {
-				d := p.due(&Event{})
+				d := p.due(0)
 				if d < tc.min || d > tc.max || tc.fast && d%time.Second != 0 {
 					t.Fatalf("due %v, want whole ticks from %v to %v", d, tc.min, tc.max)
 				}

@@ -23,7 +23,9 @@ type Report struct {
 	Rooms    Rooms   `json:"rooms"`
 	Messages Msgs    `json:"messages"`
 
-	Latency *Latency `json:"latency,omitempty"` // real time only
+	Latency *Latency      `json:"latency,omitempty"` // real time only
+	Network *NetFigures   `json:"network,omitempty"` // with faults only
+	Faults  *FaultFigures `json:"faults,omitempty"`  // with faults only
 
 	LiveRooms  Spark `json:"live_rooms"`
 	Deliveries Spark `json:"deliveries_per_tick"`
@@ -47,12 +49,17 @@ func (s Spark) String() string {
 // Settings are what a run was asked for, as the start line and the summary
 // show them.
 type Settings struct {
-	Seed   uint64  `json:"seed"`
-	Users  int     `json:"users"`
-	Mode   string  `json:"mode"`
-	Tick   string  `json:"tick"`
-	Chance float64 `json:"chance"`
-	Delay  string  `json:"delay,omitempty"`
+	Seed      uint64  `json:"seed"`
+	Users     int     `json:"users"`
+	Mode      string  `json:"mode"`
+	Tick      string  `json:"tick"`
+	Chance    float64 `json:"chance"`
+	Delay     string  `json:"delay,omitempty"`
+	Loss      float64 `json:"loss,omitempty"`
+	Dup       float64 `json:"dup,omitempty"`
+	Partition string  `json:"partition,omitempty"`
+	Offline   string  `json:"offline,omitempty"`
+	Join      int     `json:"join,omitempty"`
 }
 
 // delayText says the injected delay, if any, as the start line and the
@@ -64,6 +71,28 @@ func (st Settings) delayText() string {
 	return ", delay up to " + st.Delay
 }
 
+// faultText says the faults injected, if any, as the start line and the
+// summary show them.
+func (st Settings) faultText() string {
+	var b strings.Builder
+	if st.Loss > 0 {
+		fmt.Fprintf(&b, ", loss %g", st.Loss)
+	}
+	if st.Dup > 0 {
+		fmt.Fprintf(&b, ", dup %g", st.Dup)
+	}
+	if st.Partition != "" {
+		b.WriteString(", partitions up to " + st.Partition)
+	}
+	if st.Offline != "" {
+		b.WriteString(", outages up to " + st.Offline)
+	}
+	if st.Join > 0 {
+		b.WriteString(", " + plural(int64(st.Join), "late joiner"))
+	}
+	return b.String()
+}
+
 func settingsOf(c Config) Settings {
 	st := Settings{Seed: c.Seed, Users: c.Users, Mode: "real time", Tick: c.Tick.String(), Chance: c.Chance}
 	if c.Fast {
@@ -71,6 +100,13 @@ func settingsOf(c Config) Settings {
 	}
 	if c.Delay > 0 {
 		st.Delay = c.Delay.String()
+	}
+	st.Loss, st.Dup, st.Join = c.Loss, c.Dup, c.Join
+	if c.Partition > 0 {
+		st.Partition = c.Partition.String()
+	}
+	if c.Offline > 0 {
+		st.Offline = c.Offline.String()
 	}
 	return st
 }
@@ -117,6 +153,28 @@ type Msgs struct {
 	Held       int64 `json:"held"`
 }
 
+// NetFigures are what the network carried, with faults: every
+// transmission, payload or acknowledgement, first or again, and how many
+// it took per delivery (Maelstrom's msgs-per-op; the floor with loss p is
+// 1/(1-p)).
+type NetFigures struct {
+	Transmissions int64   `json:"transmissions"`
+	Lost          int64   `json:"lost"`
+	Duplicated    int64   `json:"duplicated"`
+	Retransmitted int64   `json:"retransmitted"`
+	PerDelivery   float64 `json:"per_delivery"`
+}
+
+// FaultFigures are what the faults did.
+type FaultFigures struct {
+	Splits        int64   `json:"splits"`
+	SplitSeconds  float64 `json:"split_seconds"`
+	Outages       int64   `json:"outages"`
+	OutageSeconds float64 `json:"outage_seconds"`
+	LateJoiners   int64   `json:"late_joiners"`
+	RoomsLearned  int64   `json:"rooms_learned"`
+}
+
 // Latency is the spread of send-to-apply times in real time.
 type Latency struct {
 	P50 time.Duration `json:"p50_ns"`
@@ -142,6 +200,7 @@ type runFacts struct {
 	FastTicks  int64         // fast mode: action ticks run
 	LiveRooms  Spark
 	Deliveries Spark
+	Faults     *faultTally // with faults only
 }
 
 // userFigures are what a user reports of its run, as values: taken once
@@ -152,6 +211,7 @@ type userFigures struct {
 	Held                  int64 // messages still held back
 	Counts                Counts
 	Latency               *hist // real time only
+	Transport             transportCounts
 }
 
 // buildReport gathers the summary from values: the settings, what the run
@@ -160,7 +220,9 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	r := &Report{Settings: settingsOf(c), Online: run.Online, Stopped: run.Stopped, RunTime: run.RunTime.Seconds()}
 	var lat histTotal
 	var tot Counts
+	var tx transportCounts
 	for _, u := range users {
+		tx.add(u.Transport)
 		r.Served += u.Ticks
 		r.Skipped += u.Skipped
 		r.Ticks = max(r.Ticks, u.Ticks+u.Skipped)
@@ -191,6 +253,18 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	}
 	r.LiveRooms = run.LiveRooms
 	r.Deliveries = run.Deliveries
+	if f := run.Faults; f != nil {
+		r.Network = &NetFigures{Transmissions: tx.Transmissions, Lost: tx.Lost, Duplicated: tx.Duplicated, Retransmitted: tx.Retransmitted}
+		if r.Traffic.Delivered > 0 {
+			r.Network.PerDelivery = float64(tx.Transmissions) / float64(r.Traffic.Delivered)
+		}
+		seconds := func(ticks int64) float64 { return (time.Duration(ticks) * c.Tick).Seconds() }
+		r.Faults = &FaultFigures{
+			Splits: f.Splits, SplitSeconds: seconds(f.SplitTicks),
+			Outages: f.Outages, OutageSeconds: seconds(f.AwayTicks),
+			LateJoiners: f.LateJoiners, RoomsLearned: tot.StateRooms,
+		}
+	}
 	r.Problems = check(views, &tot, r.Messages.Held)
 	r.Converged = len(r.Problems) == 0
 	if c.JSON {
@@ -300,7 +374,7 @@ func (r *Report) writeText(w io.Writer) error {
 	if r.Online < r.Users {
 		online = fmt.Sprintf(" (%d came online before the stop)", r.Online)
 	}
-	p("users", "%d%s, %s, tick %s, chance %g", r.Users, online, mode, r.Tick, r.Chance)
+	p("users", "%d%s, %s, tick %s, chance %g%s", r.Users, online, mode, r.Tick, r.Chance, r.faultText())
 	p("run", "%s, %s, %s", fmtSeconds(r.RunTime), plural(r.Ticks, "tick"), r.Stopped)
 	p("ticks", "%d served, %d skipped under load", r.Served, r.Skipped)
 	a := r.Actions
@@ -316,6 +390,15 @@ func (r *Report) writeText(w io.Writer) error {
 	}
 	g := r.Messages
 	p("messages", "%d sent, %s of %d owed, %d late, %d held back", g.Sent, plural(g.Deliveries, "delivery"), g.Expected, g.Late, g.Held)
+	if n := r.Network; n != nil {
+		p("network", "%d transmissions: %d lost, %d duplicated, %d retransmitted; %.3g per delivery",
+			n.Transmissions, n.Lost, n.Duplicated, n.Retransmitted, n.PerDelivery)
+	}
+	if f := r.Faults; f != nil {
+		p("faults", "%s (%s), %s (%s), %s learned %s",
+			plural(f.Splits, "split"), fmtSeconds(f.SplitSeconds), plural(f.Outages, "outage"), fmtSeconds(f.OutageSeconds),
+			plural(f.LateJoiners, "late joiner"), plural(f.RoomsLearned, "live room"))
+	}
 	if l := r.Latency; l != nil {
 		p("latency", "p50 %s, p95 %s, p99 %s, max %s (send to apply)", fmtDur(l.P50), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Max))
 	}

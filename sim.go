@@ -22,7 +22,30 @@ type Config struct {
 	Delay    time.Duration // each delivery is held back up to this long
 	Stats    time.Duration // 0: no progress lines
 
+	// Faults: every transmission is lost with chance Loss, delivered twice
+	// with chance Dup; the network splits for up to Partition at a time,
+	// users go offline for up to Offline, and the last Join users come
+	// online late.
+	Loss, Dup          float64
+	Partition, Offline time.Duration
+	Join               int
+
 	CPUProfile, MemProfile, Trace string
+}
+
+// faulty reports whether any fault is injected.
+func (c Config) faulty() bool {
+	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Join > 0
+}
+
+// joinBy is the last tick a late joiner may come online: the first half
+// of the run, or of its first minute when it runs until stopped.
+func (c Config) joinBy() int64 {
+	run := c.Duration
+	if run == 0 {
+		run = time.Minute
+	}
+	return max(1, wholeTicks(run, c.Tick)/2)
 }
 
 // Sim is one run: the users and the network between them, and the
@@ -46,6 +69,8 @@ type Sim struct {
 
 	dropped []int64 // real time: ticks the clock dropped, by user index
 
+	nemesis *nemesis // the fault schedule; nil without faults
+
 	// Lockstep.
 	first   *phase         // the phase users start in, until the coordinator takes it
 	barrier sync.WaitGroup // every phase's done
@@ -62,8 +87,11 @@ type Sim struct {
 
 func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 	s := &Sim{
-		cfg:      cfg,
-		net:      newNetwork(cfg.Users, inboxCapacity(cfg.Users), cfg.Fast, cfg.Tick, cfg.Delay),
+		cfg: cfg,
+		net: newNetwork(netConfig{
+			users: cfg.Users, inbox: inboxCapacity(cfg.Users), fast: cfg.Fast, tick: cfg.Tick, delay: cfg.Delay,
+			faulty: cfg.faulty(), loss: cfg.Loss, dup: cfg.Dup,
+		}),
 		out:      newSink(stdout),
 		stderr:   stderr,
 		rend:     renderer{json: cfg.JSON, elapsed: cfg.Fast},
@@ -73,6 +101,15 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 	if cfg.Fast {
 		s.first = &phase{done: &s.barrier}
 		s.lines = make([]lineBuffer, cfg.Users)
+	}
+	if cfg.faulty() {
+		ticks := func(d time.Duration) int64 {
+			if d == 0 {
+				return 0
+			}
+			return max(1, wholeTicks(d, cfg.Tick))
+		}
+		s.nemesis = newNemesis(s.net, cfg.Seed, cfg.Users, ticks(cfg.Partition), ticks(cfg.Offline), cfg.Join, cfg.joinBy())
 	}
 	return s
 }
@@ -126,8 +163,11 @@ func (s *Sim) startUsers(ctx context.Context) {
 		clock:  s.clock,
 		log:    !s.cfg.Quiet,
 		rend:   s.rend,
+		faulty: s.cfg.faulty(),
+		listen: s.cfg.Join > 0,
 	}
-	batch := int32(max(1, s.cfg.Users/256))
+	online := int32(s.cfg.Users - s.cfg.Join) // the others come late, unannounced
+	batch := int32(max(1, int(online)/256))
 	var announced int32 // every started user knows user_1..user_announced
 	for k := int32(1); k <= int32(s.cfg.Users); k++ {
 		if ctx.Err() != nil {
@@ -137,6 +177,7 @@ func (s *Sim) startUsers(ctx context.Context) {
 		if s.cfg.Fast {
 			out = &s.lines[k-1]
 		}
+		opts.late = k > online
 		u := newUser(s.net, k, opts, out)
 		s.users = append(s.users, u)
 		if s.cfg.Fast {
@@ -145,16 +186,58 @@ func (s *Sim) startUsers(ctx context.Context) {
 		} else {
 			s.running.Go(u.runReal)
 		}
-		if k > 1 {
-			u.UserChannel <- Online{1, k - 1}
+		if k > online {
+			continue
 		}
-		if k-announced >= batch || k == int32(s.cfg.Users) {
+		if k > 1 {
+			u.UserChannel <- Online{First: 1, Last: k - 1}
+		}
+		if k-announced >= batch || k == online {
 			for _, old := range s.users[:k-1] {
-				old.UserChannel <- Online{announced + 1, k}
+				old.UserChannel <- Online{First: announced + 1, Last: k}
 			}
 			announced = k
 		}
 	}
+}
+
+// applyFaults carries out tick t of the fault schedule, or ends every
+// fault once the run has stopped, for the drain; it logs what the network
+// did and announces the late joiners that come online.
+func (s *Sim) applyFaults(t int64, now time.Duration, stopped bool) {
+	var recs []Record
+	var joined []int32
+	if stopped {
+		recs, joined = s.nemesis.end(t)
+	} else {
+		recs, joined = s.nemesis.apply(t)
+	}
+	if !s.cfg.Quiet {
+		var b []byte
+		for i := range recs {
+			recs[i].T = now
+			b = s.rend.append(b, &recs[i])
+		}
+		s.out.Write(b)
+	}
+	for _, j := range joined {
+		s.announce(j)
+	}
+}
+
+// announce tells everyone online before it that late joiner j is online,
+// and j who they are. The news is counted in flight until each has learned
+// it, and j waits for that before it asks for the rooms: see User.join.
+func (s *Sim) announce(j int32) {
+	if int(j) > len(s.users) {
+		return // stopped during start-up: j never started
+	}
+	e := s.net.count(int64(j - 1))
+	s.net.joinPending(j, e)
+	for _, old := range s.users[:j-1] {
+		old.UserChannel <- Online{First: j, Last: j, Epoch: e}
+	}
+	s.users[j-1].UserChannel <- Online{First: 1, Last: j - 1}
 }
 
 // runReal starts the clock, which ticks every user at its own random phase,
@@ -171,12 +254,15 @@ func (s *Sim) runReal(ctx context.Context) {
 		end = t.C
 	}
 	s.started = time.Now()
+	// With faults the clock goes on ticking in the drain, until the users
+	// have exited: it ends the faults, advances the epoch and ticks the
+	// users, who tend their links, and it finds the network silent.
+	clockStop, stopping := make(chan struct{}), make(chan struct{})
+	var clock sync.WaitGroup
+	s.dropped = make([]int64, len(s.users))
 	if ctx.Err() == nil {
 		// Every user is online: start the clock.
-		s.dropped = make([]int64, len(s.users))
-		clockStop := make(chan struct{})
-		var clock sync.WaitGroup
-		clock.Go(func() { s.runClock(clockStop) })
+		clock.Go(func() { s.runClock(stopping, clockStop) })
 		select {
 		case <-ctx.Done():
 			s.stopped = "interrupted"
@@ -185,10 +271,16 @@ func (s *Sim) runReal(ctx context.Context) {
 		case <-s.out.broken:
 			s.stopped = "output failed"
 		}
-		close(clockStop)
-		clock.Wait()
 	} else {
 		s.stopped = "interrupted"
+		if s.nemesis != nil {
+			clock.Go(func() { s.runClock(stopping, clockStop) })
+		}
+	}
+	close(stopping)
+	if s.nemesis == nil {
+		close(clockStop)
+		clock.Wait()
 	}
 	s.runTime = time.Since(s.started)
 	for _, u := range s.users {
@@ -196,6 +288,10 @@ func (s *Sim) runReal(ctx context.Context) {
 	}
 	s.net.closeWhenSilent()
 	s.running.Wait()
+	if s.nemesis != nil {
+		close(clockStop)
+		clock.Wait()
+	}
 	close(sampleStop)
 	sampler.Wait()
 }
@@ -219,6 +315,7 @@ type lockstep struct {
 	p         *phase // the next phase to release
 	t         int64  // the last tick run
 	acting    bool
+	ended     bool // the faults have ended, for the drain
 	over      bool
 	limit     int64 // action ticks to run
 	reason    string
@@ -262,6 +359,11 @@ func (l *lockstep) step() bool {
 		if s.stopped != "" {
 			l.acting, s.ticks = false, t-1
 		}
+	}
+	if s.nemesis != nil && !l.ended {
+		now := time.Duration(t-1) * s.cfg.Tick // the changes come between ticks t-1 and t
+		s.applyFaults(t, now, !l.acting)
+		l.ended = !l.acting
 	}
 	if !l.acting && s.net.outstanding() == 0 {
 		s.runTime = time.Duration(s.ticks) * s.cfg.Tick
@@ -377,6 +479,9 @@ func (s *Sim) report() *Report {
 	facts := runFacts{
 		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,
 		LiveRooms: s.live.spark(), Deliveries: s.delivers.spark(),
+	}
+	if s.nemesis != nil {
+		facts.Faults = &s.nemesis.tally
 	}
 	return buildReport(s.cfg, facts, figs, views)
 }

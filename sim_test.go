@@ -29,7 +29,7 @@ func simulate(t testing.TB, ctx context.Context, cfg Config) (*Report, string) {
 // run would pick, so that sends find them full.
 func newSimInbox(cfg Config, inbox int) *Sim {
 	s := newSim(cfg, io.Discard, io.Discard)
-	s.net = newNetwork(cfg.Users, inbox, cfg.Fast, cfg.Tick, cfg.Delay)
+	s.net = newNetwork(netConfig{users: cfg.Users, inbox: inbox, fast: cfg.Fast, tick: cfg.Tick, delay: cfg.Delay})
 	return s
 }
 

@@ -38,6 +38,14 @@ type User struct {
 
 	ticks, skipped, acted int64 // rolls, ticks not served, rolls that acted
 
+	// With faults: whether the user is online as it last noticed, its
+	// last outage, and a late joiner's way in (see join).
+	online    bool
+	awaySince time.Duration
+	joinPhase joinPhase
+	joinEpoch uint64
+	replyTo   []int32 // late joiners that asked for this user's rooms
+
 	// What the sampler reads while the user runs; the owner stores, others
 	// load.
 	liveGauge, deliveriesGauge atomic.Int64
@@ -52,6 +60,9 @@ type userOptions struct {
 	clock  timebase
 	log    bool // keep log records
 	rend   renderer
+	faulty bool // faults are injected: watch for outages, tend links
+	late   bool // comes online late, and learns the rooms by a state transfer
+	listen bool // news of late joiners may come at any time
 }
 
 // lineWriter takes a user's rendered log lines: the run's sink in real
@@ -62,7 +73,7 @@ type lineWriter interface{ Write(p []byte) }
 // newUser returns user uid, connected to net; its lines go to out.
 func newUser(net *Network, uid int32, o userOptions, out lineWriter) *User {
 	rng := rand.New(rand.NewPCG(o.seed, uint64(uid)))
-	port := net.connect(uid, rng)
+	port := net.connect(uid, rng, o.seed)
 	u := &User{
 		UID:          uid,
 		UserChannel:  make(chan Online, 16),
@@ -73,6 +84,7 @@ func newUser(net *Network, uid int32, o userOptions, out lineWriter) *User {
 		opts:         o,
 		out:          out,
 		tickAt:       -1,
+		online:       !o.late,
 	}
 	if !o.clock.virtual {
 		u.lat = new(hist)
@@ -134,8 +146,96 @@ func (u *User) fanOut(ev *Event) {
 	}
 }
 
-// learn takes news of users online.
-func (u *User) learn(o Online, now time.Duration) { u.view.Learn(o.First, o.Last, now) }
+// learn takes news of users online. The news of a late joiner is counted
+// in flight until every user has it: see join.
+func (u *User) learn(o Online, now time.Duration) {
+	u.view.Learn(o.First, o.Last, now)
+	if o.Epoch != 0 {
+		u.port.retireNews(o.Epoch)
+	}
+}
+
+// canAct reports whether the user may act: it is online and, if it came
+// late, has the rooms.
+func (u *User) canAct() bool { return u.online && u.joinPhase == notJoining }
+
+// presence notices, at a tick, whether the user has gone offline or come
+// online, and logs it. A user back from an outage kept its memory; it
+// catches up as its peers, hearing from it again, resend what it missed
+// (see link).
+func (u *User) presence(now time.Duration) {
+	away := u.port.away()
+	switch {
+	case away && u.online:
+		u.online, u.awaySince = false, now
+		u.view.record(Record{T: now, Kind: KindOffline})
+	case !away && !u.online:
+		u.online = true
+		if u.opts.late && u.joinPhase == notJoining && u.joinEpoch == 0 {
+			u.joinPhase, u.joinEpoch = awaitNews, u.port.epoch()
+			break
+		}
+		u.view.record(Record{T: now, Kind: KindBack, Away: now - u.awaySince})
+	}
+}
+
+// joinPhase is where a late joiner is on its way in.
+type joinPhase uint8
+
+// A late joiner's way in. The others learn of it at about the same time,
+// but each sends without it in mind until it has the news: those events
+// never reach it, and a state transfer from a peer must carry their
+// effect. So the joiner waits, by the two phases of View's argument, until
+// the stable epoch has passed its news (every user has it) and then the
+// horizon noted then (everything sent by a user without the news has been
+// applied everywhere, the peer included). Then it asks a random peer for
+// its rooms; the answer, merged with whatever events have reached it
+// meanwhile, is the state everyone converges to. It acts only once it has
+// it.
+const (
+	notJoining   joinPhase = iota
+	awaitNews              // until stable passes joinEpoch, the news's epoch or later
+	awaitHorizon           // until stable passes joinEpoch, the horizon then
+	awaitState             // asked; until the state arrives
+)
+
+// join moves a late joiner on its way in.
+func (u *User) join(now time.Duration) {
+	if u.joinPhase != awaitNews && u.joinPhase != awaitHorizon {
+		return
+	}
+	w, h := u.port.stability()
+	if w <= u.joinEpoch {
+		return
+	}
+	if u.joinPhase == awaitNews {
+		u.joinPhase, u.joinEpoch = awaitHorizon, h
+		return
+	}
+	peer := 1 + int32(u.rng.IntN(int(u.UID)-1)) // user_1 to user_{self-1}, all online before it
+	u.port.send(peer, &Event{Kind: StateRequestEvent, From: u.UID, Sent: now, Epoch: u.port.countOne()})
+	u.joinPhase = awaitState
+}
+
+// tendLinks sends what the user owes beyond its actions: its rooms to late
+// joiners that asked, a late joiner's own request, and what the links owe.
+func (u *User) tendLinks(now time.Duration) {
+	// A late joiner asked may be one itself: it answers once it has the
+	// rooms.
+	for _, r := range u.replyTo {
+		if u.joinPhase != notJoining {
+			break
+		}
+		e := u.port.countOne()
+		u.view.SetEpoch(e)
+		u.port.send(r, &Event{Kind: StateEvent, From: u.UID, Sent: now, Epoch: e, State: u.view.Snapshot()})
+	}
+	if u.joinPhase == notJoining {
+		u.replyTo = u.replyTo[:0]
+	}
+	u.join(now)
+	u.port.tend(now)
+}
 
 // flushLog renders the view's new records and hands them to out.
 func (u *User) flushLog() {
@@ -166,10 +266,11 @@ func (u *User) gauge() (live, deliveries int64) {
 func (u *User) figures() userFigures {
 	return userFigures{
 		Ticks: u.ticks, Skipped: u.skipped, Acted: u.acted,
-		Sent:    u.port.sentCount(),
-		Held:    int64(u.view.HeldCount()),
-		Counts:  u.view.Counts,
-		Latency: u.lat,
+		Sent:      u.port.sentCount(),
+		Held:      int64(u.view.HeldCount()),
+		Counts:    u.view.Counts,
+		Latency:   u.lat,
+		Transport: u.port.tx,
 	}
 }
 
@@ -220,7 +321,7 @@ func (u *User) runReal() {
 		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
 			u.handle(<-u.EventChannel, now)
 		}
-		if u.tickAt >= 0 && news != nil {
+		if u.tickAt >= 0 && news != nil && !u.opts.listen {
 			// The clock starts once every user is online.
 			for len(news) > 0 {
 				u.learn(<-news, now)
@@ -254,12 +355,28 @@ func (u *User) tick(now time.Duration) {
 	u.tickAt = -1
 	u.applyDue(now)
 	u.port.retireApplied()
-	if u.stopping || now-at >= u.opts.tick {
-		u.skipped++
-		return
+	if u.opts.faulty {
+		u.presence(now)
 	}
-	// Reserve room for the widest fan-out before the view acts: an action
-	// the view has made must be sent.
+	switch {
+	case !u.canAct(), u.stopping && u.opts.faulty: // in the drain, a tick only tends links
+	case u.stopping || now-at >= u.opts.tick:
+		u.skipped++
+	default:
+		u.act(now)
+	}
+	if u.opts.faulty && u.online {
+		u.tendLinks(now)
+	}
+	for d, ok := u.port.nextBacklog(); ok; d, ok = u.port.nextBacklog() {
+		u.handle(d, u.opts.clock.now())
+	}
+}
+
+// act reserves room for the widest fan-out, rolls, and sends what the
+// view made: an action the view has made must be sent. If the network is
+// full, the tick is skipped.
+func (u *User) act(now time.Duration) {
 	widest := int64(u.view.Known() - 1)
 	e, ok := u.port.reserve(widest)
 	if !ok {
@@ -269,9 +386,6 @@ func (u *User) tick(now time.Duration) {
 	u.view.SetEpoch(e)
 	u.fanOut(u.roll(now))
 	u.port.unreserve()
-	for d, ok := u.port.nextBacklog(); ok; d, ok = u.port.nextBacklog() {
-		u.handle(d, u.opts.clock.now())
-	}
 }
 
 // handle applies a delivery now, or holds it until its injected delay has
@@ -293,53 +407,94 @@ func (u *User) handle(d Delivery, now time.Duration) {
 		u.port.wait(d)
 		return
 	}
-	u.apply(d.Event, now)
+	u.receive(d, now)
 }
 
-// apply applies one event from a peer to the view.
+// receive takes a transmission that is due: its payload, if the network
+// let it through and it is not a duplicate, is applied.
+func (u *User) receive(d Delivery, now time.Duration) {
+	if ev := u.port.arrive(d, now); ev != nil {
+		u.apply(ev, now)
+	}
+}
+
+// apply applies one event from a peer: a room event to the view; a late
+// joiner's request is answered at the next tick; a state transfer is
+// merged.
 func (u *User) apply(ev *Event, now time.Duration) {
-	u.view.Apply(ev, now)
+	switch ev.Kind {
+	case StateRequestEvent:
+		u.view.SetEpoch(ev.Epoch)
+		u.replyTo = append(u.replyTo, ev.From)
+	case StateEvent:
+		u.view.ApplyState(ev, now)
+		u.joinPhase = notJoining
+		u.port.hasState()
+	default:
+		u.view.Apply(ev, now)
+		if u.lat != nil {
+			u.lat.add(now - ev.Sent)
+		}
+	}
 	if ev.task != nil {
 		// Log the delivery to the task of the action that sent it.
 		trace.Log(ev.task, "deliver", uidName(u.UID))
 	}
 	u.port.delivered(ev)
-	if u.lat != nil {
-		u.lat.add(now - ev.Sent)
-	}
 }
 
 // applyDue applies the held deliveries that are due, then reclaims what
 // the network's stability allows.
 func (u *User) applyDue(now time.Duration) {
 	for d, ok := u.port.popDue(now); ok; d, ok = u.port.popDue(now) {
-		u.apply(d.Event, now)
+		u.receive(d, now)
 	}
-	u.view.Expire(u.port.stability())
+	u.view.Expire(u.port.reclaimStability())
 }
 
 // drain runs after the stop: the user no longer acts, but keeps applying
 // what others send until every user has stopped sending; then it applies
 // everything still on its way, delays or not, and settles its view.
+//
+// With faults, the clock goes on ticking in the drain: on each tick the
+// user tends its links, so that retransmission wins against the loss that
+// goes on, and late joiners get their state. The network is silent once
+// every user has stopped acting and nothing is in flight; then each user
+// stops sending too, and takes what still comes until all have stopped.
 func (u *User) drain() {
 	u.port.hangUp()
 	for waiting := true; waiting; u.endBatch() {
 		select {
 		case d := <-u.EventChannel:
-			u.handle(d, u.opts.clock.now())
+			now := u.opts.clock.now()
+			u.handle(d, now)
+			for u.tickAt >= 0 {
+				u.tick(now)
+			}
 		case o := <-u.UserChannel:
 			u.learn(o, u.opts.clock.now())
 		case <-u.port.silent():
 			waiting = false
 		}
 	}
-	// Every send has completed: what is on the channel is all there is.
 	now := u.opts.clock.now()
+	if u.opts.faulty {
+		u.port.hush()
+		for hushing := true; hushing; {
+			select {
+			case d := <-u.EventChannel:
+				u.handle(d, now)
+			case <-u.port.hushed():
+				hushing = false
+			}
+		}
+	}
+	// Every send has completed: what is on the channel is all there is.
 	for len(u.EventChannel) > 0 {
 		u.handle(<-u.EventChannel, now)
 	}
 	for d, ok := u.port.popDue(forever); ok; d, ok = u.port.popDue(forever) {
-		u.apply(d.Event, now)
+		u.receive(d, now)
 	}
 	u.view.Finish()
 	u.endBatch()
@@ -370,9 +525,11 @@ func (u *User) runFast(first *phase) {
 	news := u.UserChannel // news comes only before the first tick
 	for p := first; ; p, news = p.next, nil {
 		u.await(news)
-		// Every announcement was sent before the first phase started.
+		// Every announcement was sent before the phase started: at the
+		// start, or for a late joiner at the end of the last tick.
+		now := time.Duration(p.tick) * u.opts.tick
 		for len(u.UserChannel) > 0 {
-			u.learn(<-u.UserChannel, 0)
+			u.learn(<-u.UserChannel, max(0, now-u.opts.tick))
 		}
 		if p.final {
 			u.view.Finish()
@@ -381,13 +538,19 @@ func (u *User) runFast(first *phase) {
 			p.done.Done()
 			return
 		}
-		now := time.Duration(p.tick) * u.opts.tick
 		u.view.SetEpoch(u.port.epoch())
-		u.view.Expire(u.port.stability())
-		u.port.eachDue(p.tick, func(ev *Event) { u.apply(ev, now) })
-		if p.act {
+		u.view.Expire(u.port.reclaimStability())
+		if u.opts.faulty {
+			u.presence(now)
+		}
+		u.port.eachDue(p.tick, func(d Delivery) { u.receive(d, now) })
+		if p.act && u.canAct() {
 			u.fanOut(u.roll(now))
 		}
+		if u.opts.faulty && u.online {
+			u.tendLinks(now)
+		}
+		u.port.retireApplied()
 		u.flushLog()
 		u.publish()
 		p.done.Done()

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// faultConfig is a small fast run of seed with every fault on, -delay
+// included, each in a range that the seed picks.
+func faultConfig(seed uint64) Config {
+	users := 4 + int(seed%9)
+	return Config{
+		Users: users, Seed: seed, Tick: time.Second, Chance: 0.5, Quiet: true, Fast: true,
+		Duration:  60 * time.Second,
+		Delay:     time.Duration(seed%4) * time.Second,
+		Loss:      float64(seed%5) / 10,
+		Dup:       float64(seed%3) / 10,
+		Partition: time.Duration(2+seed%9) * time.Second,
+		Offline:   time.Duration(2+seed%7) * time.Second,
+		Join:      1 + int(seed)%(users-2),
+	}
+}
+
+// Over 200 seeds of fast runs with every fault on, the drain heals and
+// brings everyone back, and every run converges: the same live rooms
+// everywhere, no two with one group, no ghosts, every message to every
+// other member of its room exactly once, nothing held back. The faults
+// must have happened, or this proves nothing.
+func TestFaultSweep(t *testing.T) {
+	var tally FaultFigures
+	var net NetFigures
+	ran := 0
+	for seed := uint64(1); seed <= 200; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			cfg := faultConfig(seed)
+			rep, _ := simulate(t, context.Background(), cfg)
+			requireConverged(t, rep)
+			if rep.Network == nil || rep.Faults == nil {
+				t.Fatal("no network or faults figures")
+			}
+			if rep.Faults.LateJoiners != int64(cfg.Join) || rep.Online != cfg.Users {
+				t.Errorf("%d of %d late joiners came, %d users online", rep.Faults.LateJoiners, cfg.Join, rep.Online)
+			}
+			net.Lost += rep.Network.Lost
+			net.Duplicated += rep.Network.Duplicated
+			net.Retransmitted += rep.Network.Retransmitted
+			tally.Splits += rep.Faults.Splits
+			tally.Outages += rep.Faults.Outages
+			tally.RoomsLearned += rep.Faults.RoomsLearned
+			ran++
+		})
+	}
+	if ran < 200 {
+		return // one case was asked for: the totals do not apply
+	}
+	if net.Lost == 0 || net.Duplicated == 0 || net.Retransmitted == 0 || tally.Splits == 0 || tally.Outages == 0 || tally.RoomsLearned == 0 {
+		t.Errorf("faults not exercised: %+v %+v", net, tally)
+	}
+}
+
+// The same flags and seed give the same bytes with every fault on, with one
+// processor or several.
+func TestFaultsAreDeterministic(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	args := []string{"-fast", "-json", "-users", "12", "-duration", "90s", "-seed", "5", "-delay", "2s",
+		"-loss", "0.3", "-dup", "0.2", "-partition", "8s", "-offline", "8s", "-join", "3"}
+	want := runArgs(t, args...)
+	for _, procs := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
+			runtime.GOMAXPROCS(procs)
+			if got := runArgs(t, args...); got != want {
+				t.Errorf("differs: %s", firstDiff(want, got))
+			}
+		})
+	}
+}
+
+// In real time, under a fake clock, users survive every fault too: they
+// go offline and come back, the network splits and heals, late joiners
+// learn the rooms, and the drain, with the clock still ticking, delivers
+// everything. The log says so in the first person.
+func TestRealTimeFaults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Users: 8, Seed: 5, Tick: time.Second, Chance: 0.5, Duration: 5 * time.Minute, Delay: 2 * time.Second,
+			Loss: 0.2, Dup: 0.1, Partition: 20 * time.Second, Offline: 20 * time.Second, Join: 2}
+		rep, out := simulate(t, context.Background(), cfg)
+		requireConverged(t, rep)
+		if rep.Faults.Splits == 0 || rep.Faults.Outages == 0 || rep.Faults.LateJoiners != 2 || rep.Network.Retransmitted == 0 {
+			t.Errorf("faults %+v, network %+v", rep.Faults, rep.Network)
+		}
+		for _, want := range []string{" network] the network split: ", " network] the network healed", "] I went offline",
+			"] I am back after ", "] I came online late and learned ", "] user_8 is online"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the log has no %q", want)
+			}
+		}
+	})
+}
+
+// A run stopped by Ctrl-C in the middle of a split and an outage, before
+// the late joiners came: the drain heals, brings everyone in, and the run
+// converges.
+func TestInterruptHealsFaults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			time.Sleep(3 * time.Second)
+			cancel()
+		}()
+		cfg := Config{Users: 10, Seed: 2, Tick: time.Second, Chance: 0.6, Duration: time.Hour, Loss: 0.3,
+			Partition: time.Hour, Offline: time.Hour, Join: 4}
+		rep, _ := simulate(t, ctx, cfg)
+		requireConverged(t, rep)
+		if rep.Stopped != "interrupted" || rep.Faults.LateJoiners != 4 || rep.Online != 10 {
+			t.Errorf("stopped %q, %d late joiners, %d online", rep.Stopped, rep.Faults.LateJoiners, rep.Online)
+		}
+	})
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"math/rand/v2"
+	"slices"
+)
+
+// nemesis is the fault schedule of a run, after Jepsen's: when the network
+// splits and heals, who goes offline and for how long, and when each late
+// joiner comes online. It is drawn from the seed and counted in ticks, the
+// same in real time and in lockstep, and the run applies it tick by tick
+// (apply) to the network, which loses what the faults cut off. It never
+// touches a user: users notice and recover by what they send each other.
+//
+//   - Partitions: healed and split periods alternate, each lasting a whole
+//     number of ticks uniform from 1 to splitMax. A split is, with equal
+//     odds, random halves, one user cut off from all others, or a bridge:
+//     two halves and one user who reaches both.
+//   - Outages: on every tick each online user goes offline with chance
+//     1/(9L), L the mean outage in ticks, and stays away a whole number of
+//     ticks uniform from 1 to offMax. So about one user in ten is away at
+//     any moment: the chance of being away is qL/(1+qL) = 1/10.
+//   - Late joiners: the last join users, user_{n-join+1} to user_n, come
+//     online in that order at ticks uniform in the first half of the run
+//     (of the first minute without -duration).
+//
+// At the stop, end heals the network and brings everyone online, so that
+// the drain can deliver everything.
+type nemesis struct {
+	net       *Network
+	rng       *rand.Rand
+	users     int32
+	splitMax  int64
+	offMax    int64
+	offChance float64
+
+	split     *split // the current split, or nil
+	nextSplit int64  // the tick the partition next changes; 0: never
+	splitAt   int64
+	awayUntil []int64 // by uid: the tick the user comes back; 0 while online
+	awayAt    []int64
+	firstLate int32   // the first late joiner; users+1 when none
+	joinAt    []int64 // joinAt[i]: the tick user_{firstLate+i} comes online
+	joined    int     // late joiners online so far
+
+	tally faultTally
+}
+
+// faultTally counts what the nemesis did.
+type faultTally struct {
+	Splits, Outages       int64
+	SplitTicks, AwayTicks int64
+	LateJoiners           int64
+}
+
+// newNemesis draws the schedule. splitMax and offMax are in ticks (0:
+// none), joinBy is the last tick a late joiner may come online.
+func newNemesis(net *Network, seed uint64, users int, splitMax, offMax int64, join int, joinBy int64) *nemesis {
+	m := &nemesis{
+		net:       net,
+		rng:       rand.New(rand.NewPCG(seed, 0x6e656d)),
+		users:     int32(users),
+		splitMax:  splitMax,
+		offMax:    offMax,
+		awayUntil: make([]int64, users+1),
+		awayAt:    make([]int64, users+1),
+		firstLate: int32(users - join + 1),
+	}
+	if splitMax > 0 {
+		m.nextSplit = 1 + m.rng.Int64N(splitMax)
+	}
+	if offMax > 0 {
+		mean := float64(offMax+1) / 2
+		m.offChance = 1 / (9 * mean)
+	}
+	for range join {
+		m.joinAt = append(m.joinAt, 1+m.rng.Int64N(max(1, joinBy)))
+	}
+	slices.Sort(m.joinAt)
+	for u := m.firstLate; u <= m.users; u++ {
+		net.away[u].Store(true)
+	}
+	return m
+}
+
+// apply carries out tick t's changes. It returns the network's log lines
+// and the late joiners that come online now, whom the run announces.
+func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
+	if m.nextSplit == t {
+		recs = append(recs, m.toggleSplit(t))
+		m.nextSplit = t + 1 + m.rng.Int64N(m.splitMax)
+	}
+	if m.offMax > 0 {
+		for u := int32(1); u < m.firstLate+int32(m.joined); u++ {
+			switch {
+			case m.awayUntil[u] == t:
+				m.comeBack(u, t)
+			case m.awayUntil[u] == 0 && m.rng.Float64() < m.offChance:
+				m.awayUntil[u], m.awayAt[u] = t+1+m.rng.Int64N(m.offMax), t
+				m.tally.Outages++
+				m.net.away[u].Store(true)
+			}
+		}
+	}
+	for m.joined < len(m.joinAt) && m.joinAt[m.joined] <= t {
+		joined = append(joined, m.join())
+	}
+	return recs, joined
+}
+
+// end ends every fault at tick t, for the drain: the network heals, the
+// users away come back, and the late joiners still to come come now.
+func (m *nemesis) end(t int64) (recs []Record, joined []int32) {
+	if m.split != nil {
+		recs = append(recs, m.toggleSplit(t))
+	}
+	m.nextSplit = 0
+	for u := int32(1); u <= m.users; u++ {
+		if m.awayUntil[u] != 0 {
+			m.comeBack(u, t)
+		}
+	}
+	m.offMax = 0
+	for m.joined < len(m.joinAt) {
+		joined = append(joined, m.join())
+	}
+	return recs, joined
+}
+
+func (m *nemesis) comeBack(u int32, t int64) {
+	m.tally.AwayTicks += t - m.awayAt[u]
+	m.awayUntil[u] = 0
+	m.net.away[u].Store(false)
+}
+
+func (m *nemesis) join() int32 {
+	u := m.firstLate + int32(m.joined)
+	m.joined++
+	m.tally.LateJoiners++
+	m.net.away[u].Store(false)
+	return u
+}
+
+// toggleSplit splits a whole network or heals a split one, and returns the
+// network's log line.
+func (m *nemesis) toggleSplit(t int64) Record {
+	if m.split != nil {
+		m.tally.SplitTicks += t - m.splitAt
+		m.split = nil
+		m.net.split.Store(nil)
+		return Record{Kind: KindHeal}
+	}
+	n := int(m.users)
+	s := &split{sides: make([]uint8, n+1)}
+	perm := m.rng.Perm(n) // perm[i]+1 is a uid
+	kinds := 3
+	if n < 3 {
+		kinds = 2 // no bridge without two others
+	}
+	switch m.rng.IntN(kinds) {
+	case 0: // random halves
+		for i, p := range perm {
+			s.sides[p+1] = sideOf(i < n/2)
+		}
+	case 1: // one user cut off
+		for i, p := range perm {
+			s.sides[p+1] = sideOf(i == 0)
+		}
+	default: // a bridge, and halves of the rest
+		s.sides[perm[0]+1] = 3
+		rest := perm[1:]
+		for i, p := range rest {
+			s.sides[p+1] = sideOf(i < len(rest)/2)
+		}
+	}
+	m.split, m.splitAt = s, t
+	m.tally.Splits++
+	m.net.split.Store(s)
+	var a, b []int32
+	for u := int32(1); u <= m.users; u++ {
+		if s.sides[u]&1 != 0 {
+			a = append(a, u)
+		}
+		if s.sides[u]&2 != 0 {
+			b = append(b, u)
+		}
+	}
+	return Record{Kind: KindSplit, Sides: [][]int32{a, b}}
+}
+
+// sideOf is side 1 or side 2, as a bit.
+func sideOf(first bool) uint8 {
+	if first {
+		return 1
+	}
+	return 2
+}
