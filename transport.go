@@ -266,12 +266,3 @@ func (p *Port) tend(now time.Duration) {
 		i++
 	}
 }
-
-// unackedCount is how many transmissions the port keeps for its peers.
-func (p *Port) unackedCount() int64 {
-	var k int64
-	for _, r := range p.active {
-		k += int64(p.links[r].unacked.len())
-	}
-	return k
-}
