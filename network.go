@@ -404,11 +404,11 @@ type Port struct {
 	sent, applied int64
 
 	// With faults.
-	numbers      [][]uint64 // lockstep: Seq<<32|Ack of each pending delivery, beside buckets
-	links        []link     // by peer uid
-	active       []int32    // peers whose link has something to do
-	frng         *rand.Rand // the faults this port's transmissions meet
-	ackEv, gapEv *Event     // what acknowledgements and gap reports carry
+	numbers      [][]uint64   // lockstep: Seq<<32|Ack of each pending delivery, beside buckets
+	links        []link       // by peer uid
+	active       []activeLink // links with something to do
+	frng         *rand.Rand   // the faults this port's transmissions meet
+	ackEv, gapEv *Event       // what acknowledgements and gap reports carry
 	tx           transportCounts
 }
 

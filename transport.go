@@ -51,7 +51,15 @@ type link struct {
 	owedSince time.Duration // since when
 	gapSince  time.Duration // when the gap below above[0] was first seen
 
-	active bool // in Port.active
+	active   bool  // in Port.active
+	activeAt int32 // its index there
+}
+
+// activeLink is a link with something to do, and the earliest time it may
+// need its owner: tend passes over the others without touching them.
+type activeLink struct {
+	peer int32
+	due  time.Duration // no later than the link next needs tending
 }
 
 // sentItem is a transmission kept until it is acknowledged.
@@ -71,7 +79,7 @@ type linkTiming struct {
 
 // ackTicks is how many ticks an acknowledgement waits for traffic to ride
 // on. Longer saves transmissions and costs sender memory.
-const ackTicks = 4
+const ackTicks = 6
 
 func newLinkTiming(tick, transit time.Duration) linkTiming {
 	lt := linkTiming{gapWait: transit + tick, ackDelay: ackTicks * tick}
@@ -102,6 +110,7 @@ func (p *Port) sendReliably(r int32, ev *Event, now time.Duration) {
 	l.nextSeq++
 	if l.unacked.len() == 0 {
 		l.timerAt = now + p.net.timing.rto
+		p.wake(l, l.timerAt)
 	}
 	l.unacked.push(sentItem{seq, ev})
 	p.transmit(r, l, Delivery{Event: ev, Due: p.due(now), Seq: seq}, now)
@@ -115,10 +124,16 @@ func (p *Port) link(r int32) *link {
 		l.nextSeq, l.acked, l.recvNext = 1, 1, 1
 	}
 	if !l.active {
-		l.active = true
-		p.active = append(p.active, r)
+		l.active, l.activeAt = true, int32(len(p.active))
+		p.active = append(p.active, activeLink{r, forever})
 	}
 	return l
+}
+
+// wake notes that link l, which is active, needs tending at at.
+func (p *Port) wake(l *link, at time.Duration) {
+	a := &p.active[l.activeAt]
+	a.due = min(a.due, at)
 }
 
 // transmit sends one transmission on the link to r, with the link's
@@ -174,13 +189,16 @@ func (p *Port) arrive(d Delivery, now time.Duration) *Event {
 // receive records a numbered transmission; it returns its payload the
 // first time, nil for a duplicate. Either way an acknowledgement is owed.
 func (p *Port) receive(l *link, d Delivery, now time.Duration) *Event {
+	t := p.net.timing
 	if !l.owed {
 		l.owed, l.owedSince = true, now
+		p.wake(l, now+t.ackDelay)
 	}
 	seq := d.Seq
 	i, found := slices.BinarySearch(l.above, seq)
 	if seq < l.recvNext || found {
-		l.owedSince = now - p.net.timing.ackDelay // acknowledge at once
+		l.owedSince = now - t.ackDelay // acknowledge at once
+		p.wake(l, now)
 		return nil
 	}
 	if seq == l.recvNext {
@@ -191,11 +209,13 @@ func (p *Port) receive(l *link, d Delivery, now time.Duration) *Event {
 		}
 		if len(l.above) > 0 {
 			l.gapSince = now // a new gap below above[0]
+			p.wake(l, now+t.gapWait)
 		}
 		return d.Event
 	}
 	if len(l.above) == 0 {
 		l.gapSince = now
+		p.wake(l, now+t.gapWait)
 	}
 	l.above = slices.Insert(l.above, i, seq)
 	return d.Event
@@ -212,6 +232,9 @@ func (p *Port) acknowledged(r int32, l *link, ack uint32, now time.Duration) {
 		l.unacked.pop()
 	}
 	l.timerAt = now + p.net.timing.rto
+	if l.unacked.len() > 0 {
+		p.wake(l, l.timerAt)
+	}
 }
 
 // resend transmits again what is unacknowledged with numbers from lo up to
@@ -229,6 +252,7 @@ func (p *Port) resend(r int32, l *link, lo, hi uint32, now time.Duration) {
 	}
 	if l.unacked.len() > 0 {
 		l.timerAt = now + p.net.timing.rto
+		p.wake(l, l.timerAt)
 	}
 }
 
@@ -238,7 +262,11 @@ func (p *Port) resend(r int32, l *link, lo, hi uint32, now time.Duration) {
 func (p *Port) tend(now time.Duration) {
 	t := p.net.timing
 	for i := 0; i < len(p.active); {
-		r := p.active[i]
+		if p.active[i].due > now {
+			i++
+			continue
+		}
+		r := p.active[i].peer
 		l := &p.links[r]
 		switch {
 		case len(l.above) > 0 && now-l.gapSince >= t.gapWait:
@@ -256,13 +284,25 @@ func (p *Port) tend(now time.Duration) {
 			l.probing = true
 			l.timerAt = now + t.rto
 		}
-		if !l.owed && len(l.above) == 0 && l.unacked.len() == 0 {
+		due := forever
+		if len(l.above) > 0 {
+			due = l.gapSince + t.gapWait
+		}
+		if l.owed {
+			due = min(due, l.owedSince+t.ackDelay)
+		}
+		if l.unacked.len() > 0 {
+			due = min(due, l.timerAt)
+		}
+		if due == forever {
 			l.active = false
 			last := len(p.active) - 1
 			p.active[i] = p.active[last]
+			p.links[p.active[i].peer].activeAt = int32(i)
 			p.active = p.active[:last]
 			continue
 		}
+		p.active[i].due = due
 		i++
 	}
 }
