@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Network is everything that travels between users, and everything known
@@ -147,9 +148,9 @@ func newNetwork(c netConfig) *Network {
 
 // inboxCapacity sizes an EventChannel: room for a tick's worth of events
 // from a few hundred senders, up to 1024, and for 256 MiB of inboxes in all
-// (16 bytes a delivery), but never fewer than 64.
+// (24 bytes a delivery), but never fewer than 64.
 func inboxCapacity(users int) int {
-	return max(min(users/4, 1024, inboxBudget/(16*users)), 64)
+	return max(min(users/4, 1024, inboxBudget/(int(unsafe.Sizeof(Delivery{}))*users)), 64)
 }
 
 // inboxBudget is the memory all EventChannels may take together.
