@@ -581,9 +581,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 		if s.packed > rs.Packed || s.packed == rs.Packed && (s.is(closed) || !rs.Closed) {
 			continue // not newer
 		}
-		var g *Group
 		if s.is(listed) {
-			g = v.joined[s.joinedAt]
 			v.unlist(&s)
 		}
 		if s.live() {
@@ -601,10 +599,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 			s.flags |= closed
 			v.tombs.untilClosed.push(tomb{rs.Key, s.packed, v.epoch})
 		} else {
-			v.live++
-			if g != nil && !s.is(viaState) {
-				v.list(&s, g)
-			}
+			v.live++ // a newer incarnation: listed once its create comes (adopt)
 		}
 		v.rooms[rs.Key] = s
 		if s.is(holds) {

@@ -236,7 +236,8 @@ func (e *Event) ID() Stamp { return Stamp{e.Clock, e.From} }
 //
 // With faults on, the links between users number what they carry: Seq is
 // the transmission's sequence number on its link (0 for an
-// acknowledgement; for a gap report, the highest number received), and
+// acknowledgement; for a gap report, the first number that arrived past
+// the gap), and
 // Ack acknowledges the reverse link: every number below it has arrived.
 type Delivery struct {
 	Event    *Event

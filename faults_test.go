@@ -121,3 +121,20 @@ func TestInterruptHealsFaults(t *testing.T) {
 		}
 	})
 }
+
+// Forty late joiners, most of them let in at once at the stop: news of
+// them never blocks the run (synctest reports a deadlock as a failure).
+func TestManyJoinersAtOnce(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast=%v", fast), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := Config{Users: 50, Seed: 1, Tick: time.Second, Chance: 0.3, Quiet: true, Fast: fast, Duration: 4 * time.Second, Join: 40}
+				rep, _ := simulate(t, context.Background(), cfg)
+				requireConverged(t, rep)
+				if rep.Faults.LateJoiners != 40 {
+					t.Errorf("%d late joiners came", rep.Faults.LateJoiners)
+				}
+			})
+		})
+	}
+}

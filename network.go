@@ -31,8 +31,9 @@ import (
 // In real time the network counts deliveries in flight by epoch, and the
 // clock advances the epoch once a tick (advanceEpoch): nothing about time
 // is assumed, so no stall, pause or slow reader can fool it. The current
-// epoch is always a horizon. In lockstep both are exact from the tick and
-// the delay (lockstepStability).
+// epoch is always a horizon. In lockstep without faults both are exact
+// from the tick and the delay (lockstepStability); with faults a delivery
+// can be on its way for any number of ticks, and lockstep counts too.
 //
 // # Admission
 //
@@ -68,11 +69,11 @@ type Network struct {
 	joinFloor atomic.Uint64    // the least of those, or MaxUint64
 	tickFloor atomic.Uint64    // lockstep: joinFloor as the tick began, so that no phase sees it move
 
-	inflight atomic.Int64 // real time: deliveries admitted and not yet retired
+	inflight atomic.Int64 // deliveries admitted or counted and not yet retired (real time, and lockstep with faults)
 	capacity int64
 
 	epoch, stable atomic.Uint64
-	horizon       atomic.Uint64 // lockstep only; in real time the epoch is the horizon
+	horizon       atomic.Uint64 // lockstep without faults; otherwise the epoch is the horizon
 	byEpoch       [epochRing]atomic.Int64
 
 	// Real time: the drain waits until every user has stopped sending;
@@ -346,9 +347,10 @@ type split struct {
 }
 
 // blocked reports whether a transmission from a to b is lost: the network
-// is split between them, or b is offline or not yet online.
+// is split between them, or either is offline or not yet online (a user
+// that has just gone offline may not have noticed yet).
 func (n *Network) blocked(a, b int32) bool {
-	if n.away[b].Load() {
+	if n.away[a].Load() || n.away[b].Load() {
 		return true
 	}
 	s := n.split.Load()
@@ -396,7 +398,7 @@ type Port struct {
 	backlog  queue[Delivery]   // real time: received while blocked in a send; applied next, in order
 	delayed  minHeap[Delivery] // real time: deliveries whose injected delay has not passed, by due time
 	reserved reservation       // real time: room reserved for the action under way
-	owed     []owing           // real time: applied deliveries not yet retired, by epoch
+	owed     []owing           // applied deliveries not yet retired, by epoch (real time, and lockstep with faults)
 	buckets  [][]pending       // lockstep: by due tick, modulo len(buckets)
 
 	// Deliveries sent and applied. Both change only while the owner works
@@ -411,6 +413,7 @@ type Port struct {
 	frng         *rand.Rand   // the faults this port's transmissions meet
 	ackEv, gapEv *Event       // what acknowledgements and gap reports carry
 	tx           transportCounts
+	hushed       bool // real time: the drain is over, nothing more is sent
 }
 
 // send puts one delivery of ev on user r's inbox. If the inbox is full it
@@ -452,18 +455,25 @@ func (p *Port) put(r int32, d Delivery) {
 
 // due is when a transmission sent at sent may be applied: at once in real
 // time, on the next tick in lockstep, plus a random injected delay for each
-// recipient.
-func (p *Port) due(sent time.Duration) time.Duration {
+// recipient, drawn from the owner's source in the order it sends.
+func (p *Port) due(sent time.Duration) time.Duration { return p.dueFrom(sent, p.rng) }
+
+// resendDue is due for what the links send of their own accord
+// (retransmissions, acknowledgements, gap reports): its delay is drawn
+// from the faults' source, so that faults do not move the owner's choices.
+func (p *Port) resendDue(sent time.Duration) time.Duration { return p.dueFrom(sent, p.frng) }
+
+func (p *Port) dueFrom(sent time.Duration, rng *rand.Rand) time.Duration {
 	n := p.net
 	if n.fast {
 		d := sent + n.tick
 		if n.delayTicks > 0 {
-			d += time.Duration(p.rng.Int64N(n.delayTicks+1)) * n.tick
+			d += time.Duration(rng.Int64N(n.delayTicks+1)) * n.tick
 		}
 		return d
 	}
 	if n.delay > 0 {
-		return sent + time.Duration(p.rng.Int64N(int64(n.delay)+1))
+		return sent + time.Duration(rng.Int64N(int64(n.delay)+1))
 	}
 	return sent
 }
@@ -599,8 +609,11 @@ func (p *Port) silent() <-chan struct{} { return p.net.silent }
 
 // hush tells the network, with faults, that the owner will send nothing
 // more; hushed is closed once every user has.
-func (p *Port) hush()                   { p.net.hushing.Done() }
-func (p *Port) hushed() <-chan struct{} { return p.net.hushed }
+func (p *Port) hush() {
+	p.hushed = true
+	p.net.hushing.Done()
+}
+func (p *Port) allHushed() <-chan struct{} { return p.net.hushed }
 
 // away reports whether the network has the owner offline, or not yet
 // online.

@@ -283,10 +283,10 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 const maxProblems = 5
 
 // check compares every user's final view and the users' summed counts,
-// with the messages still held back. It returns what is wrong, or nothing when the run converged: every user has
-// the same live rooms, no two live rooms share a group, every room created
-// was closed, replaced or is live, and every message reached every other
-// member of its room exactly once.
+// with the messages still held back. It returns what is wrong, or nothing
+// when the run converged: every user has the same live rooms, no two live
+// rooms share a group, every room created was closed, replaced or is live,
+// and every message reached every other member of its room exactly once.
 func check(views []*View, tot *Counts, held int64) []string {
 	var problems []string
 	add := func(format string, args ...any) {

@@ -141,6 +141,9 @@ func (p *Port) wake(l *link, at time.Duration) {
 // the network decides.
 func (p *Port) transmit(r int32, l *link, d Delivery, sent time.Duration) {
 	n := p.net
+	if p.hushed {
+		return
+	}
 	d.Ack, l.owed = l.recvNext, false
 	p.tx.Transmissions++
 	if n.loss > 0 && p.frng.Float64() < n.loss || n.blocked(p.uid, r) {
@@ -247,7 +250,7 @@ func (p *Port) resend(r int32, l *link, lo, hi uint32, now time.Duration) {
 		}
 		if it.seq >= lo {
 			p.tx.Retransmitted++
-			p.transmit(r, l, Delivery{Event: it.ev, Due: p.due(now), Seq: it.seq}, now)
+			p.transmit(r, l, Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}, now)
 		}
 	}
 	if l.unacked.len() > 0 {
@@ -273,14 +276,14 @@ func (p *Port) tend(now time.Duration) {
 			// What is below the first number that arrived past the gap is
 			// lost: report the gap, up to that number.
 			l.gapSince = now
-			p.transmit(r, l, Delivery{Event: p.gapEv, Due: p.due(now), Seq: l.above[0]}, now)
+			p.transmit(r, l, Delivery{Event: p.gapEv, Due: p.resendDue(now), Seq: l.above[0]}, now)
 		case l.owed && now-l.owedSince >= t.ackDelay:
-			p.transmit(r, l, Delivery{Event: p.ackEv, Due: p.due(now)}, now)
+			p.transmit(r, l, Delivery{Event: p.ackEv, Due: p.resendDue(now)}, now)
 		}
 		if l.unacked.len() > 0 && now >= l.timerAt {
 			it := *l.unacked.front()
 			p.tx.Retransmitted++
-			p.transmit(r, l, Delivery{Event: it.ev, Due: p.due(now), Seq: it.seq}, now)
+			p.transmit(r, l, Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}, now)
 			l.probing = true
 			l.timerAt = now + t.rto
 		}

@@ -46,6 +46,8 @@ type User struct {
 	joinEpoch uint64
 	replyTo   []int32 // late joiners that asked for this user's rooms
 
+	news []Online // lockstep: news taken while waiting, learned when the phase starts
+
 	// What the sampler reads while the user runs; the owner stores, others
 	// load.
 	liveGauge, deliveriesGauge atomic.Int64
@@ -311,7 +313,9 @@ func (u *User) runReal() {
 				continue
 			case <-wakeC:
 				wakeAt = -1
-				u.applyDue(u.opts.clock.now())
+				now := u.opts.clock.now()
+				u.applyDue(now)
+				u.takeBacklog(now)
 				u.endBatch()
 				continue
 			}
@@ -321,13 +325,17 @@ func (u *User) runReal() {
 		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
 			u.handle(<-u.EventChannel, now)
 		}
-		if u.tickAt >= 0 && news != nil && !u.opts.listen {
-			// The clock starts once every user is online.
+		if u.tickAt >= 0 && news != nil {
+			// The clock starts once every user is online: whatever news
+			// is queued is learned before the user acts.
 			for len(news) > 0 {
 				u.learn(<-news, now)
 			}
-			news = nil
+			if !u.opts.listen {
+				news = nil
+			}
 		}
+		u.takeBacklog(now)
 		// A marker taken while blocked in a send lands in the backlog and
 		// sets tickAt again: run it now, not at the next arrival.
 		for u.tickAt >= 0 {
@@ -368,8 +376,15 @@ func (u *User) tick(now time.Duration) {
 	if u.opts.faulty && u.online {
 		u.tendLinks(now)
 	}
+	u.takeBacklog(u.opts.clock.now())
+}
+
+// takeBacklog handles what the user received while blocked in a send:
+// with faults a send can happen outside a tick too, when a link resends on
+// what arrives.
+func (u *User) takeBacklog(now time.Duration) {
 	for d, ok := u.port.nextBacklog(); ok; d, ok = u.port.nextBacklog() {
-		u.handle(d, u.opts.clock.now())
+		u.handle(d, now)
 	}
 }
 
@@ -468,6 +483,7 @@ func (u *User) drain() {
 		case d := <-u.EventChannel:
 			now := u.opts.clock.now()
 			u.handle(d, now)
+			u.takeBacklog(now)
 			for u.tickAt >= 0 {
 				u.tick(now)
 			}
@@ -484,12 +500,13 @@ func (u *User) drain() {
 			select {
 			case d := <-u.EventChannel:
 				u.handle(d, now)
-			case <-u.port.hushed():
+			case <-u.port.allHushed():
 				hushing = false
 			}
 		}
 	}
 	// Every send has completed: what is on the channel is all there is.
+	u.takeBacklog(now)
 	for len(u.EventChannel) > 0 {
 		u.handle(<-u.EventChannel, now)
 	}
@@ -522,15 +539,22 @@ type phase struct {
 // sender, then the sender's clock), then rolls its action. Nothing in a tick
 // depends on the scheduler, so a run is a function of its flags and seed.
 func (u *User) runFast(first *phase) {
-	news := u.UserChannel // news comes only before the first tick
-	for p := first; ; p, news = p.next, nil {
+	news := u.UserChannel // news comes only before the first tick, unless late joiners may come
+	for p := first; ; p = p.next {
 		u.await(news)
+		if !u.opts.listen {
+			news = nil
+		}
 		// Every announcement was sent before the phase started: at the
 		// start, or for a late joiner at the end of the last tick.
 		now := time.Duration(p.tick) * u.opts.tick
 		for len(u.UserChannel) > 0 {
-			u.learn(<-u.UserChannel, max(0, now-u.opts.tick))
+			u.news = append(u.news, <-u.UserChannel)
 		}
+		for _, o := range u.news {
+			u.learn(o, max(0, now-u.opts.tick))
+		}
+		u.news = u.news[:0]
 		if p.final {
 			u.view.Finish()
 			u.flushLog()
@@ -559,9 +583,10 @@ func (u *User) runFast(first *phase) {
 
 // await takes deliveries until the coordinator's start marker, which it
 // sends down the channel behind every delivery of the last phase, and
-// announcements while news is not nil. Waiting on the user's own channel,
-// not on one that every user shares, keeps the users from contending for
-// one lock.
+// announcements while news is not nil, which the phase learns at its start:
+// however they interleave with deliveries, a phase learns the same news at
+// the same time. Waiting on the user's own channel, not on one that every
+// user shares, keeps the users from contending for one lock.
 func (u *User) await(news <-chan Online) {
 	for {
 		var d Delivery
@@ -571,7 +596,7 @@ func (u *User) await(news <-chan Online) {
 			select {
 			case d = <-u.EventChannel:
 			case o := <-news:
-				u.learn(o, 0)
+				u.news = append(u.news, o)
 				continue
 			}
 		}
