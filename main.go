@@ -186,6 +186,8 @@ Examples:
   chatsim -fast -users 5 -duration 60s -seed 7 -delay 3s
                                             virtual time: replays byte for byte
   chatsim -quiet -users 1000 -tick 10ms -duration 10s
+  chatsim -users 6 -loss 0.2 -partition 10s -offline 10s -join 2
+                                            faults and churn, survived by protocol
   chatsim -fast -json -duration 60s | jq -c 'select(.kind == "merge")'
 
 Flags:
@@ -231,7 +233,7 @@ type intValue struct {
 
 func (v *intValue) String() string {
 	if v.p == nil {
-		return ""
+		return "0"
 	}
 	return strconv.Itoa(*v.p)
 }
@@ -276,7 +278,7 @@ const maxFault = 0.9
 
 func (v *chanceValue) String() string {
 	if v.p == nil {
-		return ""
+		return "0"
 	}
 	return strconv.FormatFloat(*v.p, 'g', -1, 64)
 }
