@@ -224,15 +224,12 @@ func (u *User) join(now time.Duration) {
 func (u *User) tendLinks(now time.Duration) {
 	// A late joiner asked may be one itself: it answers once it has the
 	// rooms.
-	for _, r := range u.replyTo {
-		if u.joinPhase != notJoining {
-			break
-		}
-		e := u.port.countOne()
-		u.view.SetEpoch(e)
-		u.port.send(r, &Event{Kind: StateEvent, From: u.UID, Sent: now, Epoch: e, State: u.view.Snapshot()})
-	}
 	if u.joinPhase == notJoining {
+		for _, r := range u.replyTo {
+			e := u.port.countOne()
+			u.view.SetEpoch(e)
+			u.port.send(r, &Event{Kind: StateEvent, From: u.UID, Sent: now, Epoch: e, State: u.view.Snapshot()})
+		}
 		u.replyTo = u.replyTo[:0]
 	}
 	u.join(now)
