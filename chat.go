@@ -391,10 +391,10 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	prev, wasLive := s.stamp(), s.live()
 	closing := ev.Kind == CloseEvent
 	s.packed = ev.Room.pack()
-	s.flags &^= closed | viaState
-	if g.Has(v.self) {
-		s.flags |= member
+	if s.is(viaState) && g.Has(v.self) {
+		s.flags |= member // a slot made from a snapshot learns its members here
 	}
+	s.flags &^= closed | viaState
 	if closing {
 		s.flags |= closed
 	}

@@ -249,14 +249,19 @@ func (p *Port) resend(r int32, l *link, lo, hi uint32, now time.Duration) {
 			break
 		}
 		if it.seq >= lo {
-			p.tx.Retransmitted++
-			p.transmit(r, l, Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}, now)
+			p.retransmit(r, l, it, now)
 		}
 	}
 	if l.unacked.len() > 0 {
 		l.timerAt = now + p.net.timing.rto
 		p.wake(l, l.timerAt)
 	}
+}
+
+// retransmit sends a kept transmission again.
+func (p *Port) retransmit(r int32, l *link, it sentItem, now time.Duration) {
+	p.tx.Retransmitted++
+	p.transmit(r, l, Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}, now)
 }
 
 // tend does what the links owe once a tick: gap reports, acknowledgements
@@ -282,8 +287,7 @@ func (p *Port) tend(now time.Duration) {
 		}
 		if l.unacked.len() > 0 && now >= l.timerAt {
 			it := *l.unacked.front()
-			p.tx.Retransmitted++
-			p.transmit(r, l, Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}, now)
+			p.retransmit(r, l, it, now)
 			l.probing = true
 			l.timerAt = now + t.rto
 		}
