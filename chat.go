@@ -355,7 +355,7 @@ func (v *View) applyRoom(ev *Event, now time.Duration) {
 	if ev.Kind == CreateEvent && s.live() && ev.Room.pack() < s.packed {
 		// A concurrent duplicate that loses to the room this view keeps.
 		v.Merges++
-		r.Kind, r.Room, r.Dropped = KindMerge, s.stamp(), ev.Room
+		r.Kind, r.Room, r.Dropped, r.EventKind = KindMerge, s.stamp(), ev.Room, CreateEvent
 		v.record(r)
 		return
 	}
@@ -403,7 +403,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		// Two incarnations of one group were live at once somewhere: the
 		// greater stamp wins in every view.
 		v.Merges++
-		v.record(Record{T: now, Kind: KindMerge, Room: ev.Room, Dropped: prev, By: ev.From})
+		v.record(Record{T: now, Kind: KindMerge, Room: ev.Room, Dropped: prev, By: ev.From, EventKind: ev.Kind, Won: true})
 		if prev.UID == v.self {
 			v.replaceOwn(prev, ev)
 		}

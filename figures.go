@@ -85,16 +85,24 @@ func (s *series) add(x float64) {
 
 var sparks = []rune("▁▂▃▄▅▆▇█")
 
+// averages are the buckets' means.
+func (s *series) averages() []float64 {
+	avg := make([]float64, len(s.n))
+	for i := range avg {
+		avg[i] = s.sum[i] / float64(s.n[i])
+	}
+	return avg
+}
+
 // spark draws the bucket averages from 0 to the largest.
 func (s *series) spark() Spark {
 	if len(s.n) == 0 {
 		return Spark{Line: "(no samples)"}
 	}
-	avg := make([]float64, len(s.n))
+	avg := s.averages()
 	top := 0.0
-	for i := range avg {
-		avg[i] = s.sum[i] / float64(s.n[i])
-		top = max(top, avg[i])
+	for _, x := range avg {
+		top = max(top, x)
 	}
 	var b strings.Builder
 	for _, x := range avg {

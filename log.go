@@ -69,7 +69,8 @@ type Record struct {
 	By        int32     // who caused it: creator, sender or closer
 	Peer      int32     // online: the user that came online
 	Msg       Stamp     // message id
-	EventKind EventKind // stale: the kind of event ignored
+	EventKind EventKind // stale: the kind of event ignored; merge: of the event applied
+	Won       bool      // merge: the event applied named the room kept, not the one dropped
 	Late      bool      // receive: the incarnation is no longer live in this view
 	Held      bool      // receive: the message waited for its room to be known
 	Reason    string
@@ -324,10 +325,11 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	if !rec.Msg.IsZero() {
 		j.Msg, j.Text = rec.Msg.String(), messageText(rec.Msg)
 	}
-	switch rec.EventKind {
-	case CreateEvent:
+	switch {
+	case rec.Kind != KindStale: // a merge's event is for the page
+	case rec.EventKind == CreateEvent:
 		j.Event = "create"
-	case CloseEvent:
+	case rec.EventKind == CloseEvent:
 		j.Event = "close"
 	}
 	if rec.Kind == KindReceive {
@@ -361,9 +363,15 @@ type sink struct {
 // lineBuffer keeps one user's lines of a lockstep phase until the
 // coordinator writes them out, in uid order, so that the output does not
 // depend on which user finished first.
-type lineBuffer struct{ b []byte }
+// Its records wait there too, for the run's trace.
+type lineBuffer struct {
+	b    []byte
+	recs []Record
+}
 
 func (l *lineBuffer) Write(p []byte) { l.b = append(l.b, p...) }
+
+func (l *lineBuffer) keep(recs []Record) { l.recs = append(l.recs, recs...) }
 
 // flushDelay is how long a line may wait in the buffer.
 const flushDelay = 20 * time.Millisecond

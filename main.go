@@ -17,6 +17,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -61,12 +62,22 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "chatsim: %v\n", err)
 		return 1
 	}
+	files, err := createFiles(cfg)
+	if err != nil {
+		stopProfiles()
+		fmt.Fprintf(stderr, "chatsim: %v\n", err)
+		return 2
+	}
 	s := newSim(cfg, stdout, stderr)
 	s.out.Write(startLine(cfg))
 	rep, err := s.run(ctx)
 	profileErr := stopProfiles()
 	if profileErr != nil {
 		fmt.Fprintf(stderr, "chatsim: %v\n", profileErr)
+	}
+	fileErr := files.write(cfg, rep, s.recording, s.rend)
+	if fileErr != nil {
+		fmt.Fprintf(stderr, "chatsim: %v\n", fileErr)
 	}
 	if err == nil && cfg.JSON {
 		err = rep.writeJSON(stdout)
@@ -82,7 +93,7 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	case err != nil:
 		fmt.Fprintf(stderr, "chatsim: writing the output: %v\n", err)
 		return 1
-	case !rep.Converged, profileErr != nil:
+	case !rep.Converged, profileErr != nil, fileErr != nil:
 		return 1
 	}
 	return 0
@@ -153,6 +164,9 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.Var(&durValue{&cfg.Partition, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "partition", "split the network now and then, each split and each healed period lasting up to `D`")
 	fs.Var(&durValue{&cfg.Offline, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "offline", "take users offline now and then (about one in ten at a time), each for up to `D`")
 	fs.Var(&intValue{&cfg.Join, 0, maxUsers - 2}, "join", "`N` users come online late, in the first half of the run, and learn the rooms from a peer")
+	fs.StringVar(&cfg.HTML, "html", "", "after the run, write a page that shows it (a space-time diagram, the summary, charts) to `file`")
+	fs.StringVar(&cfg.ShiViz, "shiviz", "", fmt.Sprintf("after the run, write its log with vector clocks for ShiViz to `file` (at most %d users)", maxShiVizUsers))
+	fs.Var(&windowValue{&cfg.Window}, "html-window", "draw only the stretch `FROM:TO` of the run, like 20s:40s, in -html and -shiviz (either end may be left out)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` at the end")
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace to `file` (go tool trace)")
@@ -164,6 +178,12 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	}
 	if ticks := wholeTicks(cfg.Delay, cfg.Tick); cfg.Fast && ticks > maxDelayTicks {
 		return cfg, fs, fmt.Errorf("-delay %v is %d ticks of %v: with -fast it must be at most %d ticks", cfg.Delay, ticks, cfg.Tick, maxDelayTicks)
+	}
+	if cfg.ShiViz != "" && cfg.Users > maxShiVizUsers {
+		return cfg, fs, fmt.Errorf("-shiviz gives every event a vector clock with an entry per user: it takes at most %d users, not %d", maxShiVizUsers, cfg.Users)
+	}
+	if cfg.Window != (timeWindow{}) && cfg.HTML == "" && cfg.ShiViz == "" {
+		return cfg, fs, errors.New("-html-window picks what -html and -shiviz draw: give one of them too")
 	}
 	if cfg.Join > cfg.Users-2 {
 		return cfg, fs, fmt.Errorf("-join %d with -users %d leaves fewer than 2 users online at the start: -join must be from 0 to %d", cfg.Join, cfg.Users, cfg.Users-2)
@@ -327,6 +347,47 @@ func (v *durValue) Set(s string) error {
 		return errors.New("must be a duration " + v.allowed)
 	}
 	*v.p = d
+	return nil
+}
+
+// windowValue is a stretch of a run, FROM:TO, either end optional.
+type windowValue struct{ p *timeWindow }
+
+func (v *windowValue) String() string {
+	if v.p == nil || *v.p == (timeWindow{}) {
+		return ""
+	}
+	s := v.p.From.String() + ":"
+	if v.p.To > 0 {
+		s += v.p.To.String()
+	}
+	return s
+}
+
+func (v *windowValue) Set(s string) error {
+	bad := errors.New("must be FROM:TO with durations from 0 to 876000h and FROM before TO, like 20s:40s, 30s: or :1m")
+	a, b, ok := strings.Cut(s, ":")
+	if !ok {
+		return bad
+	}
+	var w timeWindow
+	for _, end := range []struct {
+		text string
+		p    *time.Duration
+	}{{a, &w.From}, {b, &w.To}} {
+		if end.text == "" {
+			continue
+		}
+		d, err := time.ParseDuration(end.text)
+		if err != nil || d < 0 || d > maxSimTime {
+			return bad
+		}
+		*end.p = d
+	}
+	if w.To > 0 && w.To <= w.From {
+		return bad
+	}
+	*v.p = w
 	return nil
 }
 

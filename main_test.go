@@ -67,6 +67,12 @@ var badInputs = []struct {
 	{[]string{"-offline", "soon"}, `-offline: must be a duration from 0 (none) to 24h`},
 	{[]string{"-join", "5", "-users", "6"}, `-join 5 with -users 6 leaves fewer than 2 users online at the start: -join must be from 0 to 4`},
 	{[]string{"-join", "-1"}, `-join: must be a whole number from 0 to 99998`},
+	{[]string{"-shiviz", "run.log", "-users", "65"}, `-shiviz gives every event a vector clock with an entry per user: it takes at most 64 users, not 65`},
+	{[]string{"-html", "run.html", "-html-window", "20s"}, `-html-window: must be FROM:TO with durations from 0 to 876000h and FROM before TO, like 20s:40s, 30s: or :1m`},
+	{[]string{"-html", "run.html", "-html-window", "40s:20s"}, `-html-window: must be FROM:TO`},
+	{[]string{"-html", "run.html", "-html-window", "soon:1m"}, `-html-window: must be FROM:TO`},
+	{[]string{"-html", "run.html", "-html-window", "-1s:"}, `-html-window: must be FROM:TO`},
+	{[]string{"-html-window", "20s:40s"}, `-html-window picks what -html and -shiviz draw: give one of them too`},
 }
 
 func TestBadInput(t *testing.T) {

@@ -57,6 +57,7 @@ type Network struct {
 	// they carry (see link), and stability is counted in lockstep too.
 	faulty    bool
 	loss, dup float64
+	keepLost  int                   // see Port.wire
 	split     atomic.Pointer[split] // nil while the network is whole
 	away      []atomic.Bool         // by uid: offline, or not yet online
 	joining   atomic.Int64          // late joiners online and still without their state
@@ -105,6 +106,7 @@ type netConfig struct {
 	tick, delay  time.Duration
 	faulty       bool // faults are injected: number and acknowledge
 	loss, dup    float64
+	keepLost     int // how many lost or resent transmissions each port keeps for the page
 }
 
 // newNetwork returns the network of a run.
@@ -114,6 +116,7 @@ func newNetwork(c netConfig) *Network {
 		fast:     c.fast,
 		tick:     c.tick,
 		faulty:   c.faulty,
+		keepLost: c.keepLost,
 		loss:     c.loss,
 		dup:      c.dup,
 		away:     make([]atomic.Bool, c.users+1),
@@ -166,6 +169,9 @@ func wholeTicks(d, tick time.Duration) int64 { return int64((d + tick - 1) / tic
 // own, derived from seed, so that they do not move the user's choices.
 func (n *Network) connect(uid int32, rng *rand.Rand, seed uint64) *Port {
 	p := &Port{net: n, uid: uid, inbox: n.inboxes[uid], rng: rng}
+	if n.faulty && n.keepLost > 0 {
+		p.wire = make([]transmission, 0, n.keepLost)
+	}
 	if n.faulty {
 		p.frng = rand.New(rand.NewPCG(seed, uint64(uid)<<32|0xfa17))
 		p.links = make([]link, len(n.inboxes))
@@ -413,7 +419,8 @@ type Port struct {
 	frng         *rand.Rand   // the faults this port's transmissions meet
 	ackEv, gapEv *Event       // what acknowledgements and gap reports carry
 	tx           transportCounts
-	hushed       bool // real time: the drain is over, nothing more is sent
+	hushed       bool           // real time: the drain is over, nothing more is sent
+	wire         []transmission // the first lost or resent payloads, for the page; nil when not kept
 }
 
 // send puts one delivery of ev on user r's inbox. If the inbox is full it
@@ -747,4 +754,37 @@ func (h *minHeap[T]) pop() T {
 		heap.Fix(h, 0)
 	}
 	return x
+}
+
+// transmission is a payload's trip over a link that went wrong or was
+// made again: lost on the way, or resent. A port keeps its first few for
+// the page, which draws them beside the deliveries they delayed.
+type transmission struct {
+	Sent, Due time.Duration // Due: when it arrives, if it is not lost
+	From, To  int32
+	Event     *Event
+	Resent    bool
+	Lost      bool
+}
+
+// noteWire keeps a transmission of d for the page, while there is room.
+func (p *Port) noteWire(r int32, d Delivery, sent time.Duration, resent, lost bool) {
+	if len(p.wire) == cap(p.wire) || d.Event.Kind == AckEvent || d.Event.Kind == GapEvent {
+		return
+	}
+	p.wire = append(p.wire, transmission{Sent: sent, Due: d.Due, From: p.uid, To: r, Event: d.Event, Resent: resent, Lost: lost})
+}
+
+// transmissions are the transmissions every port kept, by time of
+// sending, then sender, then recipient: the same for the same run. Call it
+// once the users have exited.
+func (n *Network) transmissions() []transmission {
+	var all []transmission
+	for _, p := range n.ports {
+		all = append(all, p.wire...)
+	}
+	slices.SortStableFunc(all, func(a, b transmission) int {
+		return cmp.Or(cmp.Compare(a.Sent, b.Sent), cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To))
+	})
+	return all
 }

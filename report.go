@@ -34,6 +34,11 @@ type Report struct {
 	Problems  []string `json:"problems,omitempty"`
 
 	finals []finalLine // JSON mode: each user's live rooms
+
+	// For the page: the samples behind the sparklines, and in real time
+	// the latency histogram.
+	liveSeries, deliverSeries []float64
+	latency                   *histTotal
 }
 
 // Spark is a value over the run: a sparkline from 0 to Max.
@@ -200,6 +205,8 @@ type runFacts struct {
 	FastTicks  int64         // fast mode: action ticks run
 	LiveRooms  Spark
 	Deliveries Spark
+	LiveSeries []float64 // the samples behind the sparklines
+	DelSeries  []float64
 	Faults     *faultTally // with faults only
 }
 
@@ -250,7 +257,9 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	r.Messages.Late = tot.Late
 	if !c.Fast && lat.n > 0 {
 		r.Latency = &Latency{lat.quantile(0.50), lat.quantile(0.95), lat.quantile(0.99), lat.max}
+		r.latency = &lat
 	}
+	r.liveSeries, r.deliverSeries = run.LiveSeries, run.DelSeries
 	r.LiveRooms = run.LiveRooms
 	r.Deliveries = run.Deliveries
 	if f := run.Faults; f != nil {

@@ -30,6 +30,9 @@ type Config struct {
 	Partition, Offline time.Duration
 	Join               int
 
+	HTML, ShiViz string     // files to write the run to, as a page and as a ShiViz log
+	Window       timeWindow // the stretch they draw
+
 	CPUProfile, MemProfile, Trace string
 }
 
@@ -69,7 +72,8 @@ type Sim struct {
 
 	dropped []int64 // real time: ticks the clock dropped, by user index
 
-	nemesis *nemesis // the fault schedule; nil without faults
+	nemesis   *nemesis   // the fault schedule; nil without faults
+	recording *recording // the records for -html and -shiviz; nil without them
 
 	// Lockstep.
 	first   *phase         // the phase users start in, until the coordinator takes it
@@ -90,7 +94,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		cfg: cfg,
 		net: newNetwork(netConfig{
 			users: cfg.Users, inbox: inboxCapacity(cfg.Users), fast: cfg.Fast, tick: cfg.Tick, delay: cfg.Delay,
-			faulty: cfg.faulty(), loss: cfg.Loss, dup: cfg.Dup,
+			faulty: cfg.faulty(), loss: cfg.Loss, dup: cfg.Dup, keepLost: keepLost(cfg),
 		}),
 		out:      newSink(stdout),
 		stderr:   stderr,
@@ -101,6 +105,9 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 	if cfg.Fast {
 		s.first = &phase{done: &s.barrier}
 		s.lines = make([]lineBuffer, cfg.Users)
+	}
+	if cfg.HTML != "" || cfg.ShiViz != "" {
+		s.recording = newRecording(cfg.Window, maxDrawn)
 	}
 	if cfg.faulty() {
 		ticks := func(d time.Duration) int64 {
@@ -146,7 +153,19 @@ func (s *Sim) end() (*Report, error) {
 	close(s.flushStop)
 	s.flusher.Wait()
 	err := s.out.Flush()
+	if s.recording != nil {
+		s.recording.wire = s.net.transmissions()
+	}
 	return s.report(), err
+}
+
+// keepLost is how many lost or resent transmissions each port keeps for a
+// page: enough for a page's share of the diagram, and a bounded memory.
+func keepLost(cfg Config) int {
+	if cfg.HTML == "" {
+		return 0
+	}
+	return max(16, 4*maxDrawn/cfg.Users)
 }
 
 // startUsers brings users online one by one, each in its own goroutine.
@@ -161,7 +180,8 @@ func (s *Sim) startUsers(ctx context.Context) {
 		tick:   s.cfg.Tick,
 		seed:   s.cfg.Seed,
 		clock:  s.clock,
-		log:    !s.cfg.Quiet,
+		log:    !s.cfg.Quiet || s.recording != nil,
+		quiet:  s.cfg.Quiet,
 		rend:   s.rend,
 		faulty: s.cfg.faulty(),
 		listen: s.cfg.Join > 0,
@@ -174,11 +194,18 @@ func (s *Sim) startUsers(ctx context.Context) {
 			break
 		}
 		var out lineWriter = s.out
+		var keep recordKeeper
+		if s.recording != nil {
+			keep = s.recording
+		}
 		if s.cfg.Fast {
 			out = &s.lines[k-1]
+			if s.recording != nil {
+				keep = &s.lines[k-1]
+			}
 		}
 		opts.late = k > online
-		u := newUser(s.net, k, opts, out)
+		u := newUser(s.net, k, opts, out, keep)
 		s.users = append(s.users, u)
 		if s.cfg.Fast {
 			first := s.first
@@ -212,10 +239,15 @@ func (s *Sim) applyFaults(t int64, now time.Duration, stopped bool) {
 	} else {
 		recs, joined = s.nemesis.apply(t)
 	}
+	for i := range recs {
+		recs[i].T = now
+	}
+	if s.recording != nil {
+		s.recording.keep(recs)
+	}
 	if !s.cfg.Quiet {
 		var b []byte
 		for i := range recs {
-			recs[i].T = now
 			b = s.rend.append(b, &recs[i])
 		}
 		s.out.Write(b)
@@ -396,8 +428,14 @@ func (s *Sim) runPhase(p *phase) *phase {
 	}
 	s.barrier.Wait()
 	for i := range s.users {
-		s.out.Write(s.lines[i].b)
-		s.lines[i].b = s.lines[i].b[:0]
+		l := &s.lines[i]
+		s.out.Write(l.b)
+		l.b = l.b[:0]
+		if s.recording != nil {
+			s.recording.keep(l.recs)
+			clear(l.recs)
+			l.recs = l.recs[:0]
+		}
 	}
 	return p.next
 }
@@ -479,6 +517,7 @@ func (s *Sim) report() *Report {
 	facts := runFacts{
 		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,
 		LiveRooms: s.live.spark(), Deliveries: s.delivers.spark(),
+		LiveSeries: s.live.averages(), DelSeries: s.delivers.averages(),
 	}
 	if s.nemesis != nil {
 		facts.Faults = &s.nemesis.tally

@@ -113,7 +113,10 @@ func (p *Port) sendReliably(r int32, ev *Event, now time.Duration) {
 		p.wake(l, l.timerAt)
 	}
 	l.unacked.push(sentItem{seq, ev})
-	p.transmit(r, l, Delivery{Event: ev, Due: p.due(now), Seq: seq}, now)
+	d := Delivery{Event: ev, Due: p.due(now), Seq: seq}
+	if p.transmit(r, l, d, now) && p.wire != nil {
+		p.noteWire(r, d, now, false, true)
+	}
 }
 
 // link returns the link to peer r, starting it on first use and marking it
@@ -138,17 +141,17 @@ func (p *Port) wake(l *link, at time.Duration) {
 
 // transmit sends one transmission on the link to r, with the link's
 // acknowledgement riding on it: lost, delivered, or delivered twice, as
-// the network decides.
-func (p *Port) transmit(r int32, l *link, d Delivery, sent time.Duration) {
+// the network decides. It reports whether it was lost.
+func (p *Port) transmit(r int32, l *link, d Delivery, sent time.Duration) (lost bool) {
 	n := p.net
 	if p.hushed {
-		return
+		return false
 	}
 	d.Ack, l.owed = l.recvNext, false
 	p.tx.Transmissions++
 	if n.loss > 0 && p.frng.Float64() < n.loss || n.blocked(p.uid, r) {
 		p.tx.Lost++
-		return
+		return true
 	}
 	p.put(r, d)
 	if n.dup > 0 && p.frng.Float64() < n.dup {
@@ -156,6 +159,7 @@ func (p *Port) transmit(r int32, l *link, d Delivery, sent time.Duration) {
 		d.Due = p.later(sent, d.Due)
 		p.put(r, d)
 	}
+	return false
 }
 
 // arrive takes a transmission that has reached its due time and returns
@@ -261,7 +265,11 @@ func (p *Port) resend(r int32, l *link, lo, hi uint32, now time.Duration) {
 // retransmit sends a kept transmission again.
 func (p *Port) retransmit(r int32, l *link, it sentItem, now time.Duration) {
 	p.tx.Retransmitted++
-	p.transmit(r, l, Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}, now)
+	d := Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}
+	lost := p.transmit(r, l, d, now)
+	if p.wire != nil {
+		p.noteWire(r, d, now, true, lost)
+	}
 }
 
 // tend does what the links owe once a tick: gap reports, acknowledgements

@@ -30,7 +30,8 @@ type User struct {
 	port *Port
 	opts userOptions
 	out  lineWriter
-	buf  []byte // rendering scratch
+	keep recordKeeper // the records for a page, or nil
+	buf  []byte       // rendering scratch
 
 	lat      *hist         // real time: send-to-apply latency
 	stopping bool          // real time: the stop marker has come
@@ -61,6 +62,7 @@ type userOptions struct {
 	seed   uint64
 	clock  timebase
 	log    bool // keep log records
+	quiet  bool // render none: they are kept for a page, not printed
 	rend   renderer
 	faulty bool // faults are injected: watch for outages, tend links
 	late   bool // comes online late, and learns the rooms by a state transfer
@@ -72,8 +74,9 @@ type userOptions struct {
 // writes out in uid order.
 type lineWriter interface{ Write(p []byte) }
 
-// newUser returns user uid, connected to net; its lines go to out.
-func newUser(net *Network, uid int32, o userOptions, out lineWriter) *User {
+// newUser returns user uid, connected to net; its lines go to out, and its
+// records to keep unless that is nil.
+func newUser(net *Network, uid int32, o userOptions, out lineWriter, keep recordKeeper) *User {
 	rng := rand.New(rand.NewPCG(o.seed, uint64(uid)))
 	port := net.connect(uid, rng, o.seed)
 	u := &User{
@@ -85,6 +88,7 @@ func newUser(net *Network, uid int32, o userOptions, out lineWriter) *User {
 		port:         port,
 		opts:         o,
 		out:          out,
+		keep:         keep,
 		tickAt:       -1,
 		online:       !o.late,
 	}
@@ -236,18 +240,24 @@ func (u *User) tendLinks(now time.Duration) {
 	u.port.tend(now)
 }
 
-// flushLog renders the view's new records and hands them to out.
+// flushLog renders the view's new records and hands them to out, and to
+// keep when the run keeps them.
 func (u *User) flushLog() {
 	recs := u.view.Records()
 	if len(recs) == 0 {
 		return
 	}
-	for i := range recs {
-		u.buf = u.opts.rend.append(u.buf, &recs[i])
+	if u.keep != nil {
+		u.keep.keep(recs)
+	}
+	if !u.opts.quiet {
+		for i := range recs {
+			u.buf = u.opts.rend.append(u.buf, &recs[i])
+		}
+		u.out.Write(u.buf)
+		u.buf = u.buf[:0]
 	}
 	u.view.ResetRecords()
-	u.out.Write(u.buf)
-	u.buf = u.buf[:0]
 }
 
 // publish brings the gauges the sampler reads up to date.

@@ -1,0 +1,557 @@
+package main
+
+import (
+	_ "embed"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"math/bits"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The page (-html) shows a run as a space-time diagram: a lane per user,
+// time along the lanes, a mark for every log record and an arrow for every
+// delivery, from the record of its sending to the record of its applying.
+// It is drawn from the records the log is made of, and the summary is the
+// report's own text, so the page says nothing the log and the summary do
+// not. It is one file: the SVG is drawn here, and a little script adds
+// hover, highlighting, filters and zoom; it loads nothing.
+
+//go:embed page.html
+var pageSource string
+
+var pageTemplate = template.Must(template.New("page").Parse(pageSource))
+
+// pageData is everything the template shows, in drawing units: the
+// diagram's coordinates are pixels at zoom 1, and every element carries its
+// time in seconds (data-t) so that the script can zoom.
+type pageData struct {
+	Title     string
+	StartLine string
+	Summary   string
+	Converged bool
+	Verdict   string
+	Window    string // what the diagram covers, and what it leaves out
+	Stats     []pageStat
+
+	Width, Height int
+	Left          float64 // x of time From
+	Scale         float64 // pixels per second at zoom 1
+	From          float64 // seconds
+	LaneH         int
+	Font          int
+	Lanes         []pageLane
+	Axis          []pageTick
+	Bands         []pageBand
+	Arrows        []pageArrow
+	Wires         []pageArrow // lost and resent transmissions
+	Marks         []pageMark
+	Races         []pageRace
+	MoreRaces     int
+	RaceCounts    string
+
+	Charts []pageChart
+}
+
+// pageStat is one headline figure.
+type pageStat struct{ Label, Value string }
+
+// pageLane is one user's lane, from when it came online.
+type pageLane struct {
+	UID    int32
+	Name   string
+	Y      int
+	X      string
+	T      string
+	Joiner bool
+}
+
+// pageTick is a label on the time axis.
+type pageTick struct {
+	X, T, Label string
+}
+
+// pageBand shades part of a lane: an outage, or a side of a split.
+type pageBand struct {
+	Class          string
+	X, W, T1, T2   string
+	Y, H           int
+	Title, Network string
+}
+
+// pageArrow is one delivery.
+type pageArrow struct {
+	Class          string
+	X1, X2, T1, T2 string
+	Y1, Y2         int
+	From, To       int32
+	Room, Msg      string
+	Title          string
+}
+
+// pageMark is one record on its user's lane.
+type pageMark struct {
+	Class, Shape string
+	X, T         string
+	Y            int
+	U            int32
+	Room, Msg    string
+	Title        string
+}
+
+// pageRace is a race in the list under the diagram.
+type pageRace struct {
+	What, Line, Room, Msg string
+}
+
+// pageChart is a small chart over the run.
+type pageChart struct {
+	Title, Note string
+	Bars        []pageBar
+	Max         string
+}
+
+// pageBar is one bar of a chart, its height in pixels of 100.
+type pageBar struct {
+	X, W, Y, H string
+	Title      string
+}
+
+// maxRaces is how many races the list names.
+const maxRaces = 200
+
+// pageOf lays out the page of a run from its report, its summary text and
+// its history; lines renders a record as the text log does.
+func pageOf(rep *Report, summary, startLine string, h *traced, rend renderer) *pageData {
+	p := &pageData{
+		Title:     fmt.Sprintf("chatsim: %d users, seed %d", rep.Users, rep.Seed),
+		StartLine: strings.TrimSpace(startLine),
+		Summary:   summary,
+		Converged: rep.Converged,
+	}
+	p.Verdict = "converged"
+	if !rep.Converged {
+		p.Verdict = "NOT CONVERGED"
+	}
+	p.Stats = []pageStat{
+		{"verdict", p.Verdict},
+		{"actions", strconv.FormatInt(rep.Actions.Total, 10)},
+		{"rooms created", strconv.FormatInt(rep.Rooms.Created, 10)},
+		{"duplicates resolved", strconv.FormatInt(rep.Rooms.Duplicates, 10)},
+		{"messages sent", strconv.FormatInt(rep.Messages.Sent, 10)},
+		{"deliveries", fmt.Sprintf("%d of %d owed", rep.Messages.Deliveries, rep.Messages.Expected)},
+		{"late", strconv.FormatInt(rep.Messages.Late, 10)},
+		{"held back", strconv.FormatInt(rep.Messages.Held, 10)},
+	}
+	if n := rep.Network; n != nil {
+		p.Stats = append(p.Stats, pageStat{"lost", strconv.FormatInt(n.Lost, 10)}, pageStat{"retransmitted", strconv.FormatInt(n.Retransmitted, 10)})
+	}
+	p.layout(rep, h, rend)
+	p.Charts = chartsOf(rep)
+	return p
+}
+
+// layout draws the diagram.
+func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
+	rend.json = false
+	users := rep.Online
+	p.LaneH = max(10, min(56, 720/max(users, 1)))
+	p.Font = min(12, p.LaneH-1)
+	p.Left, p.From = 80, h.shown.From.Seconds()
+	span := max((h.shown.To - h.shown.From).Seconds(), 1)
+	p.Scale = 1100 / span
+	top := 34
+	p.Width = int(p.Left+span*p.Scale) + 40
+	p.Height = top + users*p.LaneH + 10
+	x := func(t time.Duration) string { return fmtCoord(p.Left + (t.Seconds()-p.From)*p.Scale) }
+	sec := func(t time.Duration) string { return fmtCoord(t.Seconds()) }
+	y := func(u int32) int { return top + (int(u)-1)*p.LaneH + p.LaneH/2 }
+
+	drawn := 0
+	for i := range h.recs {
+		if h.first[i] && h.sentAt[i] >= 0 {
+			drawn++
+		}
+	}
+	p.Window = fmt.Sprintf("The diagram shows %s to %s of the run: %s, %s drawn.",
+		fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), plural(int64(drawn), "delivery"))
+	if len(h.wire) > 0 {
+		p.Window += fmt.Sprintf(" Beside them, the first %s lost or resent (at most %d from each user).", plural(int64(len(h.wire)), "transmission"), keepLost(Config{HTML: "-", Users: users}))
+	}
+	if h.left > 0 {
+		p.Window += fmt.Sprintf(" %s outside it %s left out (at most %d are drawn; -html-window picks another stretch).",
+			plural(h.left, "delivery"), map[bool]string{true: "is", false: "are"}[h.left == 1], maxDrawn)
+	}
+	p.Window += " The summary and the charts cover the whole run."
+
+	// Lanes start where their users came online: a late joiner's first
+	// record is its coming online.
+	start := make([]time.Duration, users+1)
+	seen := make([]bool, users+1)
+	for i := range h.recs {
+		if u := h.recs[i].User; u > 0 && int(u) <= users && !seen[u] {
+			seen[u], start[u] = true, h.recs[i].T
+		}
+	}
+	joiners := int32(rep.Users - rep.Join)
+	for u := int32(1); u <= int32(users); u++ {
+		l := pageLane{UID: u, Name: uidName(u), Y: y(u), X: x(h.shown.From), T: sec(h.shown.From)}
+		if u > joiners && seen[u] {
+			l.X, l.T, l.Joiner = x(start[u]), sec(start[u]), true
+		}
+		p.Lanes = append(p.Lanes, l)
+	}
+	for _, t := range axisTicks(h.shown.From, h.shown.To) {
+		p.Axis = append(p.Axis, pageTick{X: x(t), T: sec(t), Label: fmtDur(t)})
+	}
+
+	var line []byte
+	lineOf := func(r *Record) string {
+		line = rend.append(line[:0], r)
+		return strings.TrimSuffix(string(line), "\n")
+	}
+	band := func(class string, u int32, from, to time.Duration, title, network string) {
+		if int(u) > users {
+			return
+		}
+		p.Bands = append(p.Bands, pageBand{Class: class, X: x(from), W: fmtCoord((to - from).Seconds() * p.Scale),
+			T1: sec(from), T2: sec(to), Y: y(u) - p.LaneH/2, H: p.LaneH, Title: title, Network: network})
+	}
+	away := make(map[int32]time.Duration)
+	races := make(map[string][]pageRace)
+	var split *Record
+	endSplit := func(to time.Duration) {
+		if split == nil {
+			return
+		}
+		title := lineOf(split)
+		sideOf := make(map[int32]int)
+		for i, side := range split.Sides {
+			for _, u := range side {
+				if _, ok := sideOf[u]; ok {
+					sideOf[u] = -1 // a bridge: on both sides
+				} else {
+					sideOf[u] = i
+				}
+			}
+		}
+		for u := int32(1); u <= int32(users); u++ {
+			if s, ok := sideOf[u]; ok {
+				class := "side" + strconv.Itoa(s%2)
+				if s < 0 {
+					class = "bridge"
+				}
+				band(class, u, split.T, to, title, "split")
+			}
+		}
+		split = nil
+	}
+	for i := range h.recs {
+		r := &h.recs[i]
+		switch r.Kind {
+		case KindSplit:
+			endSplit(r.T)
+			split = r
+			continue
+		case KindHeal:
+			endSplit(r.T)
+			continue
+		case KindOffline:
+			away[r.User] = r.T
+		case KindBack:
+			if from, ok := away[r.User]; ok {
+				band("away", r.User, from, r.T, lineOf(r), "")
+				delete(away, r.User)
+			}
+		}
+		if r.User == 0 || int(r.User) > users {
+			continue
+		}
+		title := lineOf(r)
+		m := pageMark{X: x(r.T), T: sec(r.T), Y: y(r.User), U: r.User, Title: title}
+		m.Class, m.Shape = markStyle(r)
+		m.Room, m.Msg = roomsOf(r), msgOf(r)
+		p.Marks = append(p.Marks, m)
+		if what := raceOf(r); what != "" {
+			races[what] = append(races[what], pageRace{What: what, Line: title, Room: m.Room, Msg: m.Msg})
+		}
+		if !h.first[i] || h.sentAt[i] < 0 {
+			continue
+		}
+		s := &h.recs[h.sentAt[i]]
+		p.Arrows = append(p.Arrows, pageArrow{
+			Class: arrowClass(r), X1: x(s.T), X2: x(r.T), T1: sec(s.T), T2: sec(r.T),
+			Y1: y(s.User), Y2: y(r.User), From: s.User, To: r.User, Room: m.Room, Msg: m.Msg,
+			Title: fmt.Sprintf("%s → %s: %s", uidName(s.User), uidName(r.User), title),
+		})
+	}
+	endSplit(h.shown.To)
+	p.listRaces(races)
+	for _, w := range h.wire {
+		if int(w.From) > users || int(w.To) > users {
+			continue
+		}
+		ev := w.Event
+		a := pageArrow{Class: "w " + kindClass(ev.Kind), X1: x(w.Sent), T1: sec(w.Sent), Y1: y(w.From), From: w.From, To: w.To, Y2: y(w.To)}
+		if !ev.Room.IsZero() {
+			a.Room = ev.Room.String()
+		}
+		what := map[EventKind]string{CreateEvent: "create of chat ", CloseEvent: "close of chat ", StateEvent: "rooms"}[ev.Kind] + a.Room
+		if ev.Kind == MessageEvent {
+			a.Msg = ev.ID().String()
+			what = fmt.Sprintf("message %s in chat %s", a.Msg, a.Room)
+		}
+		verb := "sent"
+		if w.Resent {
+			verb = "resent"
+		}
+		end := w.Due
+		if w.Lost {
+			end = w.Sent + (w.Due-w.Sent)/2
+			a.Y2 = (a.Y1 + a.Y2) / 2
+			a.Class += " lost"
+			a.Title = fmt.Sprintf("%s → %s: the %s, %s at %s, was lost", uidName(w.From), uidName(w.To), what, verb, fmtDur(w.Sent))
+		} else {
+			a.Class += " resent"
+			a.Title = fmt.Sprintf("%s → %s: the %s, resent at %s, arrives at %s", uidName(w.From), uidName(w.To), what, fmtDur(w.Sent), fmtDur(w.Due))
+		}
+		a.X2, a.T2 = x(end), sec(end)
+		p.Wires = append(p.Wires, a)
+	}
+	for u, from := range sortedAway(away) {
+		band("away", u, from, h.shown.To, uidName(u)+" is offline to the end of the diagram", "")
+	}
+}
+
+// raceNames are the races in the order the list shows them: the rarer
+// and more telling first.
+var raceNames = []string{"merge", "held back", "held back, then late", "late delivery", "outdated create ignored", "outdated close ignored"}
+
+// listRaces lists up to maxRaces races, each kind in time order, and
+// counts them all.
+func (p *pageData) listRaces(races map[string][]pageRace) {
+	var counts []string
+	for _, what := range raceNames {
+		rs := races[what]
+		if len(rs) == 0 {
+			continue
+		}
+		counts = append(counts, fmt.Sprintf("%d %s", len(rs), what))
+		n := min(len(rs), maxRaces-len(p.Races))
+		p.Races = append(p.Races, rs[:n]...)
+		p.MoreRaces += len(rs) - n
+	}
+	p.RaceCounts = strings.Join(counts, ", ")
+}
+
+// sortedAway yields the users still away, in uid order, so that the page
+// is the same for the same run.
+func sortedAway(away map[int32]time.Duration) func(func(int32, time.Duration) bool) {
+	return func(yield func(int32, time.Duration) bool) {
+		for u := int32(1); len(away) > 0; u++ {
+			if from, ok := away[u]; ok {
+				delete(away, u)
+				if !yield(u, from) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// kindClass is the colour class of an event kind.
+func kindClass(k EventKind) string {
+	switch k {
+	case CreateEvent:
+		return "c-create"
+	case CloseEvent:
+		return "c-close"
+	case MessageEvent:
+		return "c-message"
+	}
+	return "c-other"
+}
+
+// markStyle is a record's classes and the shape of its mark.
+func markStyle(r *Record) (class, shape string) {
+	kind := "m k-" + r.Kind.String() + " "
+	switch r.Kind {
+	case KindCreate:
+		return kind + "c-create send", "send"
+	case KindMessage:
+		return kind + "c-message send", "send"
+	case KindClose:
+		return kind + "c-close send", "close"
+	case KindJoin, KindSee:
+		return kind + "c-create", "dot"
+	case KindCloseSeen:
+		return kind + "c-close", "dot"
+	case KindReceive:
+		switch {
+		case r.Held:
+			return kind + "c-message race held", "ring"
+		case r.Late:
+			return kind + "c-message race late", "ring"
+		}
+		return kind + "c-message", "dot"
+	case KindMerge:
+		return kind + kindClass(r.EventKind) + " race", "diamond"
+	case KindStale:
+		return kind + kindClass(r.EventKind) + " race", "cross"
+	case KindCreateFailed:
+		return kind + "c-create failed", "failed"
+	case KindMessageFailed:
+		return kind + "c-message failed", "failed"
+	case KindCloseFailed:
+		return kind + "c-close failed", "failed"
+	case KindState:
+		return kind + "c-other", "star"
+	}
+	return kind + "c-other", "tick"
+}
+
+// arrowClass is the classes of a delivery's arrow, from the record of its
+// applying.
+func arrowClass(r *Record) string {
+	k, _ := appliedKey(r)
+	c := "a " + kindClass(k.kind)
+	switch {
+	case r.Kind == KindMerge:
+		c += " race merge"
+	case r.Kind == KindStale:
+		c += " race stale"
+	case r.Held:
+		c += " race held"
+	case r.Late:
+		c += " race late"
+	}
+	return c
+}
+
+// raceOf names the race a record shows, if it shows one.
+func raceOf(r *Record) string {
+	switch {
+	case r.Kind == KindMerge:
+		return "merge"
+	case r.Kind == KindStale:
+		return "outdated " + map[EventKind]string{CreateEvent: "create", CloseEvent: "close"}[r.EventKind] + " ignored"
+	case r.Kind == KindReceive && r.Held && r.Late:
+		return "held back, then late"
+	case r.Kind == KindReceive && r.Held:
+		return "held back"
+	case r.Kind == KindReceive && r.Late:
+		return "late delivery"
+	}
+	return ""
+}
+
+// roomsOf is the rooms a record concerns, space-separated.
+func roomsOf(r *Record) string {
+	switch {
+	case !r.Dropped.IsZero():
+		return r.Room.String() + " " + r.Dropped.String()
+	case !r.Room.IsZero():
+		return r.Room.String()
+	}
+	return ""
+}
+
+func msgOf(r *Record) string {
+	if r.Msg.IsZero() {
+		return ""
+	}
+	return r.Msg.String()
+}
+
+// axisTicks are round times between from and to, about ten of them.
+func axisTicks(from, to time.Duration) []time.Duration {
+	span := to - from
+	step := time.Millisecond
+	for i := 0; step*10 < span; i++ {
+		if i%3 == 1 {
+			step = step * 5 / 2 // 2 to 5
+		} else {
+			step *= 2 // 1 to 2, 5 to 10
+		}
+	}
+	var ts []time.Duration
+	for t := (from + step - 1) / step * step; t <= to; t += step {
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+func fmtCoord(v float64) string {
+	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64)
+}
+
+// chartsOf draws the charts over the whole run: live rooms and deliveries
+// per tick from the report's samples, and in real time the latency
+// distribution.
+func chartsOf(rep *Report) []pageChart {
+	charts := []pageChart{
+		seriesChart("Live rooms", "mean over users' views, across the run", rep.liveSeries),
+		seriesChart("Message deliveries per tick", "across the run, the drain included", rep.deliverSeries),
+	}
+	if rep.latency != nil && rep.latency.n > 0 {
+		charts = append(charts, latencyChart(rep.latency))
+	}
+	return charts
+}
+
+func seriesChart(title, note string, xs []float64) pageChart {
+	c := pageChart{Title: title, Note: note}
+	top := 0.0
+	for _, x := range xs {
+		top = max(top, x)
+	}
+	c.Max = fmtCount(top)
+	w := 480 / float64(max(len(xs), 1))
+	for i, v := range xs {
+		hgt := 0.0
+		if top > 0 {
+			hgt = v / top * 100
+		}
+		c.Bars = append(c.Bars, pageBar{X: fmtCoord(float64(i) * w), W: fmtCoord(w * 0.9), Y: fmtCoord(100 - hgt), H: fmtCoord(hgt),
+			Title: fmt.Sprintf("%.4g", v)})
+	}
+	return c
+}
+
+// latencyChart shows how many deliveries took each power of two of time,
+// from send to apply.
+func latencyChart(t *histTotal) pageChart {
+	var counts [64]int64
+	lo, hi := 64, 0
+	for i, n := range t.counts {
+		if n == 0 {
+			continue
+		}
+		b := bits.Len64(uint64(histUpper(i)))
+		counts[b] += n
+		lo, hi = min(lo, b), max(hi, b)
+	}
+	c := pageChart{Title: "Latency, send to apply", Note: "deliveries by power of two of time"}
+	var top int64
+	for b := lo; b <= hi; b++ {
+		top = max(top, counts[b])
+	}
+	c.Max = strconv.FormatInt(top, 10)
+	n := hi - lo + 1
+	w := 480 / float64(n)
+	for b := lo; b <= hi; b++ {
+		hgt := float64(counts[b]) / float64(top) * 100
+		upper := time.Duration(uint64(1)<<b - 1)
+		c.Bars = append(c.Bars, pageBar{X: fmtCoord(float64(b-lo) * w), W: fmtCoord(w * 0.9), Y: fmtCoord(100 - hgt), H: fmtCoord(hgt),
+			Title: fmt.Sprintf("up to %s: %d", fmtDur(upper), counts[b])})
+	}
+	return c
+}
+
+// writePage writes the page.
+func writePage(w io.Writer, p *pageData) error {
+	return pageTemplate.Execute(w, p)
+}
