@@ -6,8 +6,9 @@ BENCHSTAT   ?= $(GO) run golang.org/x/perf/cmd/benchstat@latest
 MINCOVER    ?= 85
 BENCHCOUNT  ?= 6
 FUZZTIME    ?= 1m
+SUDO        ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build test cover lint fuzz golden bench profile clean
+.PHONY: run build test cover lint fuzz golden bench profile browser-test screenshot clean
 
 run:
 	$(GO) run . -users 6
@@ -32,6 +33,19 @@ lint:
 # The fuzz target for the room logic, for a minute (FUZZTIME=10m for longer).
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHistory -fuzztime $(FUZZTIME) .
+
+# The page of a small run in headless Chromium, installed from Debian's
+# chromium package when it is missing: no console message, the diagram
+# and its controls work as a person would use them, and a screenshot in
+# page.png. Needs more than Go, so make test leaves it out.
+browser-test:
+	@command -v chromium >/dev/null || { echo "installing chromium"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	$(GO) test -tags browser -count=1 -run TestBrowser .
+
+# The screenshot in the README, from the browser test.
+screenshot:
+	CHATSIM_SCREENSHOT=docs/page.png $(MAKE) browser-test
 
 # Rewrite the golden files under testdata/ after a deliberate change.
 golden:
@@ -58,4 +72,4 @@ profile:
 	@echo "more: go tool pprof -http=: cpu.prof; go tool pprof -sample_index=inuse_space -top mem.prof; go tool trace trace.out"
 
 clean:
-	rm -f chatsim cover.out bench.txt cpu.prof mem.prof trace.out
+	rm -f chatsim cover.out bench.txt cpu.prof mem.prof trace.out page.png

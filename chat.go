@@ -765,7 +765,16 @@ func (v *View) record(r Record) {
 func (v *View) Records() []Record { return v.records }
 
 // ResetRecords empties the record buffer, keeping its memory.
+// A buffer grown past keptRecords (by the start-up news of a large run,
+// say) is let go, so that a view does not hold its largest batch forever.
 func (v *View) ResetRecords() {
+	if cap(v.records) > keptRecords {
+		v.records = nil
+		return
+	}
 	clear(v.records)
 	v.records = v.records[:0]
 }
+
+// keptRecords is the most records a buffer keeps room for between batches.
+const keptRecords = 1024

@@ -363,15 +363,39 @@ type sink struct {
 // lineBuffer keeps one user's lines of a lockstep phase until the
 // coordinator writes them out, in uid order, so that the output does not
 // depend on which user finished first.
-// Its records wait there too, for the run's trace.
+// Its records wait there too, for the run's recording.
 type lineBuffer struct {
-	b    []byte
-	recs []Record
+	b      []byte
+	recs   []Record
+	online bool // the user's first online record has been kept
 }
 
 func (l *lineBuffer) Write(p []byte) { l.b = append(l.b, p...) }
 
-func (l *lineBuffer) keep(recs []Record) { l.recs = append(l.recs, recs...) }
+// keep keeps the records the recording keeps: of a user's online
+// records, the first (see recording.keep).
+func (l *lineBuffer) keep(recs []Record) {
+	for _, r := range recs {
+		if r.Kind == KindOnline {
+			if l.online {
+				continue
+			}
+			l.online = true
+		}
+		l.recs = append(l.recs, r)
+	}
+}
+
+// reset empties the buffer once the coordinator has written it out.
+func (l *lineBuffer) reset() {
+	l.b = l.b[:0]
+	if cap(l.recs) > keptRecords {
+		l.recs = nil
+		return
+	}
+	clear(l.recs)
+	l.recs = l.recs[:0]
+}
 
 // flushDelay is how long a line may wait in the buffer.
 const flushDelay = 20 * time.Millisecond

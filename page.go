@@ -182,7 +182,7 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		p.Window += fmt.Sprintf(" Beside them, the first %s lost or resent (at most %d from each user).", plural(int64(len(h.wire)), "transmission"), keepLost(Config{HTML: "-", Users: users}))
 	}
 	if h.left > 0 {
-		p.Window += fmt.Sprintf(" %s outside it %s left out (at most %d are drawn; -html-window picks another stretch).",
+		p.Window += fmt.Sprintf(" %s outside it %s left out: a page draws at most %d, and twice as many other records; -html-window picks another stretch.",
 			plural(h.left, "delivery"), map[bool]string{true: "is", false: "are"}[h.left == 1], maxDrawn)
 	}
 	p.Window += " The summary and the charts cover the whole run."

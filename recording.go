@@ -8,17 +8,21 @@ import (
 )
 
 // recording keeps a run's log records for the page and the ShiViz log: the
-// records in the time window asked for, until maxDrawn deliveries are
-// kept. From then on it keeps nothing at or after the time of the one that
-// did not fit (the cut), and only counts what it leaves out, so its memory
-// is bounded however long or large the run. The records are the log's own:
-// the page draws what the log says, nothing else.
+// records in the time window asked for, until maxDrawn deliveries are kept
+// (or twice as many other records). From then on it keeps nothing at or
+// after the time of the record that did not fit (the cut) and only counts
+// what it leaves out, so its memory is bounded however long or large the
+// run. In lockstep the records come in a fixed order, so the window ends
+// part way through the tick of the cut, the same way every time. The
+// records are the log's own: the page draws what the log says.
 type recording struct {
 	mu       sync.Mutex
 	window   timeWindow
 	maxDrawn int
 	recs     []Record
 	drawn    int            // deliveries kept
+	others   int            // other records kept
+	online   []bool         // online[u]: user_u's first online record has come
 	cut      time.Duration  // once full: nothing at or after it is kept; -1 before
 	left     int64          // deliveries left out
 	horizon  time.Duration  // the latest record seen, kept or not
@@ -33,11 +37,12 @@ func (w timeWindow) holds(t time.Duration) bool {
 }
 
 // maxDrawn is how many deliveries a page draws: a few thousand arrows keep
-// a browser responsive and the file a few megabytes.
+// a browser responsive and the file a few megabytes. Records that are no
+// deliveries (sends, failures, outages) may be twice as many.
 const maxDrawn = 5000
 
-func newRecording(w timeWindow, maxDeliveries int) *recording {
-	return &recording{window: w, maxDrawn: maxDeliveries, cut: -1}
+func newRecording(w timeWindow, maxDeliveries, users int) *recording {
+	return &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1)}
 }
 
 // recordKeeper takes a user's records after they are logged.
@@ -51,6 +56,15 @@ func (tr *recording) keep(recs []Record) {
 	defer tr.mu.Unlock()
 	for i := range recs {
 		r := &recs[i]
+		if r.Kind == KindOnline {
+			// Every user learns of every other: a million lines at the
+			// start of a run of a thousand users, and no one's action.
+			// Only a user's first is kept: where its lane starts.
+			if tr.online[r.User] {
+				continue
+			}
+			tr.online[r.User] = true
+		}
 		tr.horizon = max(tr.horizon, r.T)
 		_, applied := appliedKey(r)
 		if !tr.window.holds(r.T) || tr.cut >= 0 && r.T >= tr.cut {
@@ -59,14 +73,18 @@ func (tr *recording) keep(recs []Record) {
 			}
 			continue
 		}
+		n, limit := &tr.others, 2*tr.maxDrawn
 		if applied {
-			if tr.cut < 0 && tr.drawn >= tr.maxDrawn {
-				tr.cut = r.T
-				tr.left++
-				continue
-			}
-			tr.drawn++
+			n, limit = &tr.drawn, tr.maxDrawn
 		}
+		if tr.cut < 0 && *n >= limit {
+			tr.cut = r.T
+			if applied {
+				tr.left++
+			}
+			continue
+		}
+		*n++
 		tr.recs = append(tr.recs, *r)
 	}
 }
@@ -79,26 +97,16 @@ type traced struct {
 	sentAt []int // for each record: the index of the record that sent what it applied, or -1
 	first  []bool
 	wire   []transmission // lost and resent transmissions in shown
-	shown  timeWindow     // what the records cover: [From, To)
+	shown  timeWindow     // what the records cover: From to To, To included
 	left   int64          // deliveries left out
 	users  int
 }
 
-// history sorts the records kept and links deliveries to sends. Records at
-// or after the cut that came before it was set are left out here.
+// history sorts the records kept and links deliveries to sends.
 func (tr *recording) history(users int) *traced {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	h := &traced{users: users, left: tr.left, shown: tr.window}
-	for _, r := range tr.recs {
-		if tr.cut >= 0 && r.T >= tr.cut {
-			if _, ok := appliedKey(&r); ok {
-				h.left++
-			}
-			continue
-		}
-		h.recs = append(h.recs, r)
-	}
+	h := &traced{users: users, left: tr.left, shown: tr.window, recs: slices.Clone(tr.recs)}
 	if tr.cut >= 0 {
 		h.shown.To = tr.cut
 	}
@@ -106,7 +114,7 @@ func (tr *recording) history(users int) *traced {
 		h.shown.To = max(tr.horizon, h.shown.From)
 	}
 	for _, w := range tr.wire {
-		if w.Sent >= h.shown.From && w.Sent < h.shown.To {
+		if w.Sent >= h.shown.From && w.Sent <= h.shown.To {
 			h.wire = append(h.wire, w)
 		}
 	}

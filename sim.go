@@ -107,7 +107,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		s.lines = make([]lineBuffer, cfg.Users)
 	}
 	if cfg.HTML != "" || cfg.ShiViz != "" {
-		s.recording = newRecording(cfg.Window, maxDrawn)
+		s.recording = newRecording(cfg.Window, maxDrawn, cfg.Users)
 	}
 	if cfg.faulty() {
 		ticks := func(d time.Duration) int64 {
@@ -430,12 +430,10 @@ func (s *Sim) runPhase(p *phase) *phase {
 	for i := range s.users {
 		l := &s.lines[i]
 		s.out.Write(l.b)
-		l.b = l.b[:0]
 		if s.recording != nil {
 			s.recording.keep(l.recs)
-			clear(l.recs)
-			l.recs = l.recs[:0]
 		}
+		l.reset()
 	}
 	return p.next
 }
