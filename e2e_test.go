@@ -300,3 +300,33 @@ func TestE2EFullDisk(t *testing.T) {
 		t.Errorf("stderr %q", errs.String())
 	}
 }
+
+// A run stopped by Ctrl-C still writes its page and its ShiViz log, with
+// the summary the run printed.
+func TestE2EInterruptWritesPage(t *testing.T) {
+	dir := t.TempDir()
+	page, log := filepath.Join(dir, "run.html"), filepath.Join(dir, "run.shiviz")
+	cmd, r, errs := startReading(t, "-users", "4", "-tick", "50ms", "-html", page, "-shiviz", log)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("run ended early: %v", err)
+		}
+		if strings.Contains(line, "] I ") {
+			break
+		}
+	}
+	interrupt(t, cmd, r, errs)
+	p, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(p), "interrupted") || !strings.Contains(string(p), `class="verdict ok"`) {
+		t.Error("the page lacks the summary of the interrupted run")
+	}
+	l, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkShiViz(t, string(l))
+}

@@ -209,6 +209,8 @@ Examples:
   chatsim -users 6 -loss 0.2 -partition 10s -offline 10s -join 2
                                             faults and churn, survived by protocol
   chatsim -fast -json -duration 60s | jq -c 'select(.kind == "merge")'
+  chatsim -fast -users 6 -duration 60s -delay 3s -seed 7 -html run.html
+                                            the run as a page: open run.html
 
 Flags:
 `

@@ -321,8 +321,10 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		a.X2, a.T2 = x(end), sec(end)
 		p.Wires = append(p.Wires, a)
 	}
-	for u, from := range sortedAway(away) {
-		band("away", u, from, h.shown.To, uidName(u)+" is offline to the end of the diagram", "")
+	for u := int32(1); u <= int32(users); u++ { // in uid order: the same page for the same run
+		if from, ok := away[u]; ok {
+			band("away", u, from, h.shown.To, uidName(u)+" is offline to the end of the diagram", "")
+		}
 	}
 }
 
@@ -345,21 +347,6 @@ func (p *pageData) listRaces(races map[string][]pageRace) {
 		p.MoreRaces += len(rs) - n
 	}
 	p.RaceCounts = strings.Join(counts, ", ")
-}
-
-// sortedAway yields the users still away, in uid order, so that the page
-// is the same for the same run.
-func sortedAway(away map[int32]time.Duration) func(func(int32, time.Duration) bool) {
-	return func(yield func(int32, time.Duration) bool) {
-		for u := int32(1); len(away) > 0; u++ {
-			if from, ok := away[u]; ok {
-				delete(away, u)
-				if !yield(u, from) {
-					return
-				}
-			}
-		}
-	}
 }
 
 // kindClass is the colour class of an event kind.
