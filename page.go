@@ -76,10 +76,10 @@ type pageTick struct {
 
 // pageBand shades part of a lane: an outage, or a side of a split.
 type pageBand struct {
-	Class          string
-	X, W, T1, T2   string
-	Y, H           int
-	Title, Network string
+	Class        string
+	X, W, T1, T2 string
+	Y, H         int
+	Title        string
 }
 
 // pageArrow is one delivery.
@@ -213,12 +213,12 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		line = rend.append(line[:0], r)
 		return strings.TrimSuffix(string(line), "\n")
 	}
-	band := func(class string, u int32, from, to time.Duration, title, network string) {
+	band := func(class string, u int32, from, to time.Duration, title string) {
 		if int(u) > users {
 			return
 		}
 		p.Bands = append(p.Bands, pageBand{Class: class, X: x(from), W: fmtCoord((to - from).Seconds() * p.Scale),
-			T1: sec(from), T2: sec(to), Y: y(u) - p.LaneH/2, H: p.LaneH, Title: title, Network: network})
+			T1: sec(from), T2: sec(to), Y: y(u) - p.LaneH/2, H: p.LaneH, Title: title})
 	}
 	away := make(map[int32]time.Duration)
 	races := make(map[string][]pageRace)
@@ -244,7 +244,7 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 				if s < 0 {
 					class = "bridge"
 				}
-				band(class, u, split.T, to, title, "split")
+				band(class, u, split.T, to, title)
 			}
 		}
 		split = nil
@@ -263,7 +263,7 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 			away[r.User] = r.T
 		case KindBack:
 			if from, ok := away[r.User]; ok {
-				band("away", r.User, from, r.T, lineOf(r), "")
+				band("away", r.User, from, r.T, lineOf(r))
 				delete(away, r.User)
 			}
 		}
@@ -323,7 +323,7 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 	}
 	for u := int32(1); u <= int32(users); u++ { // in uid order: the same page for the same run
 		if from, ok := away[u]; ok {
-			band("away", u, from, h.shown.To, uidName(u)+" is offline to the end of the diagram", "")
+			band("away", u, from, h.shown.To, uidName(u)+" is offline to the end of the diagram")
 		}
 	}
 }
