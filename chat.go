@@ -761,6 +761,9 @@ func (v *View) record(r Record) {
 	}
 }
 
+// StopRecords stops the view keeping log records, for good.
+func (v *View) StopRecords() { v.log = false }
+
 // Records returns the records appended since the last Reset.
 func (v *View) Records() []Record { return v.records }
 

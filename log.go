@@ -94,11 +94,70 @@ func messageText(id Stamp) string {
 // that a line stays readable for a room of a thousand.
 const maxShown = 8
 
-// renderer turns records into log lines, as text or as JSON Lines.
+// renderer turns records into log lines, as text or as JSON Lines; text
+// in colour when color is set.
 type renderer struct {
 	json    bool
 	elapsed bool      // show the time since the start (fast mode), not the time of day
 	base    time.Time // the wall time shown for simulation time 0
+	color   bool      // ANSI colours: a colour per user, and the races and failures stand out
+}
+
+// Colours, from the 256-colour palette: mid tones, which read on a dark
+// and on a light background alike. Every coloured phrase also says in
+// words what it is, so colour only helps the eye.
+const (
+	styleReset  = "\x1b[0m"
+	styleMerge  = "\x1b[1;38;5;208m" // bold orange: a concurrent duplicate resolved
+	styleHeld   = "\x1b[1;38;5;129m" // bold purple: a message held back
+	styleLate   = "\x1b[1;38;5;199m" // bold pink: a late delivery
+	styleStale  = "\x1b[1;38;5;244m" // bold grey: an outdated event ignored
+	styleFailed = "\x1b[38;5;160m"   // red: an action that failed
+	styleAway   = "\x1b[2m"          // dim: offline and back
+	styleNet    = "\x1b[7m"          // reverse video: the network split or healed
+	styleGood   = "\x1b[1;38;5;34m"  // bold green: the verdict, converged
+	styleBad    = "\x1b[1;38;5;160m" // bold red: the verdict, not converged
+)
+
+// userColors are the users' colours, user_u's being userColors[(u-1)%len]:
+// distinct for sixteen users, and the same for a user all run long.
+var userColors = [...]string{
+	"\x1b[38;5;33m", "\x1b[38;5;166m", "\x1b[38;5;34m", "\x1b[38;5;163m",
+	"\x1b[38;5;37m", "\x1b[38;5;136m", "\x1b[38;5;63m", "\x1b[38;5;160m",
+	"\x1b[38;5;29m", "\x1b[38;5;98m", "\x1b[38;5;130m", "\x1b[38;5;25m",
+	"\x1b[38;5;70m", "\x1b[38;5;168m", "\x1b[38;5;31m", "\x1b[38;5;172m",
+}
+
+// uid appends a user's name, in its colour.
+func (r *renderer) uid(b []byte, u int32) []byte {
+	if !r.color {
+		return appendUID(b, u)
+	}
+	b = append(b, userColors[(u-1)%int32(len(userColors))]...)
+	return append(appendUID(b, u), styleReset...)
+}
+
+// styled appends text in style.
+func (r *renderer) styled(b []byte, style, text string) []byte {
+	if !r.color {
+		return append(b, text...)
+	}
+	return append(append(append(b, style...), text...), styleReset...)
+}
+
+// start and end bracket a styled stretch that holds no user names.
+func (r *renderer) start(b []byte, style string) []byte {
+	if r.color {
+		b = append(b, style...)
+	}
+	return b
+}
+
+func (r *renderer) end(b []byte) []byte {
+	if r.color {
+		b = append(b, styleReset...)
+	}
+	return b
 }
 
 // append renders rec as one line, newline included.
@@ -116,25 +175,30 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 	if rec.User == 0 {
 		b = append(b, "network"...)
 	} else {
-		b = appendUID(b, rec.User)
+		b = r.uid(b, rec.User)
 	}
 	b = append(b, "] "...)
 	switch rec.Kind {
 	case KindOnline:
-		b = appendUID(b, rec.Peer)
+		b = r.uid(b, rec.Peer)
 		b = append(b, " is online"...)
 	case KindCreate:
 		b = appendChat(append(b, "I created "...), rec.Room)
-		b = appendMembers(append(b, " with "...), rec.Group)
+		b = r.members(append(b, " with "...), rec.Group)
 	case KindCreateFailed:
 		if rec.Group == nil {
+			b = r.start(b, styleFailed)
 			b = append(b, "I wanted to create a chat, but "...)
 			b = append(b, rec.Reason...)
+			b = r.end(b)
 			break
 		}
-		b = appendMembers(append(b, "I wanted to create a chat with "...), rec.Group)
+		b = r.styled(b, styleFailed, "I wanted to create a chat with ")
+		b = r.members(b, rec.Group)
+		b = r.start(b, styleFailed)
 		b = appendChat(append(b, ", but "...), rec.Room)
 		b = append(b, " already has that group"...)
+		b = r.end(b)
 	case KindJoin, KindSee:
 		if rec.Kind == KindJoin {
 			b = append(b, "I joined "...)
@@ -142,42 +206,49 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 			b = append(b, "I see a new "...)
 		}
 		b = appendChat(b, rec.Room)
-		b = appendUID(append(b, ", created by "...), rec.By)
-		b = appendMembers(append(b, ", with "...), rec.Group)
+		b = r.uid(append(b, ", created by "...), rec.By)
+		b = r.members(append(b, ", with "...), rec.Group)
 	case KindMerge:
+		b = r.start(b, styleMerge)
 		b = appendChat(b, rec.Dropped)
 		b = appendChat(append(b, " and "...), rec.Room)
 		b = append(b, " have the same group: I keep "...)
 		b = rec.Room.append(b)
 		b = append(b, ", the greater stamp, and drop "...)
 		b = rec.Dropped.append(b)
+		b = r.end(b)
 	case KindMessage:
 		b = appendQuoted(append(b, "I sent "...), rec.Msg)
 		b = appendChat(append(b, " to "...), rec.Room)
 	case KindReceive:
 		b = appendQuoted(append(b, "I received "...), rec.Msg)
-		b = appendUID(append(b, " from "...), rec.By)
+		b = r.uid(append(b, " from "...), rec.By)
 		b = appendChat(append(b, " in "...), rec.Room)
 		if rec.Held {
-			b = append(b, ", held back until I knew the chat"...)
+			b = r.styled(b, styleHeld, ", held back until I knew the chat")
 		}
 		if rec.Late {
-			b = append(b, " (late: the chat is no longer live)"...)
+			b = r.styled(b, styleLate, " (late: the chat is no longer live)")
 		}
 	case KindMessageFailed:
+		b = r.start(b, styleFailed)
 		b = append(b, "I wanted to send a message, but "...)
 		b = append(b, rec.Reason...)
+		b = r.end(b)
 	case KindClose:
 		b = appendChat(append(b, "I closed "...), rec.Room)
 	case KindCloseFailed:
+		b = r.start(b, styleFailed)
 		b = append(b, "I wanted to close a chat, but "...)
 		b = append(b, rec.Reason...)
+		b = r.end(b)
 	case KindCloseSeen:
-		b = appendUID(b, rec.By)
+		b = r.uid(b, rec.By)
 		b = appendChat(append(b, " closed "...), rec.Room)
 	case KindStale:
-		b = append(b, "I ignored "...)
-		b = appendUID(b, rec.By)
+		b = r.styled(b, styleStale, "I ignored ")
+		b = r.uid(b, rec.By)
+		b = r.start(b, styleStale)
 		if rec.EventKind == CreateEvent {
 			b = append(b, "'s outdated create of "...)
 		} else {
@@ -186,12 +257,15 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 		b = appendChat(b, rec.Room)
 		b = append(b, ": "...)
 		b = append(b, rec.Reason...)
+		b = r.end(b)
 	case KindOffline:
-		b = append(b, "I went offline"...)
+		b = r.styled(b, styleAway, "I went offline")
 	case KindBack:
+		b = r.start(b, styleAway)
 		b = append(b, "I am back after "...)
 		b = append(b, fmtDur(rec.Away)...)
 		b = append(b, " away, catching up"...)
+		b = r.end(b)
 	case KindState:
 		b = append(b, "I came online late and learned "...)
 		b = strconv.AppendInt(b, int64(len(rec.Rooms)), 10)
@@ -200,9 +274,10 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 		} else {
 			b = append(b, " live chats"...)
 		}
-		b = appendUID(append(b, " from "...), rec.By)
+		b = r.uid(append(b, " from "...), rec.By)
 	case KindSplit:
-		b = append(b, "the network split: "...)
+		b = r.styled(b, styleNet, "the network split:")
+		b = append(b, ' ')
 		for i, side := range rec.Sides {
 			if i > 0 {
 				b = append(b, " | "...)
@@ -211,11 +286,11 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 				if j > 0 {
 					b = append(b, ", "...)
 				}
-				b = appendUID(b, u)
+				b = r.uid(b, u)
 			}
 		}
 	case KindHeal:
-		b = append(b, "the network healed"...)
+		b = r.styled(b, styleNet, "the network healed")
 	}
 	return append(b, '\n')
 }
@@ -244,8 +319,8 @@ func appendChat(b []byte, s Stamp) []byte { return s.append(append(b, "chat "...
 
 func appendQuoted(b []byte, msg Stamp) []byte { return strconv.AppendQuote(b, messageText(msg)) }
 
-// appendMembers lists up to maxShown members, then how many more there are.
-func appendMembers(b []byte, g *Group) []byte {
+// members lists up to maxShown members, then how many more there are.
+func (r *renderer) members(b []byte, g *Group) []byte {
 	shown := 0
 	for u := range g.All() {
 		if shown == maxShown {
@@ -254,7 +329,7 @@ func appendMembers(b []byte, g *Group) []byte {
 		if shown > 0 {
 			b = append(b, ", "...)
 		}
-		b = appendUID(b, u)
+		b = r.uid(b, u)
 		shown++
 	}
 	if more := g.Size() - shown; more > 0 {
@@ -367,8 +442,11 @@ type sink struct {
 type lineBuffer struct {
 	b      []byte
 	recs   []Record
-	online bool // the user's first online record has been kept
+	online bool       // the user's first online record has been kept
+	rec    *recording // where the records go once the phase is over
 }
+
+func (l *lineBuffer) full() bool { return l.rec.full() }
 
 func (l *lineBuffer) Write(p []byte) { l.b = append(l.b, p...) }
 

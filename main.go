@@ -10,12 +10,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,6 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64N(1e9) + 1
 	}
+	cfg.Color = !cfg.JSON && colorOutput(colorMode(fs), isTerminal(stdout), os.Getenv("NO_COLOR"))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -61,6 +65,11 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "chatsim: %v\n", err)
 		return 1
+	}
+	if cfg.MaxMem > 0 {
+		// The collector works harder as the heap nears the limit, before
+		// the run has to stop for it.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(min(cfg.MaxMem, math.MaxInt64))))
 	}
 	files, err := createFiles(cfg)
 	if err != nil {
@@ -79,6 +88,7 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 	if fileErr != nil {
 		fmt.Fprintf(stderr, "chatsim: %v\n", fileErr)
 	}
+	rep.color = cfg.Color
 	if err == nil && cfg.JSON {
 		err = rep.writeJSON(stdout)
 	} else if err == nil {
@@ -164,6 +174,10 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.Var(&durValue{&cfg.Partition, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "partition", "split the network now and then, each split and each healed period lasting up to `D`")
 	fs.Var(&durValue{&cfg.Offline, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "offline", "take users offline now and then (about one in ten at a time), each for up to `D`")
 	fs.Var(&intValue{&cfg.Join, 0, maxUsers - 2}, "join", "`N` users come online late, in the first half of the run, and learn the rooms from a peer")
+	fs.Var(&choiceValue{"auto", []string{"auto", "always", "never"}}, "color", "colour the log and summary: `WHEN` auto (on a terminal, unless NO_COLOR is set), always or never; JSON never")
+	fs.Var(&followValue{&cfg.Follow}, "follow", "show only the lines of `user_N` (repeat it, or a comma list), and the network's; the summary covers everyone")
+	var memGiven bool
+	fs.Var(&sizeValue{&cfg.MaxMem, &memGiven}, "maxmem", fmt.Sprintf("stop, drain and sum up before the heap passes `SIZE`, like 2GiB; 0 for no limit (default half of this machine's memory, %s)", sizeString(uint64(float64(machineMemory())*defaultMemShare))))
 	fs.StringVar(&cfg.HTML, "html", "", "after the run, write a page that shows it (a space-time diagram, the summary, charts) to `file`")
 	fs.StringVar(&cfg.ShiViz, "shiviz", "", fmt.Sprintf("after the run, write its log with vector clocks for ShiViz to `file` (at most %d users)", maxShiVizUsers))
 	fs.Var(&windowValue{&cfg.Window}, "html-window", "draw only the stretch `FROM:TO` of the run, like 20s:40s, in -html and -shiviz (either end may be left out)")
@@ -178,6 +192,14 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	}
 	if ticks := wholeTicks(cfg.Delay, cfg.Tick); cfg.Fast && ticks > maxDelayTicks {
 		return cfg, fs, fmt.Errorf("-delay %v is %d ticks of %v: with -fast it must be at most %d ticks", cfg.Delay, ticks, cfg.Tick, maxDelayTicks)
+	}
+	for _, u := range cfg.Follow {
+		if int(u) > cfg.Users {
+			return cfg, fs, fmt.Errorf("-follow %s: there are %d users, user_1 to user_%d", uidName(u), cfg.Users, cfg.Users)
+		}
+	}
+	if err := checkMemory(&cfg, memGiven, machineMemory()); err != nil {
+		return cfg, fs, err
 	}
 	if cfg.ShiViz != "" && cfg.Users > maxShiVizUsers {
 		return cfg, fs, fmt.Errorf("-shiviz gives every event a vector clock with an entry per user: it takes at most %d users, not %d", maxShiVizUsers, cfg.Users)
@@ -349,6 +371,81 @@ func (v *durValue) Set(s string) error {
 		return errors.New("must be a duration " + v.allowed)
 	}
 	*v.p = d
+	return nil
+}
+
+// choiceValue is a flag that takes one of a few words.
+type choiceValue struct {
+	v       string
+	allowed []string
+}
+
+func (c *choiceValue) String() string {
+	if c == nil {
+		return ""
+	}
+	return c.v
+}
+
+func (c *choiceValue) Set(s string) error {
+	if !slices.Contains(c.allowed, s) {
+		return fmt.Errorf("must be %s or %s", strings.Join(c.allowed[:len(c.allowed)-1], ", "), c.allowed[len(c.allowed)-1])
+	}
+	c.v = s
+	return nil
+}
+
+// colorMode is the -color word parsed in fs.
+func colorMode(fs *flag.FlagSet) string { return fs.Lookup("color").Value.String() }
+
+// colorOutput decides whether the log is coloured: -color always or never
+// decide; auto colours a terminal only, and only when NO_COLOR is unset or
+// empty (no-color.org), as git and ls do.
+func colorOutput(mode string, terminal bool, noColor string) bool {
+	switch mode {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	return terminal && noColor == ""
+}
+
+// isTerminal reports whether w is a terminal, not a pipe or a file.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// followValue is the -follow flag: users by name (user_3) or number,
+// repeated or in a comma list.
+type followValue struct{ p *[]int32 }
+
+func (v *followValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	names := make([]string, len(*v.p))
+	for i, u := range *v.p {
+		names[i] = uidName(u)
+	}
+	return strings.Join(names, ",")
+}
+
+func (v *followValue) Set(s string) error {
+	for part := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(part), "user_"))
+		if err != nil || n < 1 || n > maxUsers {
+			return errors.New("must be users like user_3, repeated or in a comma list like user_1,user_4")
+		}
+		if !slices.Contains(*v.p, int32(n)) {
+			*v.p = append(*v.p, int32(n))
+		}
+	}
 	return nil
 }
 

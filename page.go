@@ -52,6 +52,9 @@ type pageData struct {
 	Races         []pageRace
 	MoreRaces     int
 	RaceCounts    string
+	Faulty        bool   // the legend shows the faults
+	Stop          string // x of the stop, where the drain starts; empty outside the stretch
+	StopT         string
 
 	Charts []pageChart
 }
@@ -112,6 +115,7 @@ type pageChart struct {
 	Title, Note string
 	Bars        []pageBar
 	Max         string
+	From, To    string // what the first and the last bar stand for
 }
 
 // pageBar is one bar of a chart, its height in pixels of 100.
@@ -140,11 +144,11 @@ func pageOf(rep *Report, summary, startLine string, h *traced, rend renderer) *p
 		{"verdict", p.Verdict},
 		{"actions", strconv.FormatInt(rep.Actions.Total, 10)},
 		{"rooms created", strconv.FormatInt(rep.Rooms.Created, 10)},
-		{"duplicates resolved", strconv.FormatInt(rep.Rooms.Duplicates, 10)},
+		{"concurrent duplicates resolved", strconv.FormatInt(rep.Rooms.Duplicates, 10)},
 		{"messages sent", strconv.FormatInt(rep.Messages.Sent, 10)},
 		{"deliveries", fmt.Sprintf("%d of %d owed", rep.Messages.Deliveries, rep.Messages.Expected)},
-		{"late", strconv.FormatInt(rep.Messages.Late, 10)},
-		{"held back", strconv.FormatInt(rep.Messages.Held, 10)},
+		{"late deliveries", strconv.FormatInt(rep.Messages.Late, 10)},
+		{"held back at the end", strconv.FormatInt(rep.Messages.Held, 10)},
 	}
 	if n := rep.Network; n != nil {
 		p.Stats = append(p.Stats, pageStat{"lost", strconv.FormatInt(n.Lost, 10)}, pageStat{"retransmitted", strconv.FormatInt(n.Retransmitted, 10)})
@@ -156,11 +160,11 @@ func pageOf(rep *Report, summary, startLine string, h *traced, rend renderer) *p
 
 // layout draws the diagram.
 func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
-	rend.json = false
+	rend.json, rend.color = false, false
 	users := rep.Online
 	p.LaneH = max(10, min(56, 720/max(users, 1)))
 	p.Font = min(12, p.LaneH-1)
-	p.Left, p.From = 80, h.shown.From.Seconds()
+	p.Left, p.From = 12, h.shown.From.Seconds()
 	span := max((h.shown.To - h.shown.From).Seconds(), 1)
 	p.Scale = 1100 / span
 	top := 34
@@ -178,14 +182,25 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 	}
 	p.Window = fmt.Sprintf("The diagram shows %s to %s of the run: %s, %s drawn.",
 		fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), plural(int64(drawn), "delivery"))
-	if len(h.wire) > 0 {
-		p.Window += fmt.Sprintf(" Beside them, the first %s lost or resent (at most %d from each user).", plural(int64(len(h.wire)), "transmission"), keepLost(Config{HTML: "-", Users: users}))
+	switch {
+	case h.shown.From > h.end:
+		p.Window = fmt.Sprintf("The window starts at %s, after the run's last log line at %s: there is nothing to draw.", fmtDur(h.shown.From), fmtDur(h.end))
+	case h.capped:
+		p.Window = fmt.Sprintf("The diagram shows the first %s from %s, up to %s (%s in all): a page draws at most %d deliveries and twice as many other records. %s after it or sent before it %s left out; -html-window picks another stretch, like -html-window %s:.",
+			plural(int64(drawn), "delivery"), fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), maxDrawn,
+			plural(h.left, "delivery"), isAre(h.left), fmtDur(h.shown.To))
+	case h.left > 0:
+		p.Window += fmt.Sprintf(" %s outside it, or sent before it, %s left out.", plural(h.left, "delivery"), isAre(h.left))
 	}
-	if h.left > 0 {
-		p.Window += fmt.Sprintf(" %s outside it %s left out: a page draws at most %d, and twice as many other records; -html-window picks another stretch.",
-			plural(h.left, "delivery"), map[bool]string{true: "is", false: "are"}[h.left == 1], maxDrawn)
+	if len(h.wire) > 0 {
+		p.Window += fmt.Sprintf(" Beside the deliveries: each user's first %d payload transmissions that were lost or resent, %d in all (acknowledgements and gap reports are not drawn; the summary counts them too).",
+			keepLost(Config{HTML: "-", Users: users}), len(h.wire))
 	}
 	p.Window += " The summary and the charts cover the whole run."
+	p.Faulty = rep.Network != nil || rep.Faults != nil
+	if stop := time.Duration(rep.RunTime * float64(time.Second)); stop >= h.shown.From && stop < h.shown.To {
+		p.Stop, p.StopT = x(stop), sec(stop)
+	}
 
 	// Lanes start where their users came online: a late joiner's first
 	// record is its coming online.
@@ -215,6 +230,12 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 	}
 	band := func(class string, u int32, from, to time.Duration, title string) {
 		if int(u) > users {
+			return
+		}
+		if l := p.Lanes[u-1]; l.Joiner {
+			from = max(from, start[u]) // no shade before the user came online
+		}
+		if to <= from {
 			return
 		}
 		p.Bands = append(p.Bands, pageBand{Class: class, X: x(from), W: fmtCoord((to - from).Seconds() * p.Scale),
@@ -330,16 +351,24 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 
 // raceNames are the races in the order the list shows them: the rarer
 // and more telling first.
-var raceNames = []string{"merge", "held back", "held back, then late", "late delivery", "outdated create ignored", "outdated close ignored"}
+var raceNames = []struct{ one, many string }{
+	{"merge", "merges"}, {"held back", "held back"}, {"held back, then late", "held back, then late"},
+	{"late delivery", "late deliveries"}, {"outdated create ignored", "outdated creates ignored"},
+	{"outdated close ignored", "outdated closes ignored"},
+}
 
 // listRaces lists up to maxRaces races, each kind in time order, and
 // counts them all.
 func (p *pageData) listRaces(races map[string][]pageRace) {
 	var counts []string
-	for _, what := range raceNames {
-		rs := races[what]
+	for _, name := range raceNames {
+		rs := races[name.one]
 		if len(rs) == 0 {
 			continue
+		}
+		what := name.many
+		if len(rs) == 1 {
+			what = name.one
 		}
 		counts = append(counts, fmt.Sprintf("%d %s", len(rs), what))
 		n := min(len(rs), maxRaces-len(p.Races))
@@ -347,6 +376,13 @@ func (p *pageData) listRaces(races map[string][]pageRace) {
 		p.MoreRaces += len(rs) - n
 	}
 	p.RaceCounts = strings.Join(counts, ", ")
+}
+
+func isAre(n int64) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
 }
 
 // kindClass is the colour class of an event kind.
@@ -379,7 +415,7 @@ func markStyle(r *Record) (class, shape string) {
 	case KindReceive:
 		switch {
 		case r.Held:
-			return kind + "c-message race held", "ring"
+			return kind + "c-message race held", "held"
 		case r.Late:
 			return kind + "c-message race late", "ring"
 		}
@@ -480,8 +516,8 @@ func fmtCoord(v float64) string {
 // distribution.
 func chartsOf(rep *Report) []pageChart {
 	charts := []pageChart{
-		seriesChart("Live rooms", "mean over users' views, across the run", rep.liveSeries),
-		seriesChart("Message deliveries per tick", "across the run, the drain included", rep.deliverSeries),
+		seriesChart("Live rooms", "mean over users' views", rep.liveSeries),
+		seriesChart("Message deliveries per tick", "the drain included", rep.deliverSeries),
 	}
 	if rep.latency != nil && rep.latency.n > 0 {
 		charts = append(charts, latencyChart(rep.latency))
@@ -490,7 +526,7 @@ func chartsOf(rep *Report) []pageChart {
 }
 
 func seriesChart(title, note string, xs []float64) pageChart {
-	c := pageChart{Title: title, Note: note}
+	c := pageChart{Title: title, Note: note, From: "start", To: "end"}
 	top := 0.0
 	for _, x := range xs {
 		top = max(top, x)
@@ -521,7 +557,8 @@ func latencyChart(t *histTotal) pageChart {
 		counts[b] += n
 		lo, hi = min(lo, b), max(hi, b)
 	}
-	c := pageChart{Title: "Latency, send to apply", Note: "deliveries by power of two of time"}
+	c := pageChart{Title: "Latency, send to apply", Note: "deliveries by time taken, in powers of two",
+		From: "≤ " + fmtDur(time.Duration(uint64(1)<<lo-1)), To: "≤ " + fmtDur(time.Duration(uint64(1)<<hi-1))}
 	var top int64
 	for b := lo; b <= hi; b++ {
 		top = max(top, counts[b])

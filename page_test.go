@@ -267,7 +267,7 @@ func TestPageWindow(t *testing.T) {
 		if got := count(els, "a"); got > maxDrawn || got < maxDrawn/2 {
 			t.Errorf("%d arrows, want at most %d and near it", got, maxDrawn)
 		}
-		if !strings.Contains(page, "outside it are left out") {
+		if !strings.Contains(page, "after it or sent before it are left out") {
 			t.Error("the page does not say what it left out")
 		}
 		if len(page) > 10<<20 {
@@ -493,7 +493,9 @@ func TestRecordingLinksDeliveries(t *testing.T) {
 		{T: 3 * s, User: 4, Kind: KindSee, Room: Stamp{9, 9}, By: 9}, // its create is not in the recording
 		{T: 4 * s, User: 4, Kind: KindCloseSeen, Room: b, By: 3},
 	}
-	tr := newRecording(timeWindow{}, 5, 9)
+	// The cap counts the deliveries whose sending was kept when they came:
+	// here the merge and the close seen at 2s, then the close seen at 4s.
+	tr := newRecording(timeWindow{}, 2, 9, false)
 	// One user's records come in order, but users' in any order: the
 	// creates come last, and are kept, as they are before the cut.
 	tr.keep(recs[2:4])
@@ -506,14 +508,28 @@ func TestRecordingLinksDeliveries(t *testing.T) {
 	}
 	want := []link{{-1, false}, {-1, false}, {0, true}, {-1, false}, {3, true}, {3, false}, {1, true}, {-1, true}}
 	if len(h.recs) != len(want) {
-		t.Fatalf("%d records kept, want %d: the fifth delivery, at 4s, is past the cap", len(h.recs), len(want))
+		t.Fatalf("%d records kept, want %d: the third drawable delivery, at 4s, is past the cap", len(h.recs), len(want))
 	}
 	for i, w := range want {
 		if got := (link{h.sentAt[i], h.first[i]}); got != w {
 			t.Errorf("record %d (%v of %v): linked %+v, want %+v", i, h.recs[i].Kind, h.recs[i].Room, got, w)
 		}
 	}
-	if h.left != 1 || h.shown.To != 4*s {
-		t.Errorf("left out %d deliveries, shown up to %v; want 1, up to 4s", h.left, h.shown.To)
+	if h.left != 1 || h.shown.To != 4*s || !tr.full() {
+		t.Errorf("left out %d deliveries, shown up to %v, full %v; want 1, up to 4s, full", h.left, h.shown.To, tr.full())
+	}
+
+	// In lockstep, sendings come first: a delivery whose sending was not
+	// kept was sent before the window, and is left out.
+	tr = newRecording(timeWindow{From: s}, 5, 9, true)
+	tr.keep(recs)
+	h = tr.history(9)
+	for _, r := range h.recs {
+		if r.T < s || r.Room == (Stamp{9, 9}) || r.Kind == KindSee && r.Room == a {
+			t.Errorf("kept %v of %v at %v: outside the window or sent before it", r.Kind, r.Room, r.T)
+		}
+	}
+	if h.left != 3 { // the see of a, the merge of b's create, the see of 9.9
+		t.Errorf("left out %d deliveries, want 3", h.left)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,13 +21,17 @@ type recording struct {
 	window   timeWindow
 	maxDrawn int
 	recs     []Record
-	drawn    int            // deliveries kept
-	others   int            // other records kept
-	online   []bool         // online[u]: user_u's first online record has come
-	cut      time.Duration  // once full: nothing at or after it is kept; -1 before
-	left     int64          // deliveries left out
-	horizon  time.Duration  // the latest record seen, kept or not
-	wire     []transmission // lost and resent transmissions, once the run is over
+	drawn    int               // deliveries kept
+	others   int               // other records kept
+	online   []bool            // online[u]: user_u's first online record has come
+	fast     bool              // lockstep: records come in a fixed order, sends before what they sent
+	sent     map[eventKey]bool // the sendings kept
+	capped   bool              // the cut is the caps', not the window's end
+	closed   atomic.Bool       // set with cut: see full
+	cut      time.Duration     // once full: nothing at or after it is kept; -1 before
+	left     int64             // deliveries left out
+	horizon  time.Duration     // the latest record seen, kept or not
+	wire     []transmission    // lost and resent transmissions, once the run is over
 }
 
 // timeWindow is a stretch of simulation time, [From, To); To 0 is open.
@@ -41,12 +46,28 @@ func (w timeWindow) holds(t time.Duration) bool {
 // deliveries (sends, failures, outages) may be twice as many.
 const maxDrawn = 5000
 
-func newRecording(w timeWindow, maxDeliveries, users int) *recording {
-	return &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1)}
+func newRecording(w timeWindow, maxDeliveries, users int, fast bool) *recording {
+	return &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1),
+		fast: fast, sent: make(map[eventKey]bool)}
 }
 
-// recordKeeper takes a user's records after they are logged.
-type recordKeeper interface{ keep(recs []Record) }
+// recordKeeper takes a user's records after they are logged; once it is
+// full, it takes no more, and a user that prints no log may stop making
+// records.
+type recordKeeper interface {
+	keep(recs []Record)
+	full() bool
+}
+
+// full reports whether the recording keeps nothing more that comes now:
+// its caps are reached, or the window is over.
+func (tr *recording) full() bool { return tr.closed.Load() }
+
+// setCut cuts at t: nothing at or after it is kept.
+func (tr *recording) setCut(t time.Duration) {
+	tr.cut = t
+	tr.closed.Store(true)
+}
 
 // keep takes records as the log has them. A user's records come in time
 // order, but two users' records may come in any order, so the cut is a
@@ -66,25 +87,42 @@ func (tr *recording) keep(recs []Record) {
 			tr.online[r.User] = true
 		}
 		tr.horizon = max(tr.horizon, r.T)
-		_, applied := appliedKey(r)
+		if tr.window.To > 0 && r.T >= tr.window.To && tr.cut < 0 {
+			tr.setCut(tr.window.To)
+		}
+		k, applied := appliedKey(r)
 		if !tr.window.holds(r.T) || tr.cut >= 0 && r.T >= tr.cut {
 			if applied {
 				tr.left++
 			}
 			continue
 		}
+		// In lockstep a sending is kept before anything applies what it
+		// sent, so a delivery whose sending is not here was sent before
+		// the window: it cannot be drawn, and would crowd out what can. In
+		// real time users' batches come in any order, so it is kept, on
+		// the budget of other records, and linked if its sending comes.
+		drawable := applied && tr.sent[k]
+		if applied && !drawable && tr.fast {
+			tr.left++
+			continue
+		}
 		n, limit := &tr.others, 2*tr.maxDrawn
-		if applied {
+		if drawable {
 			n, limit = &tr.drawn, tr.maxDrawn
 		}
 		if tr.cut < 0 && *n >= limit {
-			tr.cut = r.T
+			tr.setCut(r.T)
+			tr.capped = true
 			if applied {
 				tr.left++
 			}
 			continue
 		}
 		*n++
+		if sk, ok := sentKey(r); ok {
+			tr.sent[sk] = true
+		}
 		tr.recs = append(tr.recs, *r)
 	}
 }
@@ -99,6 +137,8 @@ type traced struct {
 	wire   []transmission // lost and resent transmissions in shown
 	shown  timeWindow     // what the records cover: From to To, To included
 	left   int64          // deliveries left out
+	capped bool           // the caps ended the stretch shown
+	end    time.Duration  // the run's last log record
 	users  int
 }
 
@@ -106,7 +146,7 @@ type traced struct {
 func (tr *recording) history(users int) *traced {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	h := &traced{users: users, left: tr.left, shown: tr.window, recs: slices.Clone(tr.recs)}
+	h := &traced{users: users, left: tr.left, shown: tr.window, recs: slices.Clone(tr.recs), capped: tr.capped, end: tr.horizon}
 	if tr.cut >= 0 {
 		h.shown.To = tr.cut
 	}

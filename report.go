@@ -34,6 +34,7 @@ type Report struct {
 	Problems  []string `json:"problems,omitempty"`
 
 	finals []finalLine // JSON mode: each user's live rooms
+	color  bool        // text: the verdict in colour
 
 	// For the page: the samples behind the sparklines, and in real time
 	// the latency histogram.
@@ -413,10 +414,14 @@ func (r *Report) writeText(w io.Writer) error {
 	}
 	p("live rooms", "%s", r.LiveRooms)
 	p("deliveries", "%s (message deliveries per tick)", r.Deliveries)
+	good, bad, reset := "", "", ""
+	if r.color {
+		good, bad, reset = styleGood, styleBad, styleReset
+	}
 	if r.Converged {
-		p("verdict", "converged: all %d users agree on %s, no two share a group, every message delivered once", r.Online, plural(r.Rooms.Live, "live room"))
+		p("verdict", "%sconverged%s: all %d users agree on %s, no two share a group, every message delivered once", good, reset, r.Online, plural(r.Rooms.Live, "live room"))
 	} else {
-		p("verdict", "NOT CONVERGED")
+		p("verdict", "%sNOT CONVERGED%s", bad, reset)
 		for _, s := range r.Problems {
 			p("", "%s", s)
 		}

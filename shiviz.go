@@ -26,7 +26,7 @@ const maxShiVizUsers = 64
 
 // writeShiViz writes the history as a ShiViz log; rend renders the lines.
 func writeShiViz(w io.Writer, h *traced, rend renderer) error {
-	rend.json = false
+	rend.json, rend.color = false, false
 	bw := bufio.NewWriter(w)
 	bw.WriteString(shivizRegexp + "\n\n")
 	clocks := make([][]uint64, h.users+1)

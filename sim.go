@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/metrics"
+	"slices"
 	"sync"
 	"time"
 )
@@ -29,6 +30,10 @@ type Config struct {
 	Loss, Dup          float64
 	Partition, Offline time.Duration
 	Join               int
+
+	Color  bool    // colour the text log and summary (decided from -color, the terminal and NO_COLOR)
+	Follow []int32 // show only these users' lines, and the network's; nil shows everyone's
+	MaxMem uint64  // stop before the heap passes this many bytes; 0 for no limit
 
 	HTML, ShiViz string     // files to write the run to, as a page and as a ShiViz log
 	Window       timeWindow // the stretch they draw
@@ -72,8 +77,10 @@ type Sim struct {
 
 	dropped []int64 // real time: ticks the clock dropped, by user index
 
-	nemesis   *nemesis   // the fault schedule; nil without faults
-	recording *recording // the records for -html and -shiviz; nil without them
+	nemesis   *nemesis      // the fault schedule; nil without faults
+	mem       *memWatch     // the memory limit; nil without one
+	memHit    chan struct{} // real time: closed when the memory limit is reached
+	recording *recording    // the records for -html and -shiviz; nil without them
 
 	// Lockstep.
 	first   *phase         // the phase users start in, until the coordinator takes it
@@ -98,7 +105,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		}),
 		out:      newSink(stdout),
 		stderr:   stderr,
-		rend:     renderer{json: cfg.JSON, elapsed: cfg.Fast},
+		rend:     renderer{json: cfg.JSON, elapsed: cfg.Fast, color: cfg.Color && !cfg.JSON},
 		live:     newSeries(sparkWidth),
 		delivers: newSeries(sparkWidth),
 	}
@@ -106,8 +113,12 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		s.first = &phase{done: &s.barrier}
 		s.lines = make([]lineBuffer, cfg.Users)
 	}
+	if cfg.MaxMem > 0 {
+		s.mem = newMemWatch(cfg.MaxMem)
+		s.memHit = make(chan struct{})
+	}
 	if cfg.HTML != "" || cfg.ShiViz != "" {
-		s.recording = newRecording(cfg.Window, maxDrawn, cfg.Users)
+		s.recording = newRecording(cfg.Window, maxDrawn, cfg.Users, cfg.Fast)
 	}
 	if cfg.faulty() {
 		ticks := func(d time.Duration) int64 {
@@ -201,10 +212,12 @@ func (s *Sim) startUsers(ctx context.Context) {
 		if s.cfg.Fast {
 			out = &s.lines[k-1]
 			if s.recording != nil {
+				s.lines[k-1].rec = s.recording
 				keep = &s.lines[k-1]
 			}
 		}
 		opts.late = k > online
+		opts.hidden = s.cfg.Follow != nil && !slices.Contains(s.cfg.Follow, k)
 		u := newUser(s.net, k, opts, out, keep)
 		s.users = append(s.users, u)
 		if s.cfg.Fast {
@@ -302,6 +315,8 @@ func (s *Sim) runReal(ctx context.Context) {
 			s.stopped = "duration reached"
 		case <-s.out.broken:
 			s.stopped = "output failed"
+		case <-s.memHit:
+			s.memoryReached(int64(s.clock.now() / s.cfg.Tick))
 		}
 	} else {
 		s.stopped = "interrupted"
@@ -387,6 +402,8 @@ func (l *lockstep) step() bool {
 			s.stopped = "interrupted"
 		case isClosed(s.out.broken):
 			s.stopped = "output failed"
+		case s.mem != nil && s.mem.over(t):
+			s.memoryReached(t)
 		}
 		if s.stopped != "" {
 			l.acting, s.ticks = false, t-1
@@ -478,6 +495,12 @@ func (s *Sim) gauge() (live float64, deliveries int64) {
 func (s *Sim) sampleReal(stop <-chan struct{}) {
 	tk := time.NewTicker(s.cfg.Tick)
 	defer tk.Stop()
+	var memC <-chan time.Time
+	if s.mem != nil {
+		mt := time.NewTicker(memCheck)
+		defer mt.Stop()
+		memC = mt.C
+	}
 	var statsC <-chan time.Time
 	if s.cfg.Stats > 0 {
 		st := time.NewTicker(s.cfg.Stats)
@@ -493,6 +516,10 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 			return
 		case <-tk.C:
 			s.sample()
+		case <-memC:
+			if s.mem.over(int64(s.clock.now()/s.cfg.Tick)) && !isClosed(s.memHit) {
+				close(s.memHit)
+			}
 		case <-statsC:
 			live, deliveries := s.gauge()
 			now := s.clock.now()
@@ -521,6 +548,16 @@ func (s *Sim) report() *Report {
 		facts.Faults = &s.nemesis.tally
 	}
 	return buildReport(s.cfg, facts, figs, views)
+}
+
+// memCheck is how often a real-time run looks at its heap.
+const memCheck = 100 * time.Millisecond
+
+// memoryReached stops the run at tick t for the memory limit, and says so
+// on stderr at once.
+func (s *Sim) memoryReached(t int64) {
+	s.stopped = fmt.Sprintf("memory limit %s reached at tick %d", sizeString(s.cfg.MaxMem), t)
+	fmt.Fprintf(s.stderr, "chatsim: %s: stopping, delivering what is in flight and printing the summary (-maxmem sets the limit)\n", s.stopped)
 }
 
 // printStats writes one progress line to stderr, never into the log.

@@ -63,6 +63,7 @@ type userOptions struct {
 	clock  timebase
 	log    bool // keep log records
 	quiet  bool // render none: they are kept for a page, not printed
+	hidden bool // -follow leaves this user's lines out
 	rend   renderer
 	faulty bool // faults are injected: watch for outages, tend links
 	late   bool // comes online late, and learns the rooms by a state transfer
@@ -249,8 +250,13 @@ func (u *User) flushLog() {
 	}
 	if u.keep != nil {
 		u.keep.keep(recs)
+		if u.opts.quiet && u.keep.full() {
+			// Nothing more is printed or kept: stop making records.
+			u.view.StopRecords()
+			u.keep = nil
+		}
 	}
-	if !u.opts.quiet {
+	if !u.opts.quiet && !u.opts.hidden {
 		for i := range recs {
 			u.buf = u.opts.rend.append(u.buf, &recs[i])
 		}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"unsafe"
+)
+
+// The memory limit (-maxmem). Memory grows with the users times the live
+// rooms, since every user knows every live room, and a fast run has no
+// brake of its own: past what the machine has, the kernel would kill the
+// process with no summary and no word of why. So the run watches its own
+// heap and, before it would pass the limit, stops acting as on Ctrl-C,
+// drains what is in flight and prints the summary with the reason. The
+// garbage collector is told the limit too, so that it works harder before
+// the run has to stop.
+
+// defaultMemShare is the share of the machine's memory a run may take
+// when -maxmem is not given.
+const defaultMemShare = 0.5
+
+// machineMemory is the memory this process may use: the machine's, or its
+// control group's if that is less; 0 if neither can be read.
+func machineMemory() uint64 {
+	var total uint64
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+				kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				if err == nil {
+					total = kb << 10
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && (total == 0 || n < total) {
+			total = n
+		}
+	}
+	return total
+}
+
+// startNeed is the least memory a run needs to bring its users online:
+// their inboxes, a few kilobytes each for the goroutine and its state,
+// and with faults a link per pair of users; with a quarter more for the
+// garbage collector to work in.
+func startNeed(c Config) uint64 {
+	n := uint64(c.Users)
+	need := n*uint64(inboxCapacity(c.Users))*uint64(unsafe.Sizeof(Delivery{})) + n*8<<10
+	if c.faulty() {
+		need += n * n * uint64(unsafe.Sizeof(link{}))
+	}
+	return need + need/4
+}
+
+// checkMemory fills in the default limit and refuses one too small to
+// start; total is the machine's memory (0 if unknown: no default limit).
+func checkMemory(c *Config, given bool, total uint64) error {
+	if !given {
+		c.MaxMem = uint64(float64(total) * defaultMemShare)
+	}
+	need := startNeed(*c)
+	switch {
+	case c.MaxMem == 0 || c.MaxMem >= need:
+		return nil
+	case given:
+		return fmt.Errorf("-maxmem %s is less than the %s that %d users need to start: give at least -maxmem %s",
+			sizeString(c.MaxMem), sizeString(need), c.Users, sizeFlag(roundUp(need)))
+	default:
+		return fmt.Errorf("-maxmem defaults to half of this machine's %s, less than the %s that %d users need to start: give at least -maxmem %s, or fewer users",
+			sizeString(total), sizeString(need), c.Users, sizeFlag(roundUp(need)))
+	}
+}
+
+// sizeFlag is a size as -maxmem takes it: 17MiB.
+func sizeFlag(b uint64) string { return strings.ReplaceAll(sizeString(b), " ", "") }
+
+// roundUp rounds up to a whole MiB.
+func roundUp(b uint64) uint64 { return (b + 1<<20 - 1) &^ (1<<20 - 1) }
+
+// memWatch tells a run when its heap is about to pass the limit. It reads
+// the live heap the garbage collector last marked, and how fast that grew
+// per tick between the last two collections it saw: the run must stop
+// while there is room for the drain, which applies what the last tick
+// sent.
+type memWatch struct {
+	limit    uint64
+	samples  []metrics.Sample
+	lastLive uint64
+	lastTick int64
+	rate     float64 // live bytes a tick
+}
+
+// The heap may reach stopShare of the limit, with two ticks of growth
+// ahead, before the run stops.
+const stopShare = 0.85
+
+func newMemWatch(limit uint64) *memWatch {
+	return &memWatch{limit: limit, samples: []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+	}}
+}
+
+// over reports whether the run must stop at tick t.
+func (m *memWatch) over(t int64) bool {
+	metrics.Read(m.samples)
+	live, objects := sampleUint(m.samples[0]), sampleUint(m.samples[1])
+	if live != m.lastLive {
+		if m.lastTick > 0 && t > m.lastTick && live > m.lastLive {
+			m.rate = float64(live-m.lastLive) / float64(t-m.lastTick)
+		}
+		m.lastLive, m.lastTick = live, t
+	}
+	limit := float64(m.limit)
+	return float64(live)+2*m.rate >= stopShare*limit || float64(objects) >= 0.95*limit
+}
+
+func sampleUint(s metrics.Sample) uint64 {
+	if s.Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s.Value.Uint64()
+}
+
+// sizeString shows a size in bytes as people write it: 2 GiB, 1.5 GiB,
+// 600 MiB.
+func sizeString(b uint64) string {
+	for _, u := range []struct {
+		name string
+		size uint64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b >= u.size {
+			v := float64(b) / float64(u.size)
+			if v == math.Trunc(v) {
+				return fmt.Sprintf("%d %s", uint64(v), u.name)
+			}
+			return fmt.Sprintf("%.1f %s", v, u.name)
+		}
+	}
+	return fmt.Sprintf("%d B", b)
+}
+
+// parseSize reads a size such as 2GiB, 512MiB, 1.5G or 3000000000: K, M,
+// G and T are powers of 1024 with or without "iB"; KB, MB, GB and TB are
+// powers of 1000.
+func parseSize(s string) (uint64, error) {
+	units := []struct {
+		suffix string
+		size   float64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+	}
+	num, mult := strings.TrimSpace(s), 1.0
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.size
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || f*mult >= 1<<62 {
+		return 0, errors.New("bad size")
+	}
+	return uint64(f * mult), nil
+}
+
+// sizeValue is the -maxmem flag: a size, and whether it was given.
+type sizeValue struct {
+	p     *uint64
+	given *bool
+}
+
+func (v *sizeValue) String() string {
+	if v.p == nil || *v.p == 0 {
+		return ""
+	}
+	return sizeString(*v.p)
+}
+
+func (v *sizeValue) Set(s string) error {
+	b, err := parseSize(s)
+	if err != nil {
+		return errors.New("must be a size like 2GiB, 512MiB or 1.5G, or 0 for no limit")
+	}
+	*v.p, *v.given = b, true
+	return nil
+}
