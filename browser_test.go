@@ -82,11 +82,14 @@ document.getElementById("f").addEventListener("load", () => {
     d.getElementById("racesonly").click();
 
     const before = +svg.getAttribute("width"), x0 = +mark.getAttribute("x");
+    r.axisBefore = svg.querySelectorAll("#axis text").length;
     d.getElementById("zoomin").click();
     d.getElementById("zoomin").click();
     r.zoomWidth = +svg.getAttribute("width") / before;
     r.zoomX = (+mark.getAttribute("x") - +svg.dataset.left) / (x0 - +svg.dataset.left);
     r.zoomLabel = d.getElementById("zoomlevel").textContent;
+    r.axisAfter = svg.querySelectorAll("#axis text").length;
+    r.axisLast = svg.querySelector("#axis text:last-of-type").textContent;
     d.getElementById("zoomfit").click();
     r.fitWidth = +svg.getAttribute("width");
 
@@ -121,6 +124,8 @@ type browserResult struct {
 	RacesOnly                               bool
 	ZoomWidth, ZoomX                        float64
 	ZoomLabel                               string
+	AxisBefore, AxisAfter                   int
+	AxisLast                                string
 	FitWidth                                float64
 	RaceSelected                            int
 	RaceInfo                                string
@@ -197,6 +202,7 @@ func TestBrowser(t *testing.T) {
 		{"a lane can be hidden, with its arrows", r.LaneHidden == "none" && r.ArrowToLaneHidden == "none" && r.OtherLaneShown != "none"},
 		{"races only", r.RacesOnly},
 		{"zoom stretches time", r.ZoomWidth > 2 && r.ZoomX > 2.2 && r.ZoomX < 2.3 && r.ZoomLabel == "225%"},
+		{"the time axis is drawn anew for the zoom", r.AxisAfter > r.AxisBefore && strings.HasSuffix(r.AxisLast, "s")},
 		{"fit fits", r.FitWidth <= 1400},
 		{"the race list selects", r.RaceSelected > 0 && r.RaceInfo != ""},
 		{"charts", r.Charts >= 2},

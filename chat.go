@@ -73,6 +73,8 @@ type View struct {
 	epoch uint64 // the current epoch, as the caller last said
 	log   bool   // whether to keep log records
 
+	firstOnlineOnly, onlineLogged bool // see LogFirstOnlineOnly
+
 	rooms       map[groupKey]slot     // what the view knows of each group, by fingerprint
 	joined      []*Group              // live rooms self is a member of; slot.joinedAt indexes it
 	live        int                   // live rooms in this view
@@ -214,9 +216,17 @@ func (v *View) Learn(first, last int32, now time.Duration) {
 		}
 		v.upTo = u
 		v.includeSelf()
-		v.record(Record{T: now, Kind: KindOnline, Peer: u})
+		if !v.firstOnlineOnly || !v.onlineLogged {
+			v.record(Record{T: now, Kind: KindOnline, Peer: u})
+			v.onlineLogged = true
+		}
 	}
 }
+
+// LogFirstOnlineOnly makes the view log only the first user it learns is
+// online: its own coming online. A log that feeds only a page needs no
+// more, and a run of many users would otherwise make users² records.
+func (v *View) LogFirstOnlineOnly() { v.firstOnlineOnly = true }
 
 // includeSelf keeps upTo contiguous: once the view knows everyone before itself,
 // it counts itself too.

@@ -5,17 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
 // runFiles are the files a run is written to once it ends, beside its
-// output: the page (-html) and the ShiViz log (-shiviz). They are created
-// before the run, so that a path that cannot be written fails at once,
-// not after an hour's run.
-type runFiles struct{ html, shiviz *os.File }
+// output: the page (-html) and the ShiViz log (-shiviz). Each is written
+// to a temporary file beside its path, created before the run, so that a
+// path that cannot be written fails at once, not after an hour's run; it
+// takes the path's place only once it is whole, so that a run killed
+// half way leaves what was there before.
+type runFiles struct {
+	html, shiviz *os.File
+	paths        map[*os.File]string
+}
 
 func createFiles(cfg Config) (*runFiles, error) {
-	f := &runFiles{}
+	f := &runFiles{paths: make(map[*os.File]string)}
 	for _, want := range []struct {
 		flag, path string
 		file       **os.File
@@ -23,27 +29,30 @@ func createFiles(cfg Config) (*runFiles, error) {
 		if want.path == "" {
 			continue
 		}
-		file, err := os.Create(want.path)
+		file, err := os.CreateTemp(filepath.Dir(want.path), "."+filepath.Base(want.path)+".*")
 		if err != nil {
 			f.close()
-			return nil, fmt.Errorf("%s: %v", want.flag, err)
+			return nil, fmt.Errorf("%s: cannot write %s: %v", want.flag, want.path, errors.Unwrap(err))
 		}
 		*want.file = file
+		f.paths[file] = want.path
+		file.Chmod(0o644) // as os.Create would, under the usual umask
 	}
 	return f, nil
 }
 
+// close removes the temporary files that were not written.
 func (f *runFiles) close() {
-	for _, file := range []*os.File{f.html, f.shiviz} {
-		if file != nil {
-			file.Close()
-		}
+	for file := range f.paths {
+		file.Close()
+		os.Remove(file.Name())
 	}
 }
 
 // write writes the run's page and ShiViz log from its report and its
 // trace, and closes the files.
 func (f *runFiles) write(cfg Config, rep *Report, tr *recording, rend renderer) error {
+	defer f.close()
 	if tr == nil {
 		return nil
 	}
@@ -58,8 +67,13 @@ func (f *runFiles) write(cfg Config, rep *Report, tr *recording, rend renderer) 
 		if cerr := file.Close(); err == nil {
 			err = cerr
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: writing %s: %v", flag, file.Name(), err))
+		if err == nil {
+			err = os.Rename(file.Name(), f.paths[file])
+		}
+		if err == nil {
+			delete(f.paths, file)
+		} else {
+			errs = append(errs, fmt.Errorf("%s: writing %s: %v", flag, f.paths[file], err))
 		}
 	}
 	if f.html != nil {

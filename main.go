@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -203,6 +204,9 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	}
 	if cfg.ShiViz != "" && cfg.Users > maxShiVizUsers {
 		return cfg, fs, fmt.Errorf("-shiviz gives every event a vector clock with an entry per user: it takes at most %d users, not %d", maxShiVizUsers, cfg.Users)
+	}
+	if cfg.HTML != "" && filepath.Clean(cfg.HTML) == filepath.Clean(cfg.ShiViz) {
+		return cfg, fs, fmt.Errorf("-html and -shiviz both name %s: give each its own file", cfg.HTML)
 	}
 	if cfg.Window != (timeWindow{}) && cfg.HTML == "" && cfg.ShiViz == "" {
 		return cfg, fs, errors.New("-html-window picks what -html and -shiviz draw: give one of them too")

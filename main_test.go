@@ -73,6 +73,7 @@ var badInputs = []struct {
 	{[]string{"-html", "run.html", "-html-window", "soon:1m"}, `-html-window: must be FROM:TO`},
 	{[]string{"-html", "run.html", "-html-window", "-1s:"}, `-html-window: must be FROM:TO`},
 	{[]string{"-html-window", "20s:40s"}, `-html-window picks what -html and -shiviz draw: give one of them too`},
+	{[]string{"-html", "run.out", "-shiviz", "./run.out"}, `-html and -shiviz both name run.out: give each its own file`},
 }
 
 func TestBadInput(t *testing.T) {

@@ -57,7 +57,8 @@ type Network struct {
 	// they carry (see link), and stability is counted in lockstep too.
 	faulty    bool
 	loss, dup float64
-	keepLost  int                   // see Port.wire
+	keepLost  int // see Port.wire
+	keepFrom  time.Duration
 	split     atomic.Pointer[split] // nil while the network is whole
 	away      []atomic.Bool         // by uid: offline, or not yet online
 	joining   atomic.Int64          // late joiners online and still without their state
@@ -106,7 +107,8 @@ type netConfig struct {
 	tick, delay  time.Duration
 	faulty       bool // faults are injected: number and acknowledge
 	loss, dup    float64
-	keepLost     int // how many lost or resent transmissions each port keeps for the page
+	keepLost     int           // how many lost or resent transmissions each port keeps for the page
+	keepFrom     time.Duration // from when: the start of the page's window
 }
 
 // newNetwork returns the network of a run.
@@ -117,6 +119,7 @@ func newNetwork(c netConfig) *Network {
 		tick:     c.tick,
 		faulty:   c.faulty,
 		keepLost: c.keepLost,
+		keepFrom: c.keepFrom,
 		loss:     c.loss,
 		dup:      c.dup,
 		away:     make([]atomic.Bool, c.users+1),
@@ -769,7 +772,7 @@ type transmission struct {
 
 // noteWire keeps a transmission of d for the page, while there is room.
 func (p *Port) noteWire(r int32, d Delivery, sent time.Duration, resent, lost bool) {
-	if len(p.wire) == cap(p.wire) || d.Event.Kind == AckEvent || d.Event.Kind == GapEvent {
+	if len(p.wire) == cap(p.wire) || d.Event.Kind == AckEvent || d.Event.Kind == GapEvent || sent < p.net.keepFrom || p.hushed {
 		return
 	}
 	p.wire = append(p.wire, transmission{Sent: sent, Due: d.Due, From: p.uid, To: r, Event: d.Event, Resent: resent, Lost: lost})

@@ -202,21 +202,23 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		p.Stop, p.StopT = x(stop), sec(stop)
 	}
 
-	// Lanes start where their users came online: a late joiner's first
-	// record is its coming online.
+	// Lanes start where their users came online: a late joiner's lane
+	// where it did, or at the end if that is after the stretch drawn.
 	start := make([]time.Duration, users+1)
-	seen := make([]bool, users+1)
-	for i := range h.recs {
-		if u := h.recs[i].User; u > 0 && int(u) <= users && !seen[u] {
-			seen[u], start[u] = true, h.recs[i].T
-		}
-	}
 	joiners := int32(rep.Users - rep.Join)
 	for u := int32(1); u <= int32(users); u++ {
-		l := pageLane{UID: u, Name: uidName(u), Y: y(u), X: x(h.shown.From), T: sec(h.shown.From)}
-		if u > joiners && seen[u] {
-			l.X, l.T, l.Joiner = x(start[u]), sec(start[u]), true
+		start[u] = h.shown.From
+		l := pageLane{UID: u, Name: uidName(u), Y: y(u)}
+		if u > joiners {
+			l.Joiner = true
+			switch at := h.arrived[u]; {
+			case at < 0 || at > h.shown.To:
+				start[u] = h.shown.To
+			case at > h.shown.From:
+				start[u] = at
+			}
 		}
+		l.X, l.T = x(start[u]), sec(start[u])
 		p.Lanes = append(p.Lanes, l)
 	}
 	for _, t := range axisTicks(h.shown.From, h.shown.To) {
@@ -232,9 +234,7 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		if int(u) > users {
 			return
 		}
-		if l := p.Lanes[u-1]; l.Joiner {
-			from = max(from, start[u]) // no shade before the user came online
-		}
+		from = max(from, start[u]) // nothing before the stretch, or before the user came online
 		if to <= from {
 			return
 		}
@@ -248,7 +248,6 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		if split == nil {
 			return
 		}
-		title := lineOf(split)
 		sideOf := make(map[int32]int)
 		for i, side := range split.Sides {
 			for _, u := range side {
@@ -262,10 +261,11 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		for u := int32(1); u <= int32(users); u++ {
 			if s, ok := sideOf[u]; ok {
 				class := "side" + strconv.Itoa(s%2)
+				where := fmt.Sprintf("on side %d of %d", s+1, len(split.Sides))
 				if s < 0 {
-					class = "bridge"
+					class, where = "bridge", "on both sides"
 				}
-				band(class, u, split.T, to, title)
+				band(class, u, split.T, to, fmt.Sprintf("the network split at %s: %s is %s, until %s", fmtDur(split.T), uidName(u), where, fmtDur(to)))
 			}
 		}
 		split = nil
@@ -283,10 +283,12 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		case KindOffline:
 			away[r.User] = r.T
 		case KindBack:
-			if from, ok := away[r.User]; ok {
-				band("away", r.User, from, r.T, lineOf(r))
-				delete(away, r.User)
+			from, ok := away[r.User]
+			if !ok {
+				from = r.T - r.Away // it went offline before the stretch drawn
 			}
+			band("away", r.User, from, r.T, lineOf(r))
+			delete(away, r.User)
 		}
 		if r.User == 0 || int(r.User) > users {
 			continue
@@ -320,7 +322,8 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		if !ev.Room.IsZero() {
 			a.Room = ev.Room.String()
 		}
-		what := map[EventKind]string{CreateEvent: "create of chat ", CloseEvent: "close of chat ", StateEvent: "rooms"}[ev.Kind] + a.Room
+		what := map[EventKind]string{CreateEvent: "create of chat ", CloseEvent: "close of chat ", StateEvent: "live rooms",
+			StateRequestEvent: "request for the live rooms"}[ev.Kind] + a.Room
 		if ev.Kind == MessageEvent {
 			a.Msg = ev.ID().String()
 			what = fmt.Sprintf("message %s in chat %s", a.Msg, a.Room)

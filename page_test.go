@@ -29,6 +29,9 @@ func runPage(t *testing.T, args ...string) (out, page, shiviz string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if files, _ := os.ReadDir(dir); len(files) != 2 {
+		t.Errorf("%d files where the page and the log were written, want 2: no temporary file left", len(files))
+	}
 	return out, string(p), string(l)
 }
 
@@ -274,6 +277,26 @@ func TestPageWindow(t *testing.T) {
 			t.Errorf("the page is %d bytes", len(page))
 		}
 	})
+	t.Run("window at scale", func(t *testing.T) {
+		// Deliveries of what was sent before the window do not crowd out
+		// what the window can draw.
+		_, page, _ := runPage(t, "-fast", "-quiet", "-users", "60", "-duration", "40s", "-seed", "1", "-html-window", "20s:40s")
+		els := diagram(t, page)
+		if got := count(els, "a"); got < maxDrawn*95/100 {
+			t.Errorf("%d arrows in the window, want nearly the %d a page draws", got, maxDrawn)
+		}
+		for _, e := range els {
+			if e.is("a") && e.float(t, "data-t1") < 20 {
+				t.Fatalf("an arrow from before the window: %v", e.attrs)
+			}
+		}
+	})
+	t.Run("past the end", func(t *testing.T) {
+		_, page, _ := runPage(t, "-fast", "-users", "4", "-duration", "5s", "-seed", "1", "-html-window", "10s:20s")
+		if !strings.Contains(page, "after the run&#39;s last log line") {
+			t.Error("the page does not say the window is past the run")
+		}
+	})
 	t.Run("window", func(t *testing.T) {
 		_, page, shiviz := runPage(t, append(pageRun, "-html-window", "20s:40s")...)
 		els := diagram(t, page)
@@ -466,7 +489,7 @@ func TestPageUnwritable(t *testing.T) {
 	for _, flagName := range []string{"-html", "-shiviz"} {
 		var out, errs bytes.Buffer
 		code := run([]string{"-fast", "-duration", "5s", flagName, filepath.Join(t.TempDir(), "no", "such", "dir", "x")}, &out, &errs)
-		if code != 2 || !strings.HasPrefix(errs.String(), "chatsim: "+flagName+": open ") || strings.Count(errs.String(), "\n") != 1 {
+		if code != 2 || !strings.HasPrefix(errs.String(), "chatsim: "+flagName+": cannot write ") || strings.Count(errs.String(), "\n") != 1 {
 			t.Errorf("%s to a missing directory: exit %d, stderr %q", flagName, code, errs.String())
 		}
 		if out.Len() > 0 {

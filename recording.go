@@ -24,6 +24,8 @@ type recording struct {
 	drawn    int               // deliveries kept
 	others   int               // other records kept
 	online   []bool            // online[u]: user_u's first online record has come
+	arrived  []time.Duration   // arrived[u]: when user_u came online, or -1
+	before   *Record           // the last network record before the window
 	fast     bool              // lockstep: records come in a fixed order, sends before what they sent
 	sent     map[eventKey]bool // the sendings kept
 	capped   bool              // the cut is the caps', not the window's end
@@ -47,8 +49,12 @@ func (w timeWindow) holds(t time.Duration) bool {
 const maxDrawn = 5000
 
 func newRecording(w timeWindow, maxDeliveries, users int, fast bool) *recording {
-	return &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1),
-		fast: fast, sent: make(map[eventKey]bool)}
+	tr := &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1),
+		arrived: make([]time.Duration, users+1), fast: fast, sent: make(map[eventKey]bool)}
+	for i := range tr.arrived {
+		tr.arrived[i] = -1
+	}
+	return tr
 }
 
 // recordKeeper takes a user's records after they are logged; once it is
@@ -85,6 +91,14 @@ func (tr *recording) keep(recs []Record) {
 				continue
 			}
 			tr.online[r.User] = true
+			tr.arrived[r.User] = r.T
+		}
+		if r.User == 0 && r.T < tr.window.From {
+			// The network's last word before the window: a split that
+			// is still on when it starts is drawn from its start.
+			b := *r
+			tr.before = &b
+			continue
 		}
 		tr.horizon = max(tr.horizon, r.T)
 		if tr.window.To > 0 && r.T >= tr.window.To && tr.cut < 0 {
@@ -131,30 +145,35 @@ func (tr *recording) keep(recs []Record) {
 // by time, then as the log had them. Deliveries link each record of an
 // applied event to the record of its sending.
 type traced struct {
-	recs   []Record
-	sentAt []int // for each record: the index of the record that sent what it applied, or -1
-	first  []bool
-	wire   []transmission // lost and resent transmissions in shown
-	shown  timeWindow     // what the records cover: From to To, To included
-	left   int64          // deliveries left out
-	capped bool           // the caps ended the stretch shown
-	end    time.Duration  // the run's last log record
-	users  int
+	recs    []Record
+	sentAt  []int // for each record: the index of the record that sent what it applied, or -1
+	first   []bool
+	wire    []transmission  // lost and resent transmissions in shown
+	shown   timeWindow      // what the records cover: From to To (included when the caps cut there)
+	left    int64           // deliveries left out
+	capped  bool            // the caps ended the stretch shown
+	end     time.Duration   // the run's last log record
+	arrived []time.Duration // arrived[u]: when user_u came online, or -1
+	users   int
 }
 
 // history sorts the records kept and links deliveries to sends.
 func (tr *recording) history(users int) *traced {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	h := &traced{users: users, left: tr.left, shown: tr.window, recs: slices.Clone(tr.recs), capped: tr.capped, end: tr.horizon}
+	h := &traced{users: users, left: tr.left, shown: tr.window, recs: slices.Clone(tr.recs), capped: tr.capped, end: tr.horizon,
+		arrived: slices.Clone(tr.arrived)}
+	if b := tr.before; b != nil {
+		h.recs = append(h.recs, *b)
+	}
 	if tr.cut >= 0 {
 		h.shown.To = tr.cut
 	}
-	if h.shown.To == 0 {
-		h.shown.To = max(tr.horizon, h.shown.From)
+	if h.shown.To == 0 || !tr.capped && h.shown.To > tr.horizon {
+		h.shown.To = max(tr.horizon, h.shown.From) // a window past the run's end ends with it
 	}
 	for _, w := range tr.wire {
-		if w.Sent >= h.shown.From && w.Sent <= h.shown.To {
+		if w.Sent >= h.shown.From && w.Sent <= h.shown.To && len(h.wire) < tr.maxDrawn {
 			h.wire = append(h.wire, w)
 		}
 	}

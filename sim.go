@@ -101,7 +101,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		cfg: cfg,
 		net: newNetwork(netConfig{
 			users: cfg.Users, inbox: inboxCapacity(cfg.Users), fast: cfg.Fast, tick: cfg.Tick, delay: cfg.Delay,
-			faulty: cfg.faulty(), loss: cfg.Loss, dup: cfg.Dup, keepLost: keepLost(cfg),
+			faulty: cfg.faulty(), loss: cfg.Loss, dup: cfg.Dup, keepLost: keepLost(cfg), keepFrom: cfg.Window.From,
 		}),
 		out:      newSink(stdout),
 		stderr:   stderr,

@@ -96,6 +96,9 @@ func newUser(net *Network, uid int32, o userOptions, out lineWriter, keep record
 	if !o.clock.virtual {
 		u.lat = new(hist)
 	}
+	if o.quiet && o.log {
+		u.view.LogFirstOnlineOnly() // the records feed only a page
+	}
 	return u
 }
 
@@ -250,11 +253,7 @@ func (u *User) flushLog() {
 	}
 	if u.keep != nil {
 		u.keep.keep(recs)
-		if u.opts.quiet && u.keep.full() {
-			// Nothing more is printed or kept: stop making records.
-			u.view.StopRecords()
-			u.keep = nil
-		}
+		u.keepOrStop()
 	}
 	if !u.opts.quiet && !u.opts.hidden {
 		for i := range recs {
@@ -264,6 +263,15 @@ func (u *User) flushLog() {
 		u.buf = u.buf[:0]
 	}
 	u.view.ResetRecords()
+}
+
+// keepOrStop stops the view making records once nothing more of them is
+// printed or kept.
+func (u *User) keepOrStop() {
+	if u.keep != nil && u.opts.quiet && u.keep.full() {
+		u.view.StopRecords()
+		u.keep = nil
+	}
 }
 
 // publish brings the gauges the sampler reads up to date.
@@ -568,6 +576,7 @@ func (u *User) runFast(first *phase) {
 			u.learn(o, max(0, now-u.opts.tick))
 		}
 		u.news = u.news[:0]
+		u.keepOrStop() // the recording filled up in the last phase
 		if p.final {
 			u.view.Finish()
 			u.flushLog()
