@@ -114,7 +114,11 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		s.lines = make([]lineBuffer, cfg.Users)
 	}
 	if cfg.MaxMem > 0 {
-		s.mem = newMemWatch(cfg.MaxMem)
+		checks := 1.0 // lockstep checks every tick
+		if !cfg.Fast {
+			checks = float64(memCheck) / float64(cfg.Tick)
+		}
+		s.mem = newMemWatch(cfg.MaxMem, cfg.Users, cfg.Chance, checks)
 		s.memHit = make(chan struct{})
 	}
 	if cfg.HTML != "" || cfg.ShiViz != "" {
@@ -402,7 +406,7 @@ func (l *lockstep) step() bool {
 			s.stopped = "interrupted"
 		case isClosed(s.out.broken):
 			s.stopped = "output failed"
-		case s.mem != nil && s.mem.over(t):
+		case s.mem != nil && s.mem.over(s.net.outstanding()):
 			s.memoryReached(t)
 		}
 		if s.stopped != "" {
@@ -517,7 +521,7 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 		case <-tk.C:
 			s.sample()
 		case <-memC:
-			if s.mem.over(int64(s.clock.now()/s.cfg.Tick)) && !isClosed(s.memHit) {
+			if s.mem.over(s.net.inflight.Load()) && !isClosed(s.memHit) {
 				close(s.memHit)
 			}
 		case <-statsC:
