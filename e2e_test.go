@@ -160,17 +160,22 @@ func startPipe(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader, io.Close
 // and exits 0, promptly.
 func TestE2EInterrupt(t *testing.T) {
 	cmd, r, errs := startReading(t, "-users", "6", "-tick", "50ms")
-	// Wait until users act, then interrupt.
+	waitForAction(t, r)
+	interrupt(t, cmd, r, errs)
+}
+
+// waitForAction reads the log until a user has acted.
+func waitForAction(t *testing.T, r *bufio.Reader) {
+	t.Helper()
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			t.Fatalf("run ended early: %v", err)
 		}
 		if strings.Contains(line, "] I ") {
-			break
+			return
 		}
 	}
-	interrupt(t, cmd, r, errs)
 }
 
 // interrupt sends Ctrl-C and checks that the run stops promptly (within
@@ -307,15 +312,7 @@ func TestE2EInterruptWritesPage(t *testing.T) {
 	dir := t.TempDir()
 	page, log := filepath.Join(dir, "run.html"), filepath.Join(dir, "run.shiviz")
 	cmd, r, errs := startReading(t, "-users", "4", "-tick", "50ms", "-html", page, "-shiviz", log)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("run ended early: %v", err)
-		}
-		if strings.Contains(line, "] I ") {
-			break
-		}
-	}
+	waitForAction(t, r)
 	interrupt(t, cmd, r, errs)
 	p, err := os.ReadFile(page)
 	if err != nil {

@@ -32,23 +32,27 @@ var faultArgs = []string{"-fast", "-users", "6", "-duration", "60s", "-seed", "3
 // rewrites the files after a deliberate change.
 func TestGolden(t *testing.T) {
 	for _, g := range goldenRuns {
-		t.Run(g.file, func(t *testing.T) {
-			got := runArgs(t, g.args...)
-			path := filepath.Join("testdata", g.file)
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (go test -run Golden -update writes it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("%v differs from %s:\n%s", g.args, path, firstDiff(string(want), got))
-			}
-		})
+		t.Run(g.file, func(t *testing.T) { matchGolden(t, g.file, runArgs(t, g.args...), fmt.Sprint(g.args)) })
+	}
+}
+
+// matchGolden checks got against testdata/file, or rewrites the file with
+// -update; what names what got is.
+func matchGolden(t *testing.T, file, got, what string) {
+	t.Helper()
+	path := filepath.Join("testdata", file)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -run Golden -update writes it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s:\n%s", what, path, firstDiff(string(want), got))
 	}
 }
 

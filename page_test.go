@@ -350,20 +350,7 @@ func TestPageRealTime(t *testing.T) {
 // it after a deliberate change.
 func TestGoldenPage(t *testing.T) {
 	_, page, _ := runPage(t, "-fast", "-users", "4", "-duration", "20s", "-seed", "7", "-delay", "2s")
-	path := filepath.Join("testdata", "page.golden.html")
-	if *update {
-		if err := os.WriteFile(path, []byte(page), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -run Golden -update writes it)", err)
-	}
-	if page != string(want) {
-		t.Errorf("the page differs from %s:\n%s", path, firstDiff(string(want), page))
-	}
+	matchGolden(t, "page.golden.html", page, "the page")
 }
 
 // The ShiViz log follows ShiViz's rules, with a delivery drawn for events
