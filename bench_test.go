@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -152,4 +154,116 @@ func (s *Sim) applied() int64 {
 		n += p.applied
 	}
 	return n
+}
+
+// BenchmarkRealTime measures the CPU a real-time run takes per second of
+// wall time, once its users are online: chatsim, and a baseline of the same
+// goroutines with the same tick and the same fan-out (a create or a close
+// to every other user, a message to a random group) sending pointers over
+// channels and doing nothing else. One op is one second of running: run it
+// with -benchtime 10x for ten seconds each.
+func BenchmarkRealTime(b *testing.B) {
+	const users, tick, chance = 1000, time.Second, 0.3
+	b.Run(fmt.Sprintf("users=%d/baseline", users), func(b *testing.B) {
+		cpuPerSecond(b, func(ctx context.Context) { tickingBaseline(ctx, users, tick, chance) })
+	})
+	b.Run(fmt.Sprintf("users=%d/chatsim", users), func(b *testing.B) {
+		cpuPerSecond(b, func(ctx context.Context) {
+			s := newSim(Config{Users: users, Seed: 1, Tick: tick, Chance: chance, Quiet: true}, io.Discard, io.Discard)
+			if r, _ := s.run(ctx); !r.Converged {
+				b.Error(r.Problems)
+			}
+		})
+	})
+}
+
+// realTimeWarmUp is how long a real-time run goes before it is measured:
+// every user online and ticking, views past their first rooms.
+const realTimeWarmUp = 3 * time.Second
+
+// cpuPerSecond starts run, lets it warm up, and reports the process's CPU
+// time (user and system) per second over b.N seconds, then stops it.
+func cpuPerSecond(b *testing.B, run func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var done sync.WaitGroup
+	done.Go(func() { run(ctx) })
+	time.Sleep(realTimeWarmUp)
+	cpu0, wall0 := cpuTime(), time.Now()
+	time.Sleep(time.Duration(b.N) * time.Second)
+	cpu, wall := cpuTime()-cpu0, time.Since(wall0)
+	cancel()
+	done.Wait()
+	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// cpuTime is the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// tickingBaseline runs n goroutines until ctx ends. Each ticks every tick
+// from a random phase, and on a tick acts with chance: a third of the time
+// it sends a pointer to every other goroutine (a create), a third to a
+// random group of 2 to n members (a message: to the others in it), a third
+// to every other again (a close). A sender whose recipient's channel is
+// full takes from its own meanwhile, as chatsim's users do.
+func tickingBaseline(ctx context.Context, n int, tick time.Duration, chance float64) {
+	chans := make([]chan *int, n)
+	for i := range chans {
+		chans[i] = make(chan *int, inboxCapacity(n))
+	}
+	x := new(int)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(1, uint64(i)))
+			own := chans[i]
+			send := func(to int) {
+				select {
+				case chans[to] <- x:
+					return
+				default:
+				}
+				for {
+					select {
+					case chans[to] <- x:
+						return
+					case <-own:
+					}
+				}
+			}
+			timer := time.NewTimer(time.Duration(rng.Int64N(int64(tick))))
+			defer timer.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-own:
+				case <-timer.C:
+					timer.Reset(tick)
+					if rng.Float64() >= chance {
+						continue
+					}
+					others := n - 1
+					if rng.IntN(3) == 1 {
+						others = 1 + rng.IntN(n-1) // a group of 2 to n, self included
+					}
+					from := rng.IntN(n)
+					for k := range others {
+						if to := (from + k) % n; to != i {
+							send(to)
+						} else {
+							send((from + others) % n)
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -108,7 +108,7 @@ type renderer struct {
 // words what it is, so colour only helps the eye.
 const (
 	styleReset  = "\x1b[0m"
-	styleMerge  = "\x1b[1;38;5;208m" // bold orange: a concurrent duplicate resolved
+	styleMerge  = "\x1b[1;38;5;166m" // bold dark orange: a concurrent duplicate resolved
 	styleHeld   = "\x1b[1;38;5;129m" // bold purple: a message held back
 	styleLate   = "\x1b[1;38;5;199m" // bold pink: a late delivery
 	styleStale  = "\x1b[1;38;5;244m" // bold grey: an outdated event ignored
@@ -120,12 +120,13 @@ const (
 )
 
 // userColors are the users' colours, user_u's being userColors[(u-1)%len]:
-// distinct for sixteen users, and the same for a user all run long.
+// distinct for sixteen users, the same for a user all run long, and none of
+// them a colour of the styles above.
 var userColors = [...]string{
-	"\x1b[38;5;33m", "\x1b[38;5;166m", "\x1b[38;5;34m", "\x1b[38;5;163m",
-	"\x1b[38;5;37m", "\x1b[38;5;136m", "\x1b[38;5;63m", "\x1b[38;5;160m",
-	"\x1b[38;5;29m", "\x1b[38;5;98m", "\x1b[38;5;130m", "\x1b[38;5;25m",
-	"\x1b[38;5;70m", "\x1b[38;5;168m", "\x1b[38;5;31m", "\x1b[38;5;172m",
+	"\x1b[38;5;33m", "\x1b[38;5;130m", "\x1b[38;5;71m", "\x1b[38;5;163m",
+	"\x1b[38;5;37m", "\x1b[38;5;136m", "\x1b[38;5;63m", "\x1b[38;5;94m",
+	"\x1b[38;5;29m", "\x1b[38;5;98m", "\x1b[38;5;172m", "\x1b[38;5;68m",
+	"\x1b[38;5;107m", "\x1b[38;5;168m", "\x1b[38;5;31m", "\x1b[38;5;139m",
 }
 
 // uid appends a user's name, in its colour.

@@ -50,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64N(1e9) + 1
 	}
-	cfg.Color = !cfg.JSON && colorOutput(colorMode(fs), isTerminal(stdout), os.Getenv("NO_COLOR"))
+	cfg.Color = !cfg.JSON && colorOutput(colorMode(fs), isTerminal(stdout) && os.Getenv("TERM") != "dumb", os.Getenv("NO_COLOR"))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -146,6 +146,9 @@ func startLine(cfg Config) []byte {
 		}{"start", 0, st})
 	}
 	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", st.Users, st.Seed, st.Mode, st.Tick, st.Chance) + st.delayText() + st.faultText()
+	if len(cfg.Follow) > 0 {
+		line += ", showing the lines of " + (&followValue{&cfg.Follow}).String() + " only"
+	}
 	if cfg.Duration > 0 {
 		line += ", for " + cfg.Duration.String()
 	} else {
@@ -178,7 +181,7 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.Var(&choiceValue{"auto", []string{"auto", "always", "never"}}, "color", "colour the log and summary: `WHEN` auto (on a terminal, unless NO_COLOR is set), always or never; JSON never")
 	fs.Var(&followValue{&cfg.Follow}, "follow", "show only the lines of `user_N` (repeat it, or a comma list), and the network's; the summary covers everyone")
 	var memGiven bool
-	fs.Var(&sizeValue{&cfg.MaxMem, &memGiven}, "maxmem", fmt.Sprintf("stop, drain and sum up before the heap passes `SIZE`, like 2GiB; 0 for no limit (default half of this machine's memory, %s)", sizeString(uint64(float64(machineMemory())*defaultMemShare))))
+	fs.Var(&sizeValue{&cfg.MaxMem, &memGiven}, "maxmem", fmt.Sprintf("stop, drain and sum up before the heap passes `SIZE`, like 2GiB; 0 for no limit (default three quarters of this machine's memory, %s)", sizeString(uint64(float64(machineMemory())*defaultMemShare))))
 	fs.StringVar(&cfg.HTML, "html", "", "after the run, write a page that shows it (a space-time diagram, the summary, charts) to `file`")
 	fs.StringVar(&cfg.ShiViz, "shiviz", "", fmt.Sprintf("after the run, write its log with vector clocks for ShiViz to `file` (at most %d users)", maxShiVizUsers))
 	fs.Var(&windowValue{&cfg.Window}, "html-window", "draw only the stretch `FROM:TO` of the run, like 20s:40s, in -html and -shiviz (either end may be left out)")
@@ -403,8 +406,8 @@ func (c *choiceValue) Set(s string) error {
 func colorMode(fs *flag.FlagSet) string { return fs.Lookup("color").Value.String() }
 
 // colorOutput decides whether the log is coloured: -color always or never
-// decide; auto colours a terminal only, and only when NO_COLOR is unset or
-// empty (no-color.org), as git and ls do.
+// decide; auto colours a terminal only (not TERM=dumb), and only when
+// NO_COLOR is unset or empty (no-color.org), as git and ls do.
 func colorOutput(mode string, terminal bool, noColor string) bool {
 	switch mode {
 	case "always":
@@ -437,14 +440,14 @@ func (v *followValue) String() string {
 	for i, u := range *v.p {
 		names[i] = uidName(u)
 	}
-	return strings.Join(names, ",")
+	return strings.Join(names, ", ")
 }
 
 func (v *followValue) Set(s string) error {
 	for part := range strings.SplitSeq(s, ",") {
 		n, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(part), "user_"))
 		if err != nil || n < 1 || n > maxUsers {
-			return errors.New("must be users like user_3, repeated or in a comma list like user_1,user_4")
+			return errors.New("must be users like user_3 (from user_1), repeated or in a comma list like user_1,user_4")
 		}
 		if !slices.Contains(*v.p, int32(n)) {
 			*v.p = append(*v.p, int32(n))

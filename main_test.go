@@ -75,11 +75,12 @@ var badInputs = []struct {
 	{[]string{"-html-window", "20s:40s"}, `-html-window picks what -html and -shiviz draw: give one of them too`},
 	{[]string{"-html", "run.out", "-shiviz", "./run.out"}, `-html and -shiviz both name run.out: give each its own file`},
 	{[]string{"-color", "sometimes"}, `-color: must be auto, always or never`},
-	{[]string{"-follow", "bob"}, `-follow: must be users like user_3, repeated or in a comma list like user_1,user_4`},
+	{[]string{"-follow", "bob"}, `-follow: must be users like user_3 (from user_1), repeated or in a comma list like user_1,user_4`},
 	{[]string{"-follow", "user_0"}, `-follow: must be users like user_3`},
 	{[]string{"-follow", "user_9", "-users", "6"}, `-follow user_9: there are 6 users, user_1 to user_6`},
 	{[]string{"-maxmem", "lots"}, `-maxmem: must be a size like 2GiB, 512MiB or 1.5G, or 0 for no limit`},
-	{[]string{"-maxmem", "1MiB", "-users", "1000"}, `-maxmem 1 MiB is less than the 16.9 MiB that 1000 users need to start: give at least -maxmem 17MiB`},
+	{[]string{"-maxmem", "1MiB", "-users", "1000"}, `-maxmem 1 MiB is less than the 31.1 MiB that 1000 users need to start and act: give at least -maxmem 32MiB`},
+	{[]string{"-maxmem", "40MiB", "-users", "1000", "-tick", "20ms"}, `-maxmem 40 MiB is less than the 76.0 MiB that 1000 users need to start and act: give at least -maxmem 77MiB`},
 }
 
 func TestBadInput(t *testing.T) {

@@ -114,11 +114,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		s.lines = make([]lineBuffer, cfg.Users)
 	}
 	if cfg.MaxMem > 0 {
-		checks := 1.0 // lockstep checks every tick
-		if !cfg.Fast {
-			checks = float64(memCheck) / float64(cfg.Tick)
-		}
-		s.mem = newMemWatch(cfg.MaxMem, cfg.Users, cfg.Chance, checks)
+		s.mem = newMemWatch(cfg)
 		s.memHit = make(chan struct{})
 	}
 	if cfg.HTML != "" || cfg.ShiViz != "" {
@@ -320,7 +316,7 @@ func (s *Sim) runReal(ctx context.Context) {
 		case <-s.out.broken:
 			s.stopped = "output failed"
 		case <-s.memHit:
-			s.memoryReached(int64(s.clock.now() / s.cfg.Tick))
+			s.memoryReached(int64(time.Since(s.started)/s.cfg.Tick) + 1) // the tick that would come next
 		}
 	} else {
 		s.stopped = "interrupted"

@@ -106,7 +106,12 @@ func TestFollow(t *testing.T) {
 				}
 			}
 			var want strings.Builder
-			for line := range strings.Lines(all) {
+			start, rest, _ := strings.Cut(all, "\n")
+			gotStart, got, _ := strings.Cut(got, "\n")
+			if !strings.HasPrefix(gotStart, strings.TrimSuffix(start, ", for 1m0s")+", showing the lines of user_") {
+				t.Errorf("the start line does not say whose lines it shows: %q", gotStart)
+			}
+			for line := range strings.Lines(rest) {
 				m := regexp.MustCompile(`^\[[0-9:.]+ (\S+)\] `).FindStringSubmatch(line)
 				if m == nil || m[1] == "network" || users[m[1]] {
 					want.WriteString(line)
@@ -165,7 +170,7 @@ func TestMaxMem(t *testing.T) {
 		args []string
 	}{
 		{"fast", []string{"-fast", "-quiet", "-users", "2000", "-seed", "1", "-maxmem", "160MiB"}},
-		{"real time", []string{"-quiet", "-users", "1000", "-tick", "20ms", "-seed", "1", "-maxmem", "40MiB"}},
+		{"real time", []string{"-quiet", "-users", "1000", "-tick", "20ms", "-seed", "1", "-maxmem", "96MiB"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runtime.GC() // the heap holds this run alone
@@ -221,28 +226,35 @@ func TestSizes(t *testing.T) {
 // The default limit is a share of the machine's memory; one too small to
 // start is refused, with the figure needed, whether given or not.
 func TestMemoryDefault(t *testing.T) {
-	c := Config{Users: 1000, Chance: 0.3}
-	if err := checkMemory(&c, false, 8<<30); err != nil || c.MaxMem != 4<<30 {
-		t.Errorf("default on 8 GiB: %s, %v; want 4 GiB", sizeString(c.MaxMem), err)
+	c := Config{Users: 1000, Chance: 0.3, Tick: time.Second}
+	if err := checkMemory(&c, false, 8<<30); err != nil || c.MaxMem != 6<<30 {
+		t.Errorf("default on 8 GiB: %s, %v; want 6 GiB", sizeString(c.MaxMem), err)
 	}
-	c = Config{Users: 1000}
+	c = Config{Users: 1000, Chance: 0.3, Tick: time.Second}
 	if err := checkMemory(&c, false, 0); err != nil || c.MaxMem != 0 {
 		t.Errorf("default with the memory unknown: %d, %v; want no limit", c.MaxMem, err)
 	}
-	c = Config{Users: 100000}
+	c = Config{Users: 100000, Chance: 0.3, Tick: time.Second}
 	err := checkMemory(&c, false, 1<<30)
-	if err == nil || !strings.Contains(err.Error(), "-maxmem defaults to half of this machine's 1 GiB") || !strings.Contains(err.Error(), "give at least -maxmem ") {
+	if err == nil || !strings.Contains(err.Error(), "-maxmem defaults to three quarters of this machine's 1 GiB") || !strings.Contains(err.Error(), "give at least -maxmem ") {
 		t.Errorf("100000 users on 1 GiB: %v", err)
 	}
-	c = Config{Users: 1000, Loss: 0.1}
-	need := startNeed(c)
+	c = Config{Users: 1000, Chance: 0.3, Tick: time.Second, Loss: 0.1}
+	need := runNeed(c)
 	if c.MaxMem = need - 1; checkMemory(&c, true, 0) == nil {
-		t.Error("a limit below what the run needs to start was taken")
+		t.Error("a limit below what the run needs to start and act was taken")
 	}
 	if c.MaxMem = need; checkMemory(&c, true, 0) != nil {
-		t.Error("a limit of what the run needs to start was refused")
+		t.Error("a limit of what the run needs to start and act was refused")
 	}
 	if startNeed(c) <= startNeed(Config{Users: 1000}) {
 		t.Error("links for faults cost nothing")
+	}
+	// A real-time run looks at its heap every memCheck: with short ticks it
+	// must leave room for several ticks of creates.
+	fast, real := c, c
+	fast.Fast, real.Tick = true, 10*time.Millisecond
+	if runNeed(real) <= runNeed(fast) {
+		t.Error("a real-time run of short ticks needs no more room than a fast one")
 	}
 }
