@@ -468,6 +468,9 @@ func (l *lineBuffer) keep(recs []Record) {
 // reset empties the buffer once the coordinator has written it out.
 func (l *lineBuffer) reset() {
 	l.b = l.b[:0]
+	if cap(l.b) > keptRecords<<8 {
+		l.b = nil // a large batch's lines are let go, as its records are
+	}
 	if cap(l.recs) > keptRecords {
 		l.recs = nil
 		return

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -42,44 +44,98 @@ func machineMemory() uint64 {
 			}
 		}
 	}
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
-		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && (total == 0 || n < total) {
-			total = n
+	for _, path := range cgroupLimits() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && (total == 0 || n < total) {
+			total = n // "max", or a v1 limit of "no limit", is no number or no less
 		}
 	}
 	return total
 }
 
+// cgroupLimits are the files that may hold this process's control group
+// memory limit: v2's memory.max for its own group and the root, v1's
+// memory.limit_in_bytes.
+func cgroupLimits() []string {
+	paths := []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return paths
+	}
+	for line := range strings.Lines(string(b)) {
+		// v2: "0::/path"; v1: "N:memory:/path" (or with other controllers).
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(parts) != 3 || parts[2] == "/" {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			paths = append(paths, filepath.Join("/sys/fs/cgroup", parts[2], "memory.max"))
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+			paths = append(paths, filepath.Join("/sys/fs/cgroup/memory", parts[2], "memory.limit_in_bytes"))
+		}
+	}
+	return paths
+}
+
 // startNeed is the least memory a run needs to bring its users online:
 // their inboxes, a few kilobytes each for the goroutine and its state,
-// and with faults a link per pair of users; with a quarter more for the
-// garbage collector to work in.
+// with faults a link per pair of users, and in lockstep with a log the
+// "is online" line of every user about every other, which wait for the
+// end of the first phase; with a quarter more for the garbage collector
+// to work in.
 func startNeed(c Config) uint64 {
 	n := uint64(c.Users)
 	need := n*uint64(inboxCapacity(c.Users))*uint64(unsafe.Sizeof(Delivery{})) + n*8<<10
 	if c.faulty() {
 		need += n * n * uint64(unsafe.Sizeof(link{}))
 	}
+	if c.Fast && !c.Quiet {
+		need += n * (n - 1) * onlineBytes
+	}
 	return need + need/4
 }
+
+// onlineBytes is what an "is online" record and its line take.
+const onlineBytes = 220
 
 // runNeed is the least limit under which a run can start and act: what
 // it needs to start, with the look-ahead of the memory watch on top (see
 // memWatch), within stopShare of the limit.
 func runNeed(c Config) uint64 {
-	return uint64((float64(startNeed(c)) + deliveryBytes*lookAhead(c)) / stopShare)
+	return uint64((float64(startNeed(c)) + deliveryCost(c)*lookAhead(c)) / stopShare)
 }
 
 // lookAhead is how many deliveries the creates of one stretch between two
 // checks of the heap may send, at most: a tick in lockstep, memCheck in
-// real time.
+// real time, where admission control also keeps what is in flight under
+// the network's capacity, however short the tick.
 func lookAhead(c Config) float64 {
-	n, stretch := float64(c.Users), 1.0
-	if !c.Fast {
-		stretch = max(1, float64(memCheck)/float64(c.Tick))
+	n := float64(c.Users)
+	perTick := n * c.Chance / 3 * n
+	if c.Fast {
+		return perTick
 	}
-	return n * c.Chance / 3 * n * stretch
+	return min(perTick*max(1, float64(memCheck)/float64(c.Tick)), 2*networkCapacity*n)
 }
+
+// deliveryCost is what a delivery applied may add to the heap:
+// deliveryBytes, and in lockstep with a log, its record and its line, which
+// wait for the end of the phase.
+func deliveryCost(c Config) float64 {
+	if c.Fast && !c.Quiet {
+		return deliveryBytes + loggedBytes
+	}
+	return deliveryBytes
+}
+
+// loggedBytes is what a logged delivery holds until its phase is written
+// out: a record of about 200 bytes and a line of about 150, or more in
+// colour, with room for the buffers' growth.
+const loggedBytes = 700
 
 // checkMemory fills in the default limit and refuses one too small to
 // start and act; total is the machine's memory (0 if unknown: no default
@@ -101,8 +157,8 @@ func checkMemory(c *Config, given bool, total uint64) error {
 	}
 }
 
-// sizeFlag is a size as -maxmem takes it: 17MiB.
-func sizeFlag(b uint64) string { return strings.ReplaceAll(sizeString(b), " ", "") }
+// sizeFlag is a size as -maxmem takes it, in whole MiB: 17MiB.
+func sizeFlag(b uint64) string { return fmt.Sprintf("%dMiB", b>>20) }
 
 // roundUp rounds up to a whole MiB.
 func roundUp(b uint64) uint64 { return (b + 1<<20 - 1) &^ (1<<20 - 1) }
@@ -117,6 +173,7 @@ func roundUp(b uint64) uint64 { return (b + 1<<20 - 1) &^ (1<<20 - 1) }
 type memWatch struct {
 	limit   uint64
 	perTick float64 // deliveries the creates of one stretch between checks send, at most
+	cost    float64 // bytes a delivery applied may add
 	samples []metrics.Sample
 }
 
@@ -132,7 +189,7 @@ const deliveryBytes = 100
 
 // newMemWatch watches a run for its limit.
 func newMemWatch(c Config) *memWatch {
-	return &memWatch{limit: c.MaxMem, perTick: lookAhead(c), samples: []metrics.Sample{
+	return &memWatch{limit: c.MaxMem, perTick: lookAhead(c), cost: deliveryCost(c), samples: []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
 	}}
@@ -143,7 +200,7 @@ func newMemWatch(c Config) *memWatch {
 func (m *memWatch) over(pending int64) bool {
 	metrics.Read(m.samples)
 	live, objects := sampleUint(m.samples[0]), sampleUint(m.samples[1])
-	ahead := float64(live) + deliveryBytes*(float64(pending)+m.perTick)
+	ahead := float64(live) + m.cost*(float64(pending)+m.perTick)
 	limit := float64(m.limit)
 	return ahead >= stopShare*limit || float64(objects) >= 0.95*limit
 }
@@ -193,7 +250,7 @@ func parseSize(s string) (uint64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || !(f >= 0) || math.IsInf(f, 0) || f*mult >= 1<<62 {
+	if err != nil || !(f >= 0) || math.IsInf(f, 0) || f*mult >= 1<<62 || f > 0 && f*mult < 1 {
 		return 0, errors.New("bad size")
 	}
 	return uint64(f * mult), nil

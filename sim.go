@@ -218,6 +218,7 @@ func (s *Sim) startUsers(ctx context.Context) {
 		}
 		opts.late = k > online
 		opts.hidden = s.cfg.Follow != nil && !slices.Contains(s.cfg.Follow, k)
+		opts.log = !s.cfg.Quiet && !opts.hidden || s.recording != nil
 		u := newUser(s.net, k, opts, out, keep)
 		s.users = append(s.users, u)
 		if s.cfg.Fast {

@@ -96,7 +96,7 @@ func newUser(net *Network, uid int32, o userOptions, out lineWriter, keep record
 	if !o.clock.virtual {
 		u.lat = new(hist)
 	}
-	if o.quiet && o.log {
+	if (o.quiet || o.hidden) && o.log {
 		u.view.LogFirstOnlineOnly() // the records feed only a page
 	}
 	return u
@@ -268,7 +268,7 @@ func (u *User) flushLog() {
 // keepOrStop stops the view making records once nothing more of them is
 // printed or kept.
 func (u *User) keepOrStop() {
-	if u.keep != nil && u.opts.quiet && u.keep.full() {
+	if u.keep != nil && (u.opts.quiet || u.opts.hidden) && u.keep.full() {
 		u.view.StopRecords()
 		u.keep = nil
 	}
