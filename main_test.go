@@ -80,7 +80,8 @@ var badInputs = []struct {
 	{[]string{"-follow", "user_9", "-users", "6"}, `-follow user_9: there are 6 users, user_1 to user_6`},
 	{[]string{"-maxmem", "lots"}, `-maxmem: must be a size like 2GiB, 512MiB or 1.5G, or 0 for no limit`},
 	{[]string{"-maxmem", "1MiB", "-users", "1000"}, `-maxmem 1 MiB is less than the 31.1 MiB that 1000 users need to start and act: give at least -maxmem 32MiB`},
-	{[]string{"-maxmem", "40MiB", "-users", "1000", "-tick", "20ms"}, `-maxmem 40 MiB is less than the 76.0 MiB that 1000 users need to start and act: give at least -maxmem 77MiB`},
+	{[]string{"-maxmem", "30MiB", "-users", "1000", "-tick", "20ms"}, `-maxmem 30 MiB is less than the 34.3 MiB that 1000 users need to start and act: give at least -maxmem 35MiB`},
+	{[]string{"-fast", "-maxmem", "1GiB", "-users", "3000"}, `-maxmem 1 GiB is less than the 3.6 GiB that 3000 users need to start and act: give at least -maxmem 3694MiB`},
 }
 
 func TestBadInput(t *testing.T) {

@@ -254,6 +254,7 @@ func TestMemoryDefault(t *testing.T) {
 	// must leave room for several ticks of creates.
 	fast, real := c, c
 	fast.Fast, real.Tick = true, 10*time.Millisecond
+	fast.Quiet, real.Quiet = true, true
 	if runNeed(real) <= runNeed(fast) {
 		t.Error("a real-time run of short ticks needs no more room than a fast one")
 	}
