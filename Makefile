@@ -52,16 +52,23 @@ golden:
 	$(GO) test -count=1 -run TestGolden -update .
 
 # BenchmarkDelivery: chatsim against a bare-channel baseline, at 100, 1000
-# and 10000 users, into bench.txt; then benchstat's medians and the ratio
-# of chatsim to the baseline at each size. Compare two runs with
-# $(BENCHSTAT) old.txt new.txt.
+# and 10000 users; then BenchmarkRealTime: the CPU a second of a real-time
+# run of 1000 users takes, chatsim against a baseline of the same
+# goroutines, tick and fan-out. Both into bench.txt; then benchstat's
+# medians, and the ratio of chatsim to its baseline at each size. Compare
+# two runs with $(BENCHSTAT) old.txt new.txt.
 bench:
 	$(GO) test -run '^$$' -bench Delivery -benchtime 10000000x -count $(BENCHCOUNT) -timeout 60m . | tee bench.txt
+	$(GO) test -run '^$$' -bench RealTime -benchtime 10x -count $(BENCHCOUNT) -timeout 60m . | grep '^Benchmark' | tee -a bench.txt
 	$(BENCHSTAT) bench.txt
 	@$(BENCHSTAT) -format csv -filter '.unit:deliveries/s' bench.txt | awk -F, \
 	  '/users=[0-9]+\/(channels|chatsim)/ { split($$1, p, "[=/-]"); v[p[3], p[4]] = $$2; n[p[3]] = 1 } \
 	   END { printf "\n%-8s %16s %16s %7s\n", "users", "channels/s", "chatsim/s", "ratio"; \
 	         for (u in n) printf "%-8s %16.0f %16.0f %7.2f\n", u, v[u, "channels"], v[u, "chatsim"], v[u, "chatsim"] / v[u, "channels"] }' | sort -n
+	@$(BENCHSTAT) -format csv -filter '.unit:cpu/s' bench.txt | awk -F, \
+	  '/RealTime\/users=[0-9]+\/(baseline|chatsim)/ { split($$1, p, "[=/-]"); v[p[3], p[4]] = $$2; n[p[3]] = 1 } \
+	   END { printf "\n%-8s %16s %16s %7s\n", "users", "baseline cpu/s", "chatsim cpu/s", "ratio"; \
+	         for (u in n) printf "%-8s %16.3f %16.3f %7.2f\n", u, v[u, "baseline"], v[u, "chatsim"], v[u, "chatsim"] / v[u, "baseline"] }' | sort -n
 
 # CPU and heap profiles of a standard fast run, and an execution trace of a
 # smaller one: each action is a task that logs every delivery it made.
