@@ -209,16 +209,35 @@ func (v *View) HeldCount() int { return v.nHeld }
 // Learn records that users first..last are online. Users come online in uid
 // order, so the users a view knows are always user_1..user_upTo (and
 // itself): one integer instead of a set.
+//
+// The log says who came online, a line each; but news of more than
+// maxShown users at once is one line for the range, so that the start of a
+// run of n users logs about n·min(n, 256) lines, not n².
 func (v *View) Learn(first, last int32, now time.Duration) {
-	for u := max(first, v.upTo+1); u <= last; u++ {
+	from := max(first, v.upTo+1)
+	learned := int32(0)
+	for u := from; u <= last; u++ {
 		if u == v.self {
 			continue
 		}
 		v.upTo = u
 		v.includeSelf()
-		if !v.firstOnlineOnly || !v.onlineLogged {
+		learned++
+	}
+	if learned == 0 || v.firstOnlineOnly && v.onlineLogged {
+		return
+	}
+	v.onlineLogged = true
+	if learned > maxShown && !v.firstOnlineOnly {
+		v.record(Record{T: now, Kind: KindOnline, Peer: from, PeerTo: last})
+		return
+	}
+	for u := from; u <= last; u++ {
+		if u != v.self {
 			v.record(Record{T: now, Kind: KindOnline, Peer: u})
-			v.onlineLogged = true
+			if v.firstOnlineOnly {
+				return
+			}
 		}
 	}
 }

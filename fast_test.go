@@ -151,6 +151,7 @@ var jsonSchema = map[string][]string{
 
 var jsonOptional = map[string][]string{
 	"start":         {"delay", "loss", "dup", "partition", "offline", "join"},
+	"online":        {"peer_to"},
 	"create_failed": {"room", "members"},
 	"receive":       {"held"},
 	"summary":       {"delay", "loss", "dup", "partition", "offline", "join", "latency", "network", "faults", "problems"},
@@ -257,7 +258,7 @@ func checkField(t *testing.T, line int, f string, v any) {
 	t.Helper()
 	bad := func() { t.Errorf("line %d: %s = %#v", line, f, v) }
 	switch f {
-	case "user", "by", "peer":
+	case "user", "by", "peer", "peer_to":
 		if s, ok := v.(string); !ok || !uidRE.MatchString(s) {
 			bad()
 		}

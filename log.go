@@ -68,6 +68,7 @@ type Record struct {
 	Group     *Group    // members, where a room is announced
 	By        int32     // who caused it: creator, sender or closer
 	Peer      int32     // online: the user that came online
+	PeerTo    int32     // online: the last of a range of users that came online, or 0
 	Msg       Stamp     // message id
 	EventKind EventKind // stale: the kind of event ignored; merge: of the event applied
 	Won       bool      // merge: the event applied named the room kept, not the one dropped
@@ -182,7 +183,12 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 	switch rec.Kind {
 	case KindOnline:
 		b = r.uid(b, rec.Peer)
-		b = append(b, " is online"...)
+		if rec.PeerTo == 0 {
+			b = append(b, " is online"...)
+			break
+		}
+		b = r.uid(append(b, " to "...), rec.PeerTo)
+		b = append(b, " are online"...)
 	case KindCreate:
 		b = appendChat(append(b, "I created "...), rec.Room)
 		b = r.members(append(b, " with "...), rec.Group)
@@ -347,6 +353,7 @@ type jsonRecord struct {
 	User        string     `json:"user,omitempty"`
 	Kind        string     `json:"kind"`
 	Peer        string     `json:"peer,omitempty"`
+	PeerTo      string     `json:"peer_to,omitempty"`
 	Room        string     `json:"room,omitempty"`
 	DroppedRoom string     `json:"dropped_room,omitempty"`
 	Members     []string   `json:"members,omitempty"`
@@ -383,6 +390,9 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	}
 	if rec.Peer != 0 {
 		j.Peer = uidName(rec.Peer)
+	}
+	if rec.PeerTo != 0 {
+		j.PeerTo = uidName(rec.PeerTo)
 	}
 	if !rec.Room.IsZero() {
 		j.Room = rec.Room.String()

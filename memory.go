@@ -94,17 +94,23 @@ func startNeed(c Config) uint64 {
 		need += n * n * uint64(unsafe.Sizeof(link{}))
 	}
 	if c.Fast && !c.Quiet {
-		need += n * (n - 1) * onlineBytes
+		need += n * min(n-1, onlineLines) * onlineBytes
 	}
 	return need + need/4
 }
 
-// onlineBytes is what an "is online" record and its line take.
-const onlineBytes = 220
+// onlineBytes is what an "is online" record and its line take, and
+// onlineLines the most such lines a user logs at the start (see
+// View.Learn and Sim.startUsers: news comes in at most 256 batches).
+const (
+	onlineBytes = 220
+	onlineLines = 260
+)
 
-// runNeed is the least limit under which a run can start and act: what
-// it needs to start, with the look-ahead of the memory watch on top (see
-// memWatch), within stopShare of the limit.
+// runNeed is the least limit under which a run can act at all: what it
+// needs to start, with the look-ahead of the memory watch on top (see
+// memWatch), within stopShare of the limit. A run under it starts, and
+// stops before its first tick.
 func runNeed(c Config) uint64 {
 	return uint64((float64(startNeed(c)) + deliveryCost(c)*lookAhead(c)) / stopShare)
 }
@@ -138,27 +144,34 @@ func deliveryCost(c Config) float64 {
 const loggedBytes = 700
 
 // checkMemory fills in the default limit and refuses one too small to
-// start and act; total is the machine's memory (0 if unknown: no default
-// limit).
+// start; total is the machine's memory (0 if unknown: no default limit).
+// A limit that lets a run start but not act stops it before its first
+// tick, with the summary and the figure that would let it act.
 func checkMemory(c *Config, given bool, total uint64) error {
 	if !given {
 		c.MaxMem = uint64(float64(total) * defaultMemShare)
 	}
-	need := runNeed(*c)
+	need := startNeed(*c)
 	switch {
 	case c.MaxMem == 0 || c.MaxMem >= need:
 		return nil
 	case given:
-		return fmt.Errorf("-maxmem %s is less than the %s that %d users need to start and act: give at least -maxmem %s",
+		return fmt.Errorf("-maxmem %s is less than the %s that %d users need to start: give at least -maxmem %s",
 			sizeString(c.MaxMem), sizeString(need), c.Users, sizeFlag(roundUp(need)))
 	default:
-		return fmt.Errorf("-maxmem defaults to three quarters of this machine's %s, less than the %s that %d users need to start and act: give at least -maxmem %s, or fewer users",
+		return fmt.Errorf("-maxmem defaults to three quarters of this machine's %s, less than the %s that %d users need to start: give at least -maxmem %s, or fewer users",
 			sizeString(total), sizeString(need), c.Users, sizeFlag(roundUp(need)))
 	}
 }
 
-// sizeFlag is a size as -maxmem takes it, in whole MiB: 17MiB.
-func sizeFlag(b uint64) string { return fmt.Sprintf("%dMiB", b>>20) }
+// sizeFlag is a size as -maxmem takes it, rounded up to a whole MiB, or
+// a whole GiB from 10 GiB: 17MiB, 82GiB.
+func sizeFlag(b uint64) string {
+	if b >= 10<<30 {
+		return fmt.Sprintf("%dGiB", (b+1<<30-1)>>30)
+	}
+	return fmt.Sprintf("%dMiB", (b+1<<20-1)>>20)
+}
 
 // roundUp rounds up to a whole MiB.
 func roundUp(b uint64) uint64 { return (b + 1<<20 - 1) &^ (1<<20 - 1) }

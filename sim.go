@@ -558,7 +558,11 @@ const memCheck = 100 * time.Millisecond
 // on stderr at once.
 func (s *Sim) memoryReached(t int64) {
 	s.stopped = fmt.Sprintf("memory limit %s reached at tick %d", sizeString(s.cfg.MaxMem), t)
-	fmt.Fprintf(s.stderr, "chatsim: %s: stopping, delivering what is in flight and printing the summary (-maxmem sets the limit)\n", s.stopped)
+	hint := "-maxmem sets the limit"
+	if t <= 1 {
+		hint = "no tick fits in it: -maxmem " + sizeFlag(roundUp(runNeed(s.cfg))) + " would let the users act once"
+	}
+	fmt.Fprintf(s.stderr, "chatsim: %s: stopping, delivering what is in flight and printing the summary (%s)\n", s.stopped, hint)
 }
 
 // printStats writes one progress line to stderr, never into the log.

@@ -171,6 +171,9 @@ func TestMaxMem(t *testing.T) {
 	}{
 		{"fast", []string{"-fast", "-quiet", "-users", "2000", "-seed", "1", "-maxmem", "160MiB"}},
 		{"real time", []string{"-quiet", "-users", "1000", "-tick", "20ms", "-seed", "1", "-maxmem", "96MiB"}},
+		// Enough to start, not to act: it stops before its first tick,
+		// and says what would let it act.
+		{"no tick", []string{"-fast", "-quiet", "-users", "2000", "-seed", "1", "-maxmem", sizeFlag(roundUp(startNeed(Config{Users: 2000, Fast: true, Quiet: true})))}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runtime.GC() // the heap holds this run alone
@@ -191,6 +194,10 @@ func TestMaxMem(t *testing.T) {
 			}
 			if lines := strings.Split(strings.TrimSpace(errs.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "memory limit") {
 				t.Errorf("stderr: %q, want one line on the limit", errs.String())
+			}
+			if noTick := strings.Contains(out.String(), "reached at tick 1\n"); noTick != (tc.name == "no tick") ||
+				noTick && !regexp.MustCompile(`no tick fits in it: -maxmem [0-9]+MiB would let the users act once`).MatchString(errs.String()) {
+				t.Errorf("stopped before the first tick: %v; stderr %q", noTick, errs.String())
 			}
 			if peak > limit {
 				t.Errorf("the heap reached %s, past the limit %s", sizeString(peak), sizeString(limit))
@@ -240,12 +247,15 @@ func TestMemoryDefault(t *testing.T) {
 		t.Errorf("100000 users on 1 GiB: %v", err)
 	}
 	c = Config{Users: 1000, Chance: 0.3, Tick: time.Second, Loss: 0.1}
-	need := runNeed(c)
+	need := startNeed(c)
 	if c.MaxMem = need - 1; checkMemory(&c, true, 0) == nil {
-		t.Error("a limit below what the run needs to start and act was taken")
+		t.Error("a limit below what the run needs to start was taken")
 	}
 	if c.MaxMem = need; checkMemory(&c, true, 0) != nil {
-		t.Error("a limit of what the run needs to start and act was refused")
+		t.Error("a limit of what the run needs to start was refused")
+	}
+	if runNeed(c) <= need {
+		t.Error("acting needs no more than starting")
 	}
 	if startNeed(c) <= startNeed(Config{Users: 1000}) {
 		t.Error("links for faults cost nothing")
