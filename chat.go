@@ -228,7 +228,7 @@ func (v *View) Learn(first, last int32, now time.Duration) {
 		return
 	}
 	v.onlineLogged = true
-	if learned > maxShown && !v.firstOnlineOnly {
+	if learned > maxShown {
 		v.record(Record{T: now, Kind: KindOnline, Peer: from, PeerTo: last})
 		return
 	}

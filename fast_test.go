@@ -150,7 +150,7 @@ var jsonSchema = map[string][]string{
 }
 
 var jsonOptional = map[string][]string{
-	"start":         {"delay", "loss", "dup", "partition", "offline", "join"},
+	"start":         {"delay", "loss", "dup", "partition", "offline", "join", "follow"},
 	"online":        {"peer_to"},
 	"create_failed": {"room", "members"},
 	"receive":       {"held"},

@@ -29,6 +29,17 @@ func createFiles(cfg Config) (*runFiles, error) {
 		if want.path == "" {
 			continue
 		}
+		mode := os.FileMode(0o644) // as os.Create would, under the usual umask
+		if fi, err := os.Stat(want.path); err == nil {
+			if fi.IsDir() {
+				f.close()
+				return nil, fmt.Errorf("%s: %s is a directory", want.flag, want.path)
+			}
+			mode = fi.Mode().Perm() // a file written again keeps its mode
+		} else if strings.HasSuffix(want.path, "/") {
+			f.close()
+			return nil, fmt.Errorf("%s: %s names a directory", want.flag, want.path)
+		}
 		file, err := os.CreateTemp(filepath.Dir(want.path), "."+filepath.Base(want.path)+".*")
 		if err != nil {
 			f.close()
@@ -36,7 +47,7 @@ func createFiles(cfg Config) (*runFiles, error) {
 		}
 		*want.file = file
 		f.paths[file] = want.path
-		file.Chmod(0o644) // as os.Create would, under the usual umask
+		file.Chmod(mode)
 	}
 	return f, nil
 }
@@ -80,7 +91,7 @@ func (f *runFiles) write(cfg Config, rep *Report, tr *recording, rend renderer) 
 		var summary strings.Builder
 		rep.writeText(&summary)
 		text := cfg
-		text.JSON = false
+		text.JSON, text.Follow = false, nil // the page shows everyone, as text
 		p := pageOf(rep, strings.TrimPrefix(summary.String(), "\n"), string(startLine(text)), h, rend)
 		put("-html", f.html, func(w *bufio.Writer) error { return writePage(w, p) })
 	}

@@ -139,11 +139,16 @@ func onSignals(cancel func(), exit func(int)) (stop func()) {
 func startLine(cfg Config) []byte {
 	st := settingsOf(cfg)
 	if cfg.JSON {
+		var follow []string
+		for _, u := range cfg.Follow {
+			follow = append(follow, uidName(u))
+		}
 		return appendJSONLine(nil, struct {
 			Kind string  `json:"kind"`
 			T    float64 `json:"t"`
 			Settings
-		}{"start", 0, st})
+			Follow []string `json:"follow,omitempty"`
+		}{"start", 0, st, follow})
 	}
 	line := fmt.Sprintf("chatsim: %d users, seed %d, %s, tick %s, chance %g", st.Users, st.Seed, st.Mode, st.Tick, st.Chance) + st.delayText() + st.faultText()
 	if len(cfg.Follow) > 0 {

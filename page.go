@@ -144,7 +144,7 @@ func pageOf(rep *Report, summary, startLine string, h *traced, rend renderer) *p
 		{"verdict", p.Verdict},
 		{"actions", strconv.FormatInt(rep.Actions.Total, 10)},
 		{"rooms created", strconv.FormatInt(rep.Rooms.Created, 10)},
-		{"concurrent duplicates resolved", strconv.FormatInt(rep.Rooms.Duplicates, 10)},
+		{"rooms replaced by a duplicate", strconv.FormatInt(rep.Rooms.Duplicates, 10)},
 		{"messages sent", strconv.FormatInt(rep.Messages.Sent, 10)},
 		{"deliveries", fmt.Sprintf("%d of %d owed", rep.Messages.Deliveries, rep.Messages.Expected)},
 		{"late deliveries", strconv.FormatInt(rep.Messages.Late, 10)},
@@ -182,19 +182,21 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 	}
 	p.Window = fmt.Sprintf("The diagram shows %s to %s of the run: %s, %s drawn.",
 		fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), plural(int64(drawn), "delivery"))
+	left := max(0, rep.Traffic.Delivered-int64(drawn)) // of every event delivered in the run
+	whole := h.shown.From == 0 && !h.capped && h.shown.To >= h.end
 	switch {
 	case h.shown.From > h.end:
 		p.Window = fmt.Sprintf("The window starts at %s, after the run's last log line at %s: there is nothing to draw.", fmtDur(h.shown.From), fmtDur(h.end))
 	case h.capped:
-		p.Window = fmt.Sprintf("The diagram shows the first %s from %s, up to %s (%s in all): a page draws at most %d deliveries and twice as many other records. %s after it or sent before it %s left out; -html-window picks another stretch, like -html-window %s:.",
+		p.Window = fmt.Sprintf("The diagram shows the first %s from %s, up to %s (%s in all): a page draws about %d deliveries and twice as many other records. The run's other %s, after it or sent before it, %s left out; -html-window picks another stretch, like -html-window %s:.",
 			plural(int64(drawn), "delivery"), fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), maxDrawn,
-			plural(h.left, "delivery"), isAre(h.left), fmtDur(h.shown.To))
-	case h.left > 0:
-		p.Window += fmt.Sprintf(" %s outside it, or sent before it, %s left out.", plural(h.left, "delivery"), isAre(h.left))
+			plural(left, "delivery"), isAre(left), fmtDur(h.shown.To))
+	case !whole && left > 0:
+		p.Window += fmt.Sprintf(" The run's other %s, outside it or sent before it, %s left out.", plural(left, "delivery"), isAre(left))
 	}
 	if len(h.wire) > 0 {
 		p.Window += fmt.Sprintf(" Beside the deliveries: each user's first %d payload transmissions that were lost or resent, %d in all (acknowledgements and gap reports are not drawn; the summary counts them too).",
-			keepLost(Config{HTML: "-", Users: users}), len(h.wire))
+			h.perPort, len(h.wire))
 	}
 	p.Window += " The summary and the charts cover the whole run."
 	p.Faulty = rep.Network != nil || rep.Faults != nil

@@ -31,9 +31,9 @@ type recording struct {
 	capped   bool              // the cut is the caps', not the window's end
 	closed   atomic.Bool       // set with cut: see full
 	cut      time.Duration     // once full: nothing at or after it is kept; -1 before
-	left     int64             // deliveries left out
 	horizon  time.Duration     // the latest record seen, kept or not
 	wire     []transmission    // lost and resent transmissions, once the run is over
+	perPort  int               // the most of them each port kept
 }
 
 // timeWindow is a stretch of simulation time, [From, To); To 0 is open.
@@ -106,9 +106,6 @@ func (tr *recording) keep(recs []Record) {
 		}
 		k, applied := appliedKey(r)
 		if !tr.window.holds(r.T) || tr.cut >= 0 && r.T >= tr.cut {
-			if applied {
-				tr.left++
-			}
 			continue
 		}
 		// In lockstep a sending is kept before anything applies what it
@@ -118,7 +115,6 @@ func (tr *recording) keep(recs []Record) {
 		// the budget of other records, and linked if its sending comes.
 		drawable := applied && tr.sent[k]
 		if applied && !drawable && tr.fast {
-			tr.left++
 			continue
 		}
 		n, limit := &tr.others, 2*tr.maxDrawn
@@ -128,9 +124,6 @@ func (tr *recording) keep(recs []Record) {
 		if tr.cut < 0 && *n >= limit {
 			tr.setCut(r.T)
 			tr.capped = true
-			if applied {
-				tr.left++
-			}
 			continue
 		}
 		*n++
@@ -149,8 +142,8 @@ type traced struct {
 	sentAt  []int // for each record: the index of the record that sent what it applied, or -1
 	first   []bool
 	wire    []transmission  // lost and resent transmissions in shown
+	perPort int             // the most of them each user's port kept
 	shown   timeWindow      // what the records cover: From to To (included when the caps cut there)
-	left    int64           // deliveries left out
 	capped  bool            // the caps ended the stretch shown
 	end     time.Duration   // the run's last log record
 	arrived []time.Duration // arrived[u]: when user_u came online, or -1
@@ -161,8 +154,8 @@ type traced struct {
 func (tr *recording) history(users int) *traced {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	h := &traced{users: users, left: tr.left, shown: tr.window, recs: slices.Clone(tr.recs), capped: tr.capped, end: tr.horizon,
-		arrived: slices.Clone(tr.arrived)}
+	h := &traced{users: users, shown: tr.window, recs: slices.Clone(tr.recs), capped: tr.capped, end: tr.horizon,
+		arrived: slices.Clone(tr.arrived), perPort: tr.perPort}
 	if b := tr.before; b != nil {
 		h.recs = append(h.recs, *b)
 	}

@@ -165,7 +165,7 @@ func (s *Sim) end() (*Report, error) {
 	s.flusher.Wait()
 	err := s.out.Flush()
 	if s.recording != nil {
-		s.recording.wire = s.net.transmissions()
+		s.recording.wire, s.recording.perPort = s.net.transmissions(), keepLost(s.cfg)
 	}
 	return s.report(), err
 }
