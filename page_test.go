@@ -487,8 +487,8 @@ func TestPageUnwritable(t *testing.T) {
 	for _, flagName := range []string{"-html", "-shiviz"} {
 		for path, want := range map[string]string{
 			filepath.Join(dir, "no", "such", "dir", "x"): ": cannot write ",
-			dir:       ": " + dir + " is a directory",
-			dir + "/": " is a directory",
+			dir:                             ": " + dir + " is a directory",
+			dir + "/":                       " is a directory",
 			filepath.Join(dir, "new") + "/": " names a directory",
 		} {
 			var out, errs bytes.Buffer
