@@ -189,7 +189,7 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.Var(&sizeValue{&cfg.MaxMem, &memGiven}, "maxmem", fmt.Sprintf("stop, drain and sum up before the heap passes `SIZE`, like 2GiB; 0 for no limit (default three quarters of this machine's memory, %s)", sizeString(uint64(float64(machineMemory())*defaultMemShare))))
 	fs.StringVar(&cfg.HTML, "html", "", "after the run, write a page that shows it (a space-time diagram, the summary, charts) to `file`")
 	fs.StringVar(&cfg.ShiViz, "shiviz", "", fmt.Sprintf("after the run, write its log with vector clocks for ShiViz to `file` (at most %d users)", maxShiVizUsers))
-	fs.Var(&windowValue{&cfg.Window}, "html-window", "draw only the stretch `FROM:TO` of the run, like 20s:40s, in -html and -shiviz (either end may be left out)")
+	fs.Var(&windowValue{p: &cfg.Window}, "html-window", "draw only the stretch `FROM:TO` of the run, like 20s:40s, in -html and -shiviz (either end may be left out)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` at the end")
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace to `file` (go tool trace)")
@@ -216,7 +216,7 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	if cfg.HTML != "" && filepath.Clean(cfg.HTML) == filepath.Clean(cfg.ShiViz) {
 		return cfg, fs, fmt.Errorf("-html and -shiviz both name %s: give each its own file", cfg.HTML)
 	}
-	if cfg.Window != (timeWindow{}) && cfg.HTML == "" && cfg.ShiViz == "" {
+	if fs.Lookup("html-window").Value.String() != "" && cfg.HTML == "" && cfg.ShiViz == "" {
 		return cfg, fs, errors.New("-html-window picks what -html and -shiviz draw: give one of them too")
 	}
 	if cfg.Join > cfg.Users-2 {
@@ -462,10 +462,13 @@ func (v *followValue) Set(s string) error {
 }
 
 // windowValue is a stretch of a run, FROM:TO, either end optional.
-type windowValue struct{ p *timeWindow }
+type windowValue struct {
+	p     *timeWindow
+	given bool
+}
 
 func (v *windowValue) String() string {
-	if v.p == nil || *v.p == (timeWindow{}) {
+	if v.p == nil || !v.given {
 		return ""
 	}
 	s := v.p.From.String() + ":"
@@ -498,7 +501,7 @@ func (v *windowValue) Set(s string) error {
 	if w.To > 0 && w.To <= w.From {
 		return bad
 	}
-	*v.p = w
+	*v.p, v.given = w, true
 	return nil
 }
 

@@ -73,6 +73,7 @@ var badInputs = []struct {
 	{[]string{"-html", "run.html", "-html-window", "soon:1m"}, `-html-window: must be FROM:TO`},
 	{[]string{"-html", "run.html", "-html-window", "-1s:"}, `-html-window: must be FROM:TO`},
 	{[]string{"-html-window", "20s:40s"}, `-html-window picks what -html and -shiviz draw: give one of them too`},
+	{[]string{"-html-window", ":"}, `-html-window picks what -html and -shiviz draw: give one of them too`},
 	{[]string{"-html", "run.out", "-shiviz", "./run.out"}, `-html and -shiviz both name run.out: give each its own file`},
 	{[]string{"-color", "sometimes"}, `-color: must be auto, always or never`},
 	{[]string{"-follow", "bob"}, `-follow: must be users like user_3 (from user_1), repeated or in a comma list like user_1,user_4`},
