@@ -331,7 +331,7 @@ func TestPageReplays(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, page1, log1 := runPage(t, args...)
-			for _, mode := range [][]string{{"-quiet"}, {"-json"}, {"-follow", "user_2"}, {"-json", "-follow", "user_1,user_3"}} {
+			for _, mode := range [][]string{{"-quiet"}, {"-json"}, {"-follow", "user_2"}, {"-json", "-follow", "user_1,user_3"}, {"-color", "always"}} {
 				_, page2, log2 := runPage(t, append(append([]string{}, args...), mode...)...)
 				if page1 != page2 {
 					t.Errorf("the page differs with %v:\n%s", mode, firstDiff(page1, page2))
