@@ -180,25 +180,7 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 			drawn++
 		}
 	}
-	p.Window = fmt.Sprintf("The diagram shows %s to %s of the run: %s, %s drawn.",
-		fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), plural(int64(drawn), "delivery"))
-	left := max(0, rep.Traffic.Delivered-int64(drawn)) // of every event delivered in the run
-	whole := h.shown.From == 0 && !h.capped && h.shown.To >= h.end
-	switch {
-	case h.shown.From > h.end:
-		p.Window = fmt.Sprintf("The window starts at %s, after the run's last log line at %s: there is nothing to draw.", fmtDur(h.shown.From), fmtDur(h.end))
-	case h.capped:
-		p.Window = fmt.Sprintf("The diagram shows the first %s from %s, up to %s (%s in all): a page draws about %d deliveries and twice as many other records. The run's other %s, after it or sent before it, %s left out; -html-window picks another stretch, like -html-window %s:.",
-			plural(int64(drawn), "delivery"), fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), maxDrawn,
-			plural(left, "delivery"), isAre(left), fmtDur(h.shown.To))
-	case !whole && left > 0:
-		p.Window += fmt.Sprintf(" The run's other %s, outside it or sent before it, %s left out.", plural(left, "delivery"), isAre(left))
-	}
-	if len(h.wire) > 0 {
-		p.Window += fmt.Sprintf(" Beside the deliveries: each user's first %d payload transmissions that were lost or resent, %d in all (acknowledgements and gap reports are not drawn; the summary counts them too).",
-			h.perPort, len(h.wire))
-	}
-	p.Window += " The summary and the charts cover the whole run."
+	p.Window = windowNote(rep, h, drawn)
 	p.Faulty = rep.Network != nil || rep.Faults != nil
 	if stop := time.Duration(rep.RunTime * float64(time.Second)); stop >= h.shown.From && stop < h.shown.To {
 		p.Stop, p.StopT = x(stop), sec(stop)
@@ -319,39 +301,69 @@ func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
 		if int(w.From) > users || int(w.To) > users {
 			continue
 		}
-		ev := w.Event
-		a := pageArrow{Class: "w " + kindClass(ev.Kind), X1: x(w.Sent), T1: sec(w.Sent), Y1: y(w.From), From: w.From, To: w.To, Y2: y(w.To)}
-		if !ev.Room.IsZero() {
-			a.Room = ev.Room.String()
-		}
-		what := map[EventKind]string{CreateEvent: "create of chat ", CloseEvent: "close of chat ", StateEvent: "live rooms",
-			StateRequestEvent: "request for the live rooms"}[ev.Kind] + a.Room
-		if ev.Kind == MessageEvent {
-			a.Msg = ev.ID().String()
-			what = fmt.Sprintf("message %s in chat %s", a.Msg, a.Room)
-		}
-		verb := "sent"
-		if w.Resent {
-			verb = "resent"
-		}
-		end := w.Due
-		if w.Lost {
-			end = w.Sent + (w.Due-w.Sent)/2
-			a.Y2 = (a.Y1 + a.Y2) / 2
-			a.Class += " lost"
-			a.Title = fmt.Sprintf("%s → %s: the %s, %s at %s, was lost", uidName(w.From), uidName(w.To), what, verb, fmtDur(w.Sent))
-		} else {
-			a.Class += " resent"
-			a.Title = fmt.Sprintf("%s → %s: the %s, resent at %s, arrives at %s", uidName(w.From), uidName(w.To), what, fmtDur(w.Sent), fmtDur(w.Due))
-		}
-		a.X2, a.T2 = x(end), sec(end)
-		p.Wires = append(p.Wires, a)
+		p.Wires = append(p.Wires, wireArrow(w, x, sec, y))
 	}
 	for u := int32(1); u <= int32(users); u++ { // in uid order: the same page for the same run
 		if from, ok := away[u]; ok {
 			band("away", u, from, h.shown.To, uidName(u)+" is offline to the end of the diagram")
 		}
 	}
+}
+
+// wireArrow draws a lost or resent transmission: a lost one half way to
+// its recipient, ending in a cross; a resent one to where it arrives.
+func wireArrow(w transmission, x, sec func(time.Duration) string, y func(int32) int) pageArrow {
+	ev := w.Event
+	a := pageArrow{Class: "w " + kindClass(ev.Kind), X1: x(w.Sent), T1: sec(w.Sent), Y1: y(w.From), From: w.From, To: w.To, Y2: y(w.To)}
+	if !ev.Room.IsZero() {
+		a.Room = ev.Room.String()
+	}
+	what := map[EventKind]string{CreateEvent: "create of chat ", CloseEvent: "close of chat ", StateEvent: "live rooms",
+		StateRequestEvent: "request for the live rooms"}[ev.Kind] + a.Room
+	if ev.Kind == MessageEvent {
+		a.Msg = ev.ID().String()
+		what = fmt.Sprintf("message %s in chat %s", a.Msg, a.Room)
+	}
+	verb := "sent"
+	if w.Resent {
+		verb = "resent"
+	}
+	end := w.Due
+	if w.Lost {
+		end = w.Sent + (w.Due-w.Sent)/2
+		a.Y2 = (a.Y1 + a.Y2) / 2
+		a.Class += " lost"
+		a.Title = fmt.Sprintf("%s → %s: the %s, %s at %s, was lost", uidName(w.From), uidName(w.To), what, verb, fmtDur(w.Sent))
+	} else {
+		a.Class += " resent"
+		a.Title = fmt.Sprintf("%s → %s: the %s, resent at %s, arrives at %s", uidName(w.From), uidName(w.To), what, fmtDur(w.Sent), fmtDur(w.Due))
+	}
+	a.X2, a.T2 = x(end), sec(end)
+	return a
+}
+
+// windowNote says what the diagram covers, of drawn deliveries, and what
+// it leaves out.
+func windowNote(rep *Report, h *traced, drawn int) string {
+	note := fmt.Sprintf("The diagram shows %s to %s of the run: %s, %s drawn.",
+		fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), plural(int64(drawn), "delivery"))
+	left := max(0, rep.Traffic.Delivered-int64(drawn)) // of every event delivered in the run
+	whole := h.shown.From == 0 && !h.capped && h.shown.To >= h.end
+	switch {
+	case h.shown.From > h.end:
+		note = fmt.Sprintf("The window starts at %s, after the run's last log line at %s: there is nothing to draw.", fmtDur(h.shown.From), fmtDur(h.end))
+	case h.capped:
+		note = fmt.Sprintf("The diagram shows the first %s from %s, up to %s (%s in all): a page draws about %d deliveries and twice as many other records. The run's other %s, after it or sent before it, %s left out; -html-window picks another stretch, like -html-window %s:.",
+			plural(int64(drawn), "delivery"), fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), maxDrawn,
+			plural(left, "delivery"), isAre(left), fmtDur(h.shown.To))
+	case !whole && left > 0:
+		note += fmt.Sprintf(" The run's other %s, outside it or sent before it, %s left out.", plural(left, "delivery"), isAre(left))
+	}
+	if len(h.wire) > 0 {
+		note += fmt.Sprintf(" Beside the deliveries: each user's first %d payload transmissions that were lost or resent, %d in all (acknowledgements and gap reports are not drawn; the summary counts them too).",
+			h.perPort, len(h.wire))
+	}
+	return note + " The summary and the charts cover the whole run."
 }
 
 // raceNames are the races in the order the list shows them: the rarer
