@@ -415,40 +415,39 @@ func kindClass(k EventKind) string {
 	return "c-other"
 }
 
+// markStyles are the classes and the shape of the marks of the kinds of
+// record whose style does not depend on the record; the others are in
+// markStyle.
+var markStyles = map[RecordKind][2]string{
+	KindCreate:        {"c-create send", "send"},
+	KindMessage:       {"c-message send", "send"},
+	KindClose:         {"c-close send", "close"},
+	KindJoin:          {"c-create", "dot"},
+	KindSee:           {"c-create", "dot"},
+	KindCloseSeen:     {"c-close", "dot"},
+	KindCreateFailed:  {"c-create failed", "failed"},
+	KindMessageFailed: {"c-message failed", "failed"},
+	KindCloseFailed:   {"c-close failed", "failed"},
+	KindState:         {"c-other", "star"},
+}
+
 // markStyle is a record's classes and the shape of its mark.
 func markStyle(r *Record) (class, shape string) {
 	kind := "m k-" + r.Kind.String() + " "
-	switch r.Kind {
-	case KindCreate:
-		return kind + "c-create send", "send"
-	case KindMessage:
-		return kind + "c-message send", "send"
-	case KindClose:
-		return kind + "c-close send", "close"
-	case KindJoin, KindSee:
-		return kind + "c-create", "dot"
-	case KindCloseSeen:
-		return kind + "c-close", "dot"
-	case KindReceive:
-		switch {
-		case r.Held:
-			return kind + "c-message race held", "held"
-		case r.Late:
-			return kind + "c-message race late", "ring"
-		}
+	switch {
+	case r.Kind == KindReceive && r.Held:
+		return kind + "c-message race held", "held"
+	case r.Kind == KindReceive && r.Late:
+		return kind + "c-message race late", "ring"
+	case r.Kind == KindReceive:
 		return kind + "c-message", "dot"
-	case KindMerge:
+	case r.Kind == KindMerge:
 		return kind + kindClass(r.EventKind) + " race", "diamond"
-	case KindStale:
+	case r.Kind == KindStale:
 		return kind + kindClass(r.EventKind) + " race", "cross"
-	case KindCreateFailed:
-		return kind + "c-create failed", "failed"
-	case KindMessageFailed:
-		return kind + "c-message failed", "failed"
-	case KindCloseFailed:
-		return kind + "c-close failed", "failed"
-	case KindState:
-		return kind + "c-other", "star"
+	}
+	if st, ok := markStyles[r.Kind]; ok {
+		return kind + st[0], st[1]
 	}
 	return kind + "c-other", "tick"
 }
