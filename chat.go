@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"iter"
 	"slices"
 	"time"
 )
@@ -75,13 +76,12 @@ type View struct {
 
 	firstOnlineOnly, onlineLogged bool // see LogFirstOnlineOnly
 
-	rooms       map[groupKey]slot     // what the view knows of each group, by fingerprint
-	joined      []*Group              // live rooms self is a member of; slot.joinedAt indexes it
+	rooms       slotTable             // what the view knows of each group: see lookup
+	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
 	live        int                   // live rooms in this view
 	tombs       twoPhase              // closed groups waiting to be reclaimed
 	owned       map[Stamp]owned       // own rooms not yet known to be closed
 	replacedOwn twoPhase              // own rooms a duplicate replaced, waiting to be counted
-	freed       int                   // slots deleted from rooms since it was last rebuilt
 	held        map[groupKey][]*Event // messages to incarnations newer than the slot's, in arrival order
 	nHeld       int                   // messages held back
 	alive       []Room                // own rooms live at the end, set by Finish
@@ -136,14 +136,23 @@ func (c *Counts) add(o *Counts) {
 	c.StateRooms += o.StateRooms
 }
 
-// slot is what a view knows about one group: 16 bytes and no pointers, since
-// a view keeps one for every live room and every recent tombstone, and
-// every event applied touches one. Held-back messages, which are rare, wait
-// in View.held.
+// slot is what a view knows about one group. A view keeps one for every
+// live room and every recent tombstone, and every event applied touches
+// one, so in the view's table it is one word beside the key: the flags in
+// the low flagBits bits, and above them the packed stamp or, for a listed
+// room, joinedAt, the stamp then living in View.joined (see lookup and
+// store). Held-back messages, which are rare, wait in View.held.
 type slot struct {
 	packed   uint64 // packed stamp of the greatest incarnation seen; 0 while only held messages are known
 	joinedAt int32  // index in View.joined, when listed
 	flags    uint8
+}
+
+// joinedRoom is a live room self is a member of: its group, for picking
+// the room of an action, and the packed stamp its slot does not hold.
+type joinedRoom struct {
+	group  *Group
+	packed uint64
 }
 
 // The flags of a slot.
@@ -153,7 +162,52 @@ const (
 	listed         // in View.joined: live and a member
 	holds          // View.held has messages for the group
 	viaState       // learned from a state transfer, its create not yet seen: membership unknown
+
+	flagBits = 5
 )
+
+// lookup returns what the view knows of the group of key k, if anything.
+func (v *View) lookup(k groupKey) (slot, bool) {
+	w, ok := v.rooms.get(k)
+	if !ok {
+		return slot{}, false
+	}
+	return v.decode(w), true
+}
+
+// decode unpacks a word of the view's table.
+func (v *View) decode(w uint64) slot {
+	s := slot{flags: uint8(w & (1<<flagBits - 1))}
+	if s.is(listed) {
+		s.joinedAt = int32(w >> flagBits)
+		s.packed = v.joined[s.joinedAt].packed
+	} else {
+		s.packed = w >> flagBits
+	}
+	return s
+}
+
+// store keeps s as what the view knows of the group of key k.
+func (v *View) store(k groupKey, s slot) {
+	w := s.packed
+	if s.is(listed) {
+		v.joined[s.joinedAt].packed = s.packed
+		w = uint64(s.joinedAt)
+	}
+	v.rooms.put(k, w<<flagBits|uint64(s.flags))
+}
+
+// slots yields every group the view knows of, with its slot. The view must
+// not change meanwhile.
+func (v *View) slots() iter.Seq2[groupKey, slot] {
+	return func(yield func(groupKey, slot) bool) {
+		for k, w := range v.rooms.all() {
+			if !yield(k, v.decode(w)) {
+				return
+			}
+		}
+	}
+}
 
 func (s slot) is(f uint8) bool { return s.flags&f != 0 }
 func (s slot) live() bool      { return s.packed != 0 && !s.is(closed) }
@@ -183,7 +237,6 @@ func NewView(self int32, log bool) *View {
 	v := &View{
 		self:  self,
 		log:   log,
-		rooms: make(map[groupKey]slot),
 		owned: make(map[Stamp]owned),
 		held:  make(map[groupKey][]*Event),
 	}
@@ -297,12 +350,13 @@ func (v *View) Create(g *Group, now time.Duration) *Event {
 // or nil if self is in no room.
 func (v *View) Send(i int, now time.Duration) *Event {
 	v.Messages++
-	g := v.memberRoom(i, KindMessageFailed, &v.MessageFailed, now)
-	if g == nil {
+	r := v.memberRoom(i, KindMessageFailed, &v.MessageFailed, now)
+	if r == nil {
 		return nil
 	}
+	g := r.group
 	ev := v.newEvent(MessageEvent, g)
-	ev.Room, ev.Sent = v.rooms[g.key].stamp(), now
+	ev.Room, ev.Sent = unpack(r.packed), now
 	v.Expected += int64(g.Size() - 1)
 	id := ev.ID()
 	for r := range g.All() {
@@ -319,11 +373,12 @@ func (v *View) Send(i int, now time.Duration) *Event {
 // room.
 func (v *View) Close(i int, now time.Duration) *Event {
 	v.Closes++
-	g := v.memberRoom(i, KindCloseFailed, &v.CloseFailed, now)
-	if g == nil {
+	r := v.memberRoom(i, KindCloseFailed, &v.CloseFailed, now)
+	if r == nil {
 		return nil
 	}
-	s := v.rooms[g.key]
+	g := r.group
+	s, _ := v.lookup(g.key)
 	ev := v.newEvent(CloseEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
 	v.closeOwn(ev.Room)
@@ -331,16 +386,16 @@ func (v *View) Close(i int, now time.Duration) *Event {
 	return ev
 }
 
-// memberRoom returns the group of the i-th live room self is a member of
-// (modulo their number), or counts and logs the action as failed and
-// returns nil when self is in no room.
-func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) *Group {
+// memberRoom returns the i-th live room self is a member of (modulo their
+// number), or counts and logs the action as failed and returns nil when
+// self is in no room.
+func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) *joinedRoom {
 	if len(v.joined) == 0 {
 		*failed++
 		v.record(Record{T: now, Kind: failure, Reason: "I am in no chat"})
 		return nil
 	}
-	return v.joined[i%len(v.joined)]
+	return &v.joined[i%len(v.joined)]
 }
 
 func (v *View) newEvent(k EventKind, g *Group) *Event {
@@ -356,7 +411,7 @@ func (v *View) SetEpoch(e uint64) { v.epoch = max(v.epoch, e) }
 // slot returns what the view knows of g: its slot, or an empty one (packed 0)
 // that is not yet stored.
 func (v *View) slot(g *Group) slot {
-	if s, ok := v.rooms[g.key]; ok {
+	if s, ok := v.lookup(g.key); ok {
 		return s
 	}
 	s := slot{}
@@ -464,7 +519,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
 		v.tombs.untilClosed.push(tomb{g.key, s.packed, v.epoch})
 	}
-	v.rooms[g.key] = s
+	v.store(g.key, s)
 	if s.is(holds) {
 		v.releaseHeld(g.key, now)
 	}
@@ -475,13 +530,13 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 func (v *View) unlist(s *slot) {
 	last := len(v.joined) - 1
 	if int(s.joinedAt) != last {
-		moved := v.joined[last]
-		v.joined[s.joinedAt] = moved
-		m := v.rooms[moved.key]
+		moved := v.joined[last].group.key
+		m, _ := v.lookup(moved)
 		m.joinedAt = s.joinedAt
-		v.rooms[moved.key] = m
+		v.store(moved, m)
+		v.joined[s.joinedAt].group = v.joined[last].group
 	}
-	v.joined[last] = nil
+	v.joined[last] = joinedRoom{}
 	v.joined = v.joined[:last]
 	s.flags &^= listed
 }
@@ -493,7 +548,7 @@ func (v *View) applyMessage(ev *Event, now time.Duration) {
 	if st := ev.Room.pack(); s.packed < st {
 		v.held[ev.Group.key] = append(v.held[ev.Group.key], ev)
 		s.flags |= holds
-		v.rooms[ev.Group.key] = s
+		v.store(ev.Group.key, s)
 		v.nHeld++
 		return
 	}
@@ -503,7 +558,7 @@ func (v *View) applyMessage(ev *Event, now time.Duration) {
 // releaseHeld delivers the held messages of a group whose incarnation is now
 // known.
 func (v *View) releaseHeld(key groupKey, now time.Duration) {
-	s := v.rooms[key]
+	s, _ := v.lookup(key)
 	held := v.held[key]
 	kept := held[:0]
 	for _, m := range held {
@@ -518,7 +573,7 @@ func (v *View) releaseHeld(key groupKey, now time.Duration) {
 	if len(kept) == 0 {
 		delete(v.held, key)
 		s.flags &^= holds
-		v.rooms[key] = s
+		v.store(key, s)
 	} else {
 		v.held[key] = kept
 	}
@@ -583,8 +638,8 @@ type RoomState struct {
 // Snapshot returns every group the view knows an incarnation of, live or
 // closed and not yet reclaimed, in stamp order.
 func (v *View) Snapshot() []RoomState {
-	out := make([]RoomState, 0, len(v.rooms))
-	for k, s := range v.rooms {
+	out := make([]RoomState, 0, v.rooms.len())
+	for k, s := range v.slots() {
 		if s.packed != 0 {
 			out = append(out, RoomState{k, s.packed, s.is(closed)})
 		}
@@ -606,7 +661,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 	v.SetEpoch(ev.Epoch)
 	for _, rs := range ev.State {
 		v.clock = max(v.clock, unpack(rs.Packed).Clock)
-		s := v.rooms[rs.Key]
+		s, _ := v.lookup(rs.Key)
 		if s.packed > rs.Packed || s.packed == rs.Packed && (s.is(closed) || !rs.Closed) {
 			continue // not newer
 		}
@@ -630,7 +685,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 		} else {
 			v.live++ // a newer incarnation: listed once its create comes (adopt)
 		}
-		v.rooms[rs.Key] = s
+		v.store(rs.Key, s)
 		if s.is(holds) {
 			v.releaseHeld(rs.Key, now)
 		}
@@ -650,14 +705,14 @@ func (v *View) adopt(s slot, ev *Event, now time.Duration) {
 			v.record(Record{T: now, Kind: KindJoin, Room: ev.Room, By: ev.From, Group: ev.Group})
 		}
 	}
-	v.rooms[ev.Group.key] = s
+	v.store(ev.Group.key, s)
 }
 
 // list adds the live room s of group g to joined.
 func (v *View) list(s *slot, g *Group) {
 	s.joinedAt = int32(len(v.joined))
 	s.flags |= listed
-	v.joined = append(v.joined, g)
+	v.joined = append(v.joined, joinedRoom{g, s.packed})
 }
 
 // Expire reclaims what can no longer matter, now that every delivery sent
@@ -668,9 +723,8 @@ func (v *View) Expire(stable, horizon uint64) {
 	v.tombs.expire(stable, horizon, func(t tomb) {
 		// Void if a newer create revived the group, or if messages to a
 		// newer incarnation are waiting for it.
-		if s, ok := v.rooms[t.key]; ok && s.packed == t.packed && s.is(closed) && !s.is(holds) {
-			delete(v.rooms, t.key)
-			v.freed++
+		if s, ok := v.lookup(t.key); ok && s.packed == t.packed && s.is(closed) && !s.is(holds) {
+			v.rooms.delete(t.key)
 		}
 	})
 	v.replacedOwn.expire(stable, horizon, func(t tomb) {
@@ -680,20 +734,6 @@ func (v *View) Expire(stable, horizon uint64) {
 			v.Duplicates++
 		}
 	})
-	// A Go map never shrinks, and under steady churn it creeps up to four
-	// times its compact size (twice after freeing some 200 times what it
-	// holds). Once eight times what is kept has been freed, copy what is
-	// kept into a fresh map: an eighth of an insert per reclaim, and memory
-	// that follows the live rooms over any run length. Not sooner: every
-	// user would rebuild at about the same tick, and at 10,000 users the
-	// old tables, garbage all at once, cost gigabytes of headroom.
-	if v.freed > 8*len(v.rooms)+1024 {
-		fresh := make(map[groupKey]slot, len(v.rooms))
-		for k, s := range v.rooms {
-			fresh[k] = s
-		}
-		v.rooms, v.freed = fresh, 0
-	}
 }
 
 // twoPhase holds tombs through the two phases of View's argument: each
@@ -747,7 +787,7 @@ func (q *queue[T]) pop() T {
 // those live here are live at the end; the rest were replaced.
 func (v *View) Finish() {
 	for s, o := range v.owned {
-		if r := v.rooms[o.group.key]; r.packed == s.pack() && r.live() {
+		if r, _ := v.lookup(o.group.key); r.packed == s.pack() && r.live() {
 			v.OwnLive++
 			v.alive = append(v.alive, Room{s, o.group})
 		} else {
@@ -766,7 +806,7 @@ type Room struct {
 // Rooms returns the stamps of the live rooms in this view, in order.
 func (v *View) Rooms() []Stamp {
 	packed := make([]uint64, 0, v.live)
-	for _, s := range v.rooms {
+	for _, s := range v.slots() {
 		if s.live() {
 			packed = append(packed, s.packed)
 		}

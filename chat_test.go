@@ -436,7 +436,7 @@ func reclaimAll(v *View) { v.Expire(1<<62, 0) }
 
 // entries is the number of groups the view keeps state for, live or not:
 // what Expire keeps bounded.
-func (v *View) entries() int { return len(v.rooms) }
+func (v *View) entries() int { return v.rooms.len() }
 
 // len is how many tombs wait in either phase.
 func (q *twoPhase) len() int { return q.untilClosed.len() + q.untilSent.len() }

@@ -28,8 +28,10 @@ func (s Stamp) Less(t Stamp) bool {
 
 // pack packs a stamp into one word whose integer order is the stamp order:
 // the clock in the high 47 bits, the uid (below 2^17, as -users allows) in
-// the low 17. A clock advances at most once per event sent, so 2^47 is
-// beyond any run.
+// the low 17. A view keeps packed stamps beside its slots' flags, which
+// takes five bits more (see slot), so clocks must stay below 2^42: a clock
+// advances at most once per event sent anywhere, and 2^42 events is more
+// than a year at 100,000 events a second, beyond any run.
 func (s Stamp) pack() uint64 { return s.Clock<<uidBits | uint64(s.UID) }
 
 // unpack is the inverse of pack.
@@ -63,13 +65,16 @@ type Group struct {
 	key  groupKey
 }
 
-// groupKey is a group's 128-bit fingerprint, the key under which a view keeps
-// what it knows of the group. Two different member sets share one with a
-// chance of about 2^-128 per pair (a run sees at most millions of groups),
-// so views trust it as the group's identity, the way git trusts object ids.
-// In exchange a view's table holds no pointers: it is half the size, and
-// the garbage collector never scans it.
-type groupKey [2]uint64
+// groupKey is a group's 64-bit fingerprint, the key under which a view
+// keeps what it knows of the group. Views trust it as the group's identity,
+// the way git trusts object ids: two different groups share one only with
+// a chance of 2^-64, and it matters only if they meet in one view's table,
+// among the ten thousand or so rooms a large view holds at once: for a run
+// that makes ten million groups (a week at 10,000 users), a chance of
+// about 10^-8. In exchange a view's table holds no pointers and no member
+// sets: the garbage collector never scans it, and an entry is 16 bytes.
+// It is never 0, which marks an empty entry of slotTable.
+type groupKey uint64
 
 // words is the bitset length that holds uids 1..n.
 func words(n int) int { return (n + 64) / 64 }
@@ -77,24 +82,22 @@ func words(n int) int { return (n + 64) / 64 }
 func (g *Group) add(u int32) { g.bits[u/64] |= 1 << (u % 64) }
 
 // seal computes the size and fingerprint once the members are set. The
-// fingerprint is two independently seeded maphash sums of the member bits;
-// it only keys maps, so nothing printed depends on its seeds.
+// fingerprint is a seeded maphash sum of the member bits; it only keys
+// tables, so nothing printed depends on its seed.
 func (g *Group) seal() {
-	var h1, h2 maphash.Hash
-	h1.SetSeed(keySeeds[0])
-	h2.SetSeed(keySeeds[1])
+	var h maphash.Hash
+	h.SetSeed(keySeed)
 	var buf [8]byte
 	size := 0
 	for _, w := range g.bits {
 		size += bits.OnesCount64(w)
 		binary.LittleEndian.PutUint64(buf[:], w)
-		h1.Write(buf[:])
-		h2.Write(buf[:])
+		h.Write(buf[:])
 	}
-	g.size, g.key = size, groupKey{h1.Sum64(), h2.Sum64()}
+	g.size, g.key = size, groupKey(max(h.Sum64(), 1))
 }
 
-var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+var keySeed = maphash.MakeSeed()
 
 // Has reports whether user u is a member.
 func (g *Group) Has(u int32) bool {

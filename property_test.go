@@ -392,7 +392,7 @@ func TestPropertyEarlyStableBreaks(t *testing.T) {
 // invariants checks that a view's bookkeeping agrees with its slots.
 func (v *View) invariants() error {
 	live, held, mined := 0, 0, 0
-	for key, s := range v.rooms {
+	for key, s := range v.slots() {
 		if s.live() {
 			live++
 		}
@@ -403,7 +403,7 @@ func (v *View) invariants() error {
 		}
 		if s.is(listed) {
 			mined++
-			if int(s.joinedAt) >= len(v.joined) || v.joined[s.joinedAt].key != key || !v.joined[s.joinedAt].Has(v.self) {
+			if int(s.joinedAt) >= len(v.joined) || v.joined[s.joinedAt].group.key != key || !v.joined[s.joinedAt].group.Has(v.self) {
 				return fmt.Errorf("chat %s: joined index %d wrong", s.stamp(), s.joinedAt)
 			}
 		}
