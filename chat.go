@@ -213,14 +213,12 @@ func (s slot) is(f uint8) bool { return s.flags&f != 0 }
 func (s slot) live() bool      { return s.packed != 0 && !s.is(closed) }
 func (s slot) stamp() Stamp    { return unpack(s.packed) }
 
-// tomb schedules a closed group, or the record of a replaced own room, for
-// reclaiming once the stable epoch has passed e (twice: see twoPhase). A
-// closed group's tomb is void if the group has moved on since (a newer
-// create), which packed detects.
+// tomb names a closed group, or the record of a replaced own room, to
+// reclaim (see twoPhase). A closed group's tomb is void if the group has
+// moved on since (a newer create), which packed detects.
 type tomb struct {
 	key    groupKey
 	packed uint64
-	e      uint64
 }
 
 // owned follows a room this user created until its fate is known: closed
@@ -517,7 +515,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 			kind = KindClose
 		}
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
-		v.tombs.untilClosed.push(tomb{g.key, s.packed, v.epoch})
+		v.tombs.push(tomb{g.key, s.packed}, v.epoch)
 	}
 	v.store(g.key, s)
 	if s.is(holds) {
@@ -622,7 +620,7 @@ func (v *View) replaceOwn(s Stamp, ev *Event) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
-		v.replacedOwn.untilClosed.push(tomb{packed: s.pack(), e: v.epoch})
+		v.replacedOwn.push(tomb{packed: s.pack()}, v.epoch)
 	}
 }
 
@@ -681,7 +679,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 		s.flags &^= closed
 		if rs.Closed {
 			s.flags |= closed
-			v.tombs.untilClosed.push(tomb{rs.Key, s.packed, v.epoch})
+			v.tombs.push(tomb{rs.Key, s.packed}, v.epoch)
 		} else {
 			v.live++ // a newer incarnation: listed once its create comes (adopt)
 		}
@@ -737,25 +735,50 @@ func (v *View) Expire(stable, horizon uint64) {
 }
 
 // twoPhase holds tombs through the two phases of View's argument: each
-// waits in untilClosed until the stable epoch passes its e (every user has
-// applied the close), is stamped with the horizon then, and waits in
-// untilSent until the stable epoch passes that too (everything sent before
-// the close was known everywhere has been applied). Both queues stay in
-// order of e, since epochs and horizons only grow.
+// waits until the stable epoch passes the epoch e it was pushed in (every
+// user has applied the close), is stamped with the horizon then, and waits
+// until the stable epoch passes that too (everything sent before the close
+// was known everywhere has been applied). Tombs pass both phases in the
+// order they came, since epochs and horizons only grow, so they wait in
+// one queue, those in the second phase first; and since many share an
+// epoch (every close applied in one lockstep tick does), the epochs are
+// kept apart as runs: a tomb costs 16 bytes.
 type twoPhase struct {
-	untilClosed, untilSent queue[tomb]
+	tombs                  queue[tomb]
+	untilClosed, untilSent queue[epochRun] // the runs of tombs in each phase, in order
+}
+
+// epochRun is n consecutive tombs that wait for the stable epoch to pass e.
+type epochRun struct {
+	e uint64
+	n int
+}
+
+// push adds a tomb for a close applied in epoch e.
+func (q *twoPhase) push(t tomb, e uint64) {
+	q.tombs.push(t)
+	addRun(&q.untilClosed, e, 1)
+}
+
+// addRun adds n tombs waiting for e to the runs of a phase.
+func addRun(runs *queue[epochRun], e uint64, n int) {
+	if k := len(runs.items) - 1; k >= runs.head && runs.items[k].e == e {
+		runs.items[k].n += n
+		return
+	}
+	runs.push(epochRun{e, n})
 }
 
 // expire moves on what stable allows, calling done for each tomb that has
 // passed both phases.
 func (q *twoPhase) expire(stable, horizon uint64, done func(tomb)) {
 	for q.untilClosed.len() > 0 && q.untilClosed.front().e < stable {
-		t := q.untilClosed.pop()
-		t.e = horizon
-		q.untilSent.push(t)
+		addRun(&q.untilSent, horizon, q.untilClosed.pop().n)
 	}
 	for q.untilSent.len() > 0 && q.untilSent.front().e < stable {
-		done(q.untilSent.pop())
+		for range q.untilSent.pop().n {
+			done(q.tombs.pop())
+		}
 	}
 }
 

@@ -439,7 +439,7 @@ func reclaimAll(v *View) { v.Expire(1<<62, 0) }
 func (v *View) entries() int { return v.rooms.len() }
 
 // len is how many tombs wait in either phase.
-func (q *twoPhase) len() int { return q.untilClosed.len() + q.untilSent.len() }
+func (q *twoPhase) len() int { return q.tombs.len() }
 
 func TestGroupPickAndHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))

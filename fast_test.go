@@ -85,7 +85,7 @@ func TestFastStateStaysBounded(t *testing.T) {
 			t.Errorf("%s keeps %d entries for %d live rooms, %d own records, %d tombstones, %d replaced own rooms",
 				uidName(v.Self()), v.entries(), v.LiveCount(), len(v.owned), v.tombs.len(), v.replacedOwn.len())
 		}
-		if c := cap(v.tombs.untilClosed.items) + cap(v.tombs.untilSent.items); c > 1024 {
+		if c := cap(v.tombs.tombs.items); c > 1024 {
 			t.Errorf("%s: tombstone queues grew to %d", uidName(v.Self()), c)
 		}
 	}

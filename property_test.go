@@ -420,11 +420,17 @@ func (v *View) invariants() error {
 	if live != v.live || held != v.nHeld || len(v.held) > held || mined != len(v.joined) {
 		return fmt.Errorf("counts live %d held %d joined %d, slots say %d, %d and %d", v.live, v.nHeld, len(v.joined), live, held, mined)
 	}
-	for _, q := range []*queue[tomb]{&v.tombs.untilClosed, &v.tombs.untilSent, &v.replacedOwn.untilClosed, &v.replacedOwn.untilSent} {
-		for i := q.head + 1; i < len(q.items); i++ {
-			if q.items[i].e < q.items[i-1].e {
-				return fmt.Errorf("reclaim queue out of order")
+	for _, q := range []*twoPhase{&v.tombs, &v.replacedOwn} {
+		runs := slices.Concat(q.untilSent.items[q.untilSent.head:], q.untilClosed.items[q.untilClosed.head:])
+		n := 0
+		for i, r := range runs {
+			n += r.n
+			if r.n <= 0 || i > 0 && i != q.untilSent.len() && r.e <= runs[i-1].e {
+				return fmt.Errorf("reclaim runs out of order: %v", runs)
 			}
+		}
+		if n != q.tombs.len() {
+			return fmt.Errorf("reclaim runs count %d tombs of %d", n, q.tombs.len())
 		}
 	}
 	return nil
