@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -339,5 +340,31 @@ func TestDueTimes(t *testing.T) {
 				t.Errorf("%d distinct due ticks, want 4", len(seen))
 			}
 		})
+	}
+}
+
+// A bucket's sort is stable by key, for buckets with and without lags
+// (keys past the sender's 17 bits), and leaves nothing behind that would
+// change the next sort.
+func TestBucketSortIsStableByKey(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var sc scratch
+	for _, lagTicks := range []int64{1, 2, 1001} {
+		o := order{due: 5000, lag: lagTicks, tick: time.Second}
+		for _, n := range []int{0, 1, 7, 300, 5000} {
+			b := make([]*Event, n)
+			for i := range b {
+				sent := o.due - 1 - rng.Int64N(lagTicks)
+				b[i] = &Event{From: 1 + rng.Int32N(maxUsers), Sent: time.Duration(sent) * time.Second}
+			}
+			want := make([]int32, n)
+			for i := range want {
+				want[i] = int32(i)
+			}
+			slices.SortStableFunc(want, func(x, y int32) int { return cmp.Compare(o.key(b[x]), o.key(b[y])) })
+			if got := sc.sort(b, o); !slices.Equal(got, want) {
+				t.Fatalf("lag %d, %d events: sorted %v, want %v", lagTicks, n, got[:min(n, 10)], want[:min(n, 10)])
+			}
+		}
 	}
 }
