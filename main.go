@@ -72,6 +72,9 @@ func execute(ctx context.Context, cfg Config, stdout, stderr io.Writer) int {
 		// the run has to stop for it.
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(min(cfg.MaxMem, math.MaxInt64))))
 	}
+	if pct, ok := gcPercent(cfg); ok {
+		defer debug.SetGCPercent(debug.SetGCPercent(pct))
+	}
 	files, err := createFiles(cfg)
 	if err != nil {
 		stopProfiles()

@@ -138,6 +138,26 @@ func deliveryCost(c Config) float64 {
 	return deliveryBytes
 }
 
+// gcPercent is the collector's GOGC for a run, if it should not be Go's
+// default of 100: when one tick's deliveries could add more than bigTick
+// to the heap. A run that
+// large keeps most of its heap in the views' tables (see slotTable), which
+// hold no pointers, so the collector marks little of it and can run four
+// times as often for a few percent more CPU, sparing three quarters of the
+// memory it would otherwise let the garbage take: at 10,000 users 4.5 GiB
+// at the peak instead of 6 GiB, for 4% more CPU. GOGC in the environment
+// still decides.
+func gcPercent(c Config) (int, bool) {
+	if os.Getenv("GOGC") != "" || deliveryCost(c)*lookAhead(c) < bigTick {
+		return 0, false
+	}
+	return 25, true
+}
+
+// bigTick is how much one tick may add to the heap before gcPercent lowers
+// GOGC: about 3000 users in a quiet run.
+const bigTick = 100 << 20
+
 // loggedBytes is what a logged delivery holds until its phase is written
 // out: a record of about 200 bytes and a line of about 150, or more in
 // colour, with room for the buffers' growth.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"regexp"
 	"runtime"
@@ -267,5 +268,33 @@ func TestMemoryDefault(t *testing.T) {
 	fast.Quiet, real.Quiet = true, true
 	if runNeed(real) <= runNeed(fast) {
 		t.Error("a real-time run of short ticks needs no more room than a fast one")
+	}
+}
+
+// A run large enough for the views' tables to dominate its heap runs the
+// collector at GOGC 25, unless GOGC is set; the setting is put back after.
+func TestGCPercent(t *testing.T) {
+	big := Config{Users: 10000, Fast: true, Quiet: true, Chance: 0.3, Tick: time.Second}
+	small := big
+	small.Users = 1000
+	if pct, ok := gcPercent(big); !ok || pct != 25 {
+		t.Errorf("10,000 users: GOGC %d, %v; want 25", pct, ok)
+	}
+	if pct, ok := gcPercent(small); ok {
+		t.Errorf("1000 users: GOGC %d; want Go's default", pct)
+	}
+	t.Setenv("GOGC", "100")
+	if pct, ok := gcPercent(big); ok {
+		t.Errorf("GOGC set: GOGC %d; want the environment's", pct)
+	}
+	os.Unsetenv("GOGC")
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	var out bytes.Buffer
+	if code := run([]string{"-fast", "-quiet", "-users", "3500", "-duration", "1s", "-seed", "1"}, &out, io.Discard); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC is %d after the run, was 100", got)
 	}
 }
