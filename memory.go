@@ -144,7 +144,7 @@ func deliveryCost(c Config) float64 {
 // large keeps most of its heap in the views' tables (see slotTable), which
 // hold no pointers, so the collector marks little of it and can run four
 // times as often for a few percent more CPU, sparing three quarters of the
-// memory it would otherwise let the garbage take: at 10,000 users 4.5 GiB
+// memory it would otherwise let the garbage take: at 10,000 users 4.4 GiB
 // at the peak instead of 6 GiB, for 4% more CPU. GOGC in the environment
 // still decides.
 func gcPercent(c Config) (int, bool) {
