@@ -163,7 +163,7 @@ const (
 	holds          // View.held has messages for the group
 	viaState       // learned from a state transfer, its create not yet seen: membership unknown
 
-	flagBits = 5
+	flagBits = iota // how many flags there are
 )
 
 // lookup returns what the view knows of the group of key k, if anything.
@@ -348,13 +348,13 @@ func (v *View) Create(g *Group, now time.Duration) *Event {
 // or nil if self is in no room.
 func (v *View) Send(i int, now time.Duration) *Event {
 	v.Messages++
-	r := v.memberRoom(i, KindMessageFailed, &v.MessageFailed, now)
-	if r == nil {
+	room, ok := v.memberRoom(i, KindMessageFailed, &v.MessageFailed, now)
+	if !ok {
 		return nil
 	}
-	g := r.group
+	g := room.group
 	ev := v.newEvent(MessageEvent, g)
-	ev.Room, ev.Sent = unpack(r.packed), now
+	ev.Room, ev.Sent = unpack(room.packed), now
 	v.Expected += int64(g.Size() - 1)
 	id := ev.ID()
 	for r := range g.All() {
@@ -371,11 +371,11 @@ func (v *View) Send(i int, now time.Duration) *Event {
 // room.
 func (v *View) Close(i int, now time.Duration) *Event {
 	v.Closes++
-	r := v.memberRoom(i, KindCloseFailed, &v.CloseFailed, now)
-	if r == nil {
+	room, ok := v.memberRoom(i, KindCloseFailed, &v.CloseFailed, now)
+	if !ok {
 		return nil
 	}
-	g := r.group
+	g := room.group
 	s, _ := v.lookup(g.key)
 	ev := v.newEvent(CloseEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
@@ -387,13 +387,13 @@ func (v *View) Close(i int, now time.Duration) *Event {
 // memberRoom returns the i-th live room self is a member of (modulo their
 // number), or counts and logs the action as failed and returns nil when
 // self is in no room.
-func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) *joinedRoom {
+func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) (joinedRoom, bool) {
 	if len(v.joined) == 0 {
 		*failed++
 		v.record(Record{T: now, Kind: failure, Reason: "I am in no chat"})
-		return nil
+		return joinedRoom{}, false
 	}
-	return &v.joined[i%len(v.joined)]
+	return v.joined[i%len(v.joined)], true
 }
 
 func (v *View) newEvent(k EventKind, g *Group) *Event {

@@ -642,7 +642,7 @@ func (p *Port) hasState() { p.net.joinDone(p.uid) }
 
 // file files a delivery under its due tick. A bucket holds only events:
 // their place in the canonical order follows from the event and the tick
-// they are due (see order), so a delivery waiting in lockstep costs 8
+// they are due (see canonical), so a delivery waiting in lockstep costs 8
 // bytes, and at 10,000 users a tick's deliveries are tens of millions.
 func (p *Port) file(d Delivery) {
 	k := int64(d.Due/p.net.tick) % int64(len(p.buckets))
@@ -661,7 +661,7 @@ func (p *Port) eachDue(t int64, apply func(Delivery)) {
 	b := p.buckets[k]
 	due := time.Duration(t) * p.net.tick
 	sc := scratchPool.Get().(*scratch)
-	for _, i := range sc.sort(b, order{t, p.net.delayTicks + 1, p.net.tick}) {
+	for _, i := range sc.sort(b, canonical{t, p.net.delayTicks + 1, p.net.tick}) {
 		d := Delivery{Event: b[i], Due: due}
 		if p.numbers != nil {
 			n := p.numbers[k][i]
@@ -677,7 +677,7 @@ func (p *Port) eachDue(t int64, apply func(Delivery)) {
 	}
 }
 
-// order is the canonical order of the events due on one tick: the place
+// canonical is the canonical order of the events due on one tick: the place
 // of each, packed into a word by key, is its send tick, then its sender.
 // Events that share a place come from one sender, in the order it sent
 // them, and the sort keeps that order. Every event in a bucket is due on
@@ -685,13 +685,13 @@ func (p *Port) eachDue(t int64, apply func(Delivery)) {
 // sent, counted down from the longest lag (at most 1001 values, above the
 // sender's 17 bits). A retransmission, whose event was sent long before,
 // and an acknowledgement, which is no event, count as the earliest sent.
-type order struct {
+type canonical struct {
 	due  int64 // the tick
 	lag  int64 // the longest lag a delivery can have, in ticks, plus one
 	tick time.Duration
 }
 
-func (o order) key(ev *Event) uint64 {
+func (o canonical) key(ev *Event) uint64 {
 	earlier := uint64(max(0, o.lag-(o.due-int64(ev.Sent/o.tick)))) // 0 for the earliest sent
 	return earlier<<uidBits | uint64(ev.From)
 }
@@ -710,8 +710,10 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // least-significant-digit radix sort, a byte of the key a pass, with as
 // many passes as the greatest key has bytes. Without -delay every key is
 // a sender's uid, so a tick's bucket at 10,000 users takes two passes
-// over it, about four times faster than a comparison sort.
-func (sc *scratch) sort(b []*Event, o order) []int32 {
+// over it, about four times faster than a comparison sort. Indexes are
+// int32: a bucket holds one tick's deliveries to one user, far fewer than
+// 2^31.
+func (sc *scratch) sort(b []*Event, o canonical) []int32 {
 	sc.keys = slices.Grow(sc.keys[:0], len(b))
 	sc.order = slices.Grow(sc.order[:0], len(b))
 	sc.tmp = slices.Grow(sc.tmp[:0], len(b))[:len(b)]

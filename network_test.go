@@ -350,7 +350,7 @@ func TestBucketSortIsStableByKey(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var sc scratch
 	for _, lagTicks := range []int64{1, 2, 1001} {
-		o := order{due: 5000, lag: lagTicks, tick: time.Second}
+		o := canonical{due: 5000, lag: lagTicks, tick: time.Second}
 		for _, n := range []int{0, 1, 7, 300, 5000} {
 			b := make([]*Event, n)
 			for i := range b {

@@ -12,7 +12,7 @@ import (
 // applies looks one up: at 10,000 users that is tens of millions of
 // entries, which cost about 55 bytes each in a Go map of 16-byte
 // fingerprints to 16-byte slots (with control bytes and the slack of
-// doubling), and cost here about 26 with a lookup in one cache line.
+// doubling), and cost here about 26 with a lookup mostly in one cache line.
 //
 // Keys are fingerprints, uniform over 64 bits, so a key's home is its value
 // scaled to the table's length, which need not be a power of two: the

@@ -10,15 +10,19 @@ import (
 // key where a probe from its home cannot reach it. Small key spaces and
 // tables make probe runs wrap around the end and deletes shift them.
 func TestSlotTableMatchesMap(t *testing.T) {
-	for seed := range uint64(50) {
+	wrapped := 0 // entries that live before their home: their probe run wrapped around the end
+	for seed := range uint64(60) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		var tab slotTable
 		want := map[groupKey]uint64{}
 		space := 4 + rng.IntN(400)
 		for range 20000 {
 			k := groupKey(1 + rng.Uint64N(uint64(space)))
-			if seed%2 == 1 {
+			switch seed % 3 {
+			case 1:
 				k = groupKey(max(1, rng.Uint64()%uint64(space)<<54)) // keys crowded at few homes
+			case 2:
+				k = groupKey(^uint64(0) - rng.Uint64()%uint64(space)<<57) // homes at the end: runs wrap around
 			}
 			switch rng.IntN(5) {
 			case 0, 1:
@@ -54,7 +58,16 @@ func TestSlotTableMatchesMap(t *testing.T) {
 		if n != len(want) {
 			t.Fatalf("seed %d: all yields %d keys, want %d", seed, n, len(want))
 		}
+		for i, e := range tab.entries {
+			if e.key != 0 && i < tab.home(e.key) {
+				wrapped++
+			}
+		}
 	}
+	if wrapped == 0 {
+		t.Error("no probe run wrapped around the end of its table")
+	}
+	t.Logf("%d entries wrapped around at the end of their seeds", wrapped)
 }
 
 // Looking a group up, storing it and deleting it allocate nothing once the
