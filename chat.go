@@ -657,6 +657,7 @@ func (v *View) Snapshot() []RoomState {
 func (v *View) ApplyState(ev *Event, now time.Duration) {
 	v.clock = max(v.clock, ev.Clock)
 	v.SetEpoch(ev.Epoch)
+	var release []groupKey
 	for _, rs := range ev.State {
 		v.clock = max(v.clock, unpack(rs.Packed).Clock)
 		s, _ := v.lookup(rs.Key)
@@ -685,11 +686,16 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 		}
 		v.store(rs.Key, s)
 		if s.is(holds) {
-			v.releaseHeld(rs.Key, now)
+			release = append(release, rs.Key)
 		}
 	}
 	v.StateRooms += int64(v.live)
 	v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms()})
+	// The state comes first in the log, then what it released: a message
+	// held for a room is received once the room is known.
+	for _, k := range release {
+		v.releaseHeld(k, now)
+	}
 }
 
 // adopt takes the create of a room the view learned from a state

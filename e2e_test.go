@@ -327,3 +327,29 @@ func TestE2EInterruptWritesPage(t *testing.T) {
 	}
 	checkShiViz(t, string(l))
 }
+
+// The binary in real time with every fault, stopped by Ctrl-C in the
+// middle of outages and splits: the JSON log it prints, start to summary,
+// tells no effect before its cause (see checkLogOrder).
+func TestE2ELogOrderAfterInterrupt(t *testing.T) {
+	cmd, r, _, errs := startPipe(t, "-json", "-users", "30", "-tick", "20ms", "-delay", "40ms", "-loss", "0.3", "-dup", "0.2",
+		"-partition", "300ms", "-offline", "200ms", "-join", "6")
+	var log strings.Builder
+	for outages := 0; outages < 40; {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("run ended early: %v", err)
+		}
+		log.WriteString(line)
+		if strings.Contains(line, `"kind":"offline"`) {
+			outages++
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	rest, _ := io.ReadAll(r)
+	log.Write(rest)
+	if code := exitCode(wait(t, cmd, e2eLimit)); code != 0 {
+		t.Fatalf("exit %d after Ctrl-C: %s", code, errs.String())
+	}
+	requireOrdered(t, log.String())
+}

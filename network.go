@@ -538,6 +538,9 @@ func (p *Port) popDue(now time.Duration) (Delivery, bool) {
 	return p.delayed.pop(), true
 }
 
+// lose counts a transmission lost on arrival: the owner is away.
+func (p *Port) lose() { p.tx.Lost++ }
+
 // delivered notes that the owner has applied a delivery of ev. In real
 // time its room in flight goes back to the network at the next retire.
 func (p *Port) delivered(ev *Event) {

@@ -447,8 +447,15 @@ func (u *User) handle(d Delivery, now time.Duration) {
 }
 
 // receive takes a transmission that is due: its payload, if the network
-// let it through and it is not a duplicate, is applied.
+// let it through and it is not a duplicate, is applied. A user that has
+// not yet noticed, at its tick, that it is back online takes nothing in:
+// its own log says when it is away, and nothing is applied while the log
+// says so.
 func (u *User) receive(d Delivery, now time.Duration) {
+	if !u.online {
+		u.port.lose()
+		return
+	}
 	if ev := u.port.arrive(d, now); ev != nil {
 		u.apply(ev, now)
 	}
