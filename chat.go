@@ -74,8 +74,6 @@ type View struct {
 	epoch uint64 // the current epoch, as the caller last said
 	log   bool   // whether to keep log records
 
-	firstOnlineOnly, onlineLogged bool // see LogFirstOnlineOnly
-
 	rooms       slotTable             // what the view knows of each group: see lookup
 	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
 	live        int                   // live rooms in this view
@@ -259,44 +257,24 @@ func (v *View) HeldCount() int { return v.nHeld }
 
 // Learn records that users first..last are online. Users come online in uid
 // order, so the users a view knows are always user_1..user_upTo (and
-// itself): one integer instead of a set.
-//
-// The log says who came online, a line each; but news of more than
-// maxShown users at once is one line for the range, so that the start of a
-// run of n users logs about n·min(n, 256) lines, not n².
+// itself): one integer instead of a set. The news is one record, for the
+// range of users it taught the view: a run of n users starts with about
+// as many records per user as batches of news, not n.
 func (v *View) Learn(first, last int32, now time.Duration) {
 	from := max(first, v.upTo+1)
-	learned := int32(0)
+	learned := false
 	for u := from; u <= last; u++ {
 		if u == v.self {
 			continue
 		}
 		v.upTo = u
 		v.includeSelf()
-		learned++
+		learned = true
 	}
-	if learned == 0 || v.firstOnlineOnly && v.onlineLogged {
-		return
-	}
-	v.onlineLogged = true
-	if learned > maxShown {
+	if learned {
 		v.record(Record{T: now, Kind: KindOnline, Peer: from, PeerTo: last})
-		return
-	}
-	for u := from; u <= last; u++ {
-		if u != v.self {
-			v.record(Record{T: now, Kind: KindOnline, Peer: u})
-			if v.firstOnlineOnly {
-				return
-			}
-		}
 	}
 }
-
-// LogFirstOnlineOnly makes the view log only the first user it learns is
-// online: its own coming online. A log that feeds only a page needs no
-// more, and a run of many users would otherwise make users² records.
-func (v *View) LogFirstOnlineOnly() { v.firstOnlineOnly = true }
 
 // includeSelf keeps upTo contiguous: once the view knows everyone before itself,
 // it counts itself too.
@@ -859,8 +837,8 @@ func (v *View) record(r Record) {
 	}
 }
 
-// StopRecords stops the view keeping log records, for good.
-func (v *View) StopRecords() { v.log = false }
+// KeepRecords says whether the view keeps log records from now on.
+func (v *View) KeepRecords(on bool) { v.log = on }
 
 // Records returns the records appended since the last Reset.
 func (v *View) Records() []Record { return v.records }

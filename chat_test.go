@@ -336,11 +336,11 @@ func TestLearnKnowsUsersInOrder(t *testing.T) {
 		t.Errorf("Known = %d, want 5", v.Known())
 	}
 	var peers []int32
-	for _, r := range v.Records() {
-		peers = append(peers, r.Peer)
+	for i := range v.Records() {
+		onlineRange(&v.Records()[i], func(r *Record) { peers = append(peers, r.Peer) })
 	}
-	if !slices.Equal(peers, []int32{1, 2, 4, 5}) {
-		t.Errorf("online records for %v", peers)
+	if !slices.Equal(peers, []int32{1, 2, 4, 5}) || len(v.Records()) != 3 {
+		t.Errorf("online lines for %v from %d records; want 1, 2, 4 and 5 from one record a piece of news", peers, len(v.Records()))
 	}
 	if NewView(1, false).Known() != 1 {
 		t.Error("user_1 does not know itself")

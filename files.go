@@ -62,12 +62,12 @@ func (f *runFiles) close() {
 
 // write writes the run's page and ShiViz log from its report and its
 // trace, and closes the files.
-func (f *runFiles) write(cfg Config, rep *Report, tr *recording, rend renderer) error {
+func (f *runFiles) write(cfg Config, rep *Report, rc *recording, rend renderer) error {
 	defer f.close()
-	if tr == nil {
+	if rc == nil {
 		return nil
 	}
-	h := tr.history(rep.Online)
+	h := rc.history(rep.Online)
 	var errs []error
 	put := func(flag string, file *os.File, write func(*bufio.Writer) error) {
 		w := bufio.NewWriter(file)

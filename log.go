@@ -9,77 +9,6 @@ import (
 	"time"
 )
 
-// RecordKind is what a log record tells.
-type RecordKind uint8
-
-// The kinds of log records; their names are the JSON "kind" values.
-const (
-	KindOnline RecordKind = iota + 1
-	KindCreate
-	KindCreateFailed
-	KindJoin
-	KindSee
-	KindMerge
-	KindMessage
-	KindMessageFailed
-	KindReceive
-	KindClose
-	KindCloseFailed
-	KindCloseSeen
-	KindStale
-	KindOffline // the user went offline
-	KindBack    // the user is back
-	KindState   // a late joiner learned the rooms from a peer
-	KindSplit   // the network split: a network line, with no user
-	KindHeal    // the network healed: a network line
-)
-
-var kindNames = [...]string{
-	KindOnline:        "online",
-	KindCreate:        "create",
-	KindCreateFailed:  "create_failed",
-	KindJoin:          "join",
-	KindSee:           "see",
-	KindMerge:         "merge",
-	KindMessage:       "message",
-	KindMessageFailed: "message_failed",
-	KindReceive:       "receive",
-	KindClose:         "close",
-	KindCloseFailed:   "close_failed",
-	KindCloseSeen:     "close_seen",
-	KindStale:         "stale",
-	KindOffline:       "offline",
-	KindBack:          "back",
-	KindState:         "state",
-	KindSplit:         "split",
-	KindHeal:          "heal",
-}
-
-func (k RecordKind) String() string { return kindNames[k] }
-
-// Record is one line of the log, from the perspective of User, or of the
-// network when User is 0. Fields that do not apply to a kind are zero.
-type Record struct {
-	T         time.Duration // simulation time since the start
-	User      int32
-	Kind      RecordKind
-	Room      Stamp     // the incarnation concerned (for a merge, the one kept)
-	Dropped   Stamp     // merge: the incarnation dropped
-	Group     *Group    // members, where a room is announced
-	By        int32     // who caused it: creator, sender or closer
-	Peer      int32     // online: the user that came online
-	PeerTo    int32     // online: the last of a range of users that came online, or 0
-	Msg       Stamp     // message id
-	EventKind EventKind // stale: the kind of event ignored; merge: of the event applied
-	Won       bool      // merge: the event applied named the room kept, not the one dropped
-	Late      bool      // receive: the incarnation is no longer live in this view
-	Held      bool      // receive: the message waited for its room to be known
-	Reason    string
-	Away      time.Duration // back: how long the user was away
-	Rooms     []Stamp       // state: the live rooms right after the transfer
-	Sides     [][]int32     // split: the users on each side; a bridge is on both
-}
-
 // phrases are the messages users send; a message's text is picked by its id.
 var phrases = [...]string{
 	"hi all", "anyone around?", "lunch at noon?", "did the build pass?",
@@ -162,8 +91,15 @@ func (r *renderer) end(b []byte) []byte {
 	return b
 }
 
-// append renders rec as one line, newline included.
+// append renders rec as the log shows it, newline included: one line, or
+// for news of a few users coming online at once, a line for each.
 func (r *renderer) append(b []byte, rec *Record) []byte {
+	onlineRange(rec, func(one *Record) { b = r.line(b, one) })
+	return b
+}
+
+// line renders one record as one line.
+func (r *renderer) line(b []byte, rec *Record) []byte {
 	if r.json {
 		return r.appendJSON(b, rec)
 	}
@@ -180,125 +116,7 @@ func (r *renderer) append(b []byte, rec *Record) []byte {
 		b = r.uid(b, rec.User)
 	}
 	b = append(b, "] "...)
-	switch rec.Kind {
-	case KindOnline:
-		b = r.uid(b, rec.Peer)
-		if rec.PeerTo == 0 {
-			b = append(b, " is online"...)
-			break
-		}
-		b = r.uid(append(b, " to "...), rec.PeerTo)
-		b = append(b, " are online"...)
-	case KindCreate:
-		b = appendChat(append(b, "I created "...), rec.Room)
-		b = r.members(append(b, " with "...), rec.Group)
-	case KindCreateFailed:
-		if rec.Group == nil {
-			b = r.start(b, styleFailed)
-			b = append(b, "I wanted to create a chat, but "...)
-			b = append(b, rec.Reason...)
-			b = r.end(b)
-			break
-		}
-		b = r.styled(b, styleFailed, "I wanted to create a chat with ")
-		b = r.members(b, rec.Group)
-		b = r.start(b, styleFailed)
-		b = appendChat(append(b, ", but "...), rec.Room)
-		b = append(b, " already has that group"...)
-		b = r.end(b)
-	case KindJoin, KindSee:
-		if rec.Kind == KindJoin {
-			b = append(b, "I joined "...)
-		} else {
-			b = append(b, "I see a new "...)
-		}
-		b = appendChat(b, rec.Room)
-		b = r.uid(append(b, ", created by "...), rec.By)
-		b = r.members(append(b, ", with "...), rec.Group)
-	case KindMerge:
-		b = r.start(b, styleMerge)
-		b = appendChat(b, rec.Dropped)
-		b = appendChat(append(b, " and "...), rec.Room)
-		b = append(b, " have the same group: I keep "...)
-		b = rec.Room.append(b)
-		b = append(b, ", the greater stamp, and drop "...)
-		b = rec.Dropped.append(b)
-		b = r.end(b)
-	case KindMessage:
-		b = appendQuoted(append(b, "I sent "...), rec.Msg)
-		b = appendChat(append(b, " to "...), rec.Room)
-	case KindReceive:
-		b = appendQuoted(append(b, "I received "...), rec.Msg)
-		b = r.uid(append(b, " from "...), rec.By)
-		b = appendChat(append(b, " in "...), rec.Room)
-		if rec.Held {
-			b = r.styled(b, styleHeld, ", held back until I knew the chat")
-		}
-		if rec.Late {
-			b = r.styled(b, styleLate, " (late: the chat is no longer live)")
-		}
-	case KindMessageFailed:
-		b = r.start(b, styleFailed)
-		b = append(b, "I wanted to send a message, but "...)
-		b = append(b, rec.Reason...)
-		b = r.end(b)
-	case KindClose:
-		b = appendChat(append(b, "I closed "...), rec.Room)
-	case KindCloseFailed:
-		b = r.start(b, styleFailed)
-		b = append(b, "I wanted to close a chat, but "...)
-		b = append(b, rec.Reason...)
-		b = r.end(b)
-	case KindCloseSeen:
-		b = r.uid(b, rec.By)
-		b = appendChat(append(b, " closed "...), rec.Room)
-	case KindStale:
-		b = r.styled(b, styleStale, "I ignored ")
-		b = r.uid(b, rec.By)
-		b = r.start(b, styleStale)
-		if rec.EventKind == CreateEvent {
-			b = append(b, "'s outdated create of "...)
-		} else {
-			b = append(b, "'s outdated close of "...)
-		}
-		b = appendChat(b, rec.Room)
-		b = append(b, ": "...)
-		b = append(b, rec.Reason...)
-		b = r.end(b)
-	case KindOffline:
-		b = r.styled(b, styleAway, "I went offline")
-	case KindBack:
-		b = r.start(b, styleAway)
-		b = append(b, "I am back after "...)
-		b = append(b, fmtDur(rec.Away)...)
-		b = append(b, " away, catching up"...)
-		b = r.end(b)
-	case KindState:
-		b = append(b, "I came online late and learned "...)
-		b = strconv.AppendInt(b, int64(len(rec.Rooms)), 10)
-		if len(rec.Rooms) == 1 {
-			b = append(b, " live chat"...)
-		} else {
-			b = append(b, " live chats"...)
-		}
-		b = r.uid(append(b, " from "...), rec.By)
-	case KindSplit:
-		b = r.styled(b, styleNet, "the network split:")
-		b = append(b, ' ')
-		for i, side := range rec.Sides {
-			if i > 0 {
-				b = append(b, " | "...)
-			}
-			for j, u := range side {
-				if j > 0 {
-					b = append(b, ", "...)
-				}
-				b = r.uid(b, u)
-			}
-		}
-	case KindHeal:
-		b = r.styled(b, styleNet, "the network healed")
-	}
+	b = recordKinds[rec.Kind].text(r, b, rec)
 	return append(b, '\n')
 }
 
@@ -411,12 +229,8 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	if !rec.Msg.IsZero() {
 		j.Msg, j.Text = rec.Msg.String(), messageText(rec.Msg)
 	}
-	switch {
-	case rec.Kind != KindStale: // a merge's event is for the page
-	case rec.EventKind == CreateEvent:
-		j.Event = "create"
-	case rec.EventKind == CloseEvent:
-		j.Event = "close"
+	if rec.Kind == KindStale { // a merge's event is for the page
+		j.Event = rec.EventKind.String()
 	}
 	if rec.Kind == KindReceive {
 		j.Late, j.Held = &rec.Late, rec.Held
@@ -464,14 +278,21 @@ func (l *lineBuffer) Write(p []byte) { l.b = append(l.b, p...) }
 // keep keeps the records the recording keeps: of a user's online
 // records, the first (see recording.keep).
 func (l *lineBuffer) keep(recs []Record) {
-	for _, r := range recs {
-		if r.Kind == KindOnline {
+	for i := range recs {
+		if recs[i].Kind == KindOnline {
 			if l.online {
 				continue
 			}
 			l.online = true
+			first := true // of the lines the record makes, only the first: see recording.keep
+			onlineRange(&recs[i], func(r *Record) {
+				if first {
+					l.recs, first = append(l.recs, *r), false
+				}
+			})
+			continue
 		}
-		l.recs = append(l.recs, r)
+		l.recs = append(l.recs, recs[i])
 	}
 }
 

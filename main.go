@@ -33,6 +33,10 @@ func main() {
 // maxUsers is the most users a run may have.
 const maxUsers = 100000
 
+// Every uid must fit in a packed stamp's uidBits: this fails to compile if
+// maxUsers grows past it.
+const _ = uint(1<<uidBits - 1 - maxUsers)
+
 // run is the whole program: it parses args, runs the simulation and prints
 // the summary, and returns the exit status: 0 when the run converged, 1 when
 // it did not (a bug), 2 on bad usage.

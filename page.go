@@ -129,7 +129,7 @@ const maxRaces = 200
 
 // pageOf lays out the page of a run from its report, its summary text and
 // its history; lines renders a record as the text log does.
-func pageOf(rep *Report, summary, startLine string, h *traced, rend renderer) *pageData {
+func pageOf(rep *Report, summary, startLine string, h *timeline, rend renderer) *pageData {
 	p := &pageData{
 		Title:     fmt.Sprintf("chatsim: %d users, seed %d", rep.Users, rep.Seed),
 		StartLine: strings.TrimSpace(startLine),
@@ -159,7 +159,7 @@ func pageOf(rep *Report, summary, startLine string, h *traced, rend renderer) *p
 }
 
 // layout draws the diagram.
-func (p *pageData) layout(rep *Report, h *traced, rend renderer) {
+func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 	rend.json, rend.color = false, false
 	users := rep.Online
 	p.LaneH = max(10, min(56, 720/max(users, 1)))
@@ -344,7 +344,7 @@ func wireArrow(w transmission, x, sec func(time.Duration) string, y func(int32) 
 
 // windowNote says what the diagram covers, of drawn deliveries, and what
 // it leaves out.
-func windowNote(rep *Report, h *traced, drawn int) string {
+func windowNote(rep *Report, h *timeline, drawn int) string {
 	note := fmt.Sprintf("The diagram shows %s to %s of the run: %s, %s drawn.",
 		fmtDur(h.shown.From), fmtDur(h.shown.To), plural(int64(len(h.recs)), "log record"), plural(int64(drawn), "delivery"))
 	left := max(0, rep.Traffic.Delivered-int64(drawn)) // of every event delivered in the run
@@ -400,91 +400,6 @@ func isAre(n int64) string {
 		return "is"
 	}
 	return "are"
-}
-
-// kindClass is the colour class of an event kind.
-func kindClass(k EventKind) string {
-	switch k {
-	case CreateEvent:
-		return "c-create"
-	case CloseEvent:
-		return "c-close"
-	case MessageEvent:
-		return "c-message"
-	}
-	return "c-other"
-}
-
-// markStyles are the classes and the shape of the marks of the kinds of
-// record whose style does not depend on the record; the others are in
-// markStyle.
-var markStyles = map[RecordKind][2]string{
-	KindCreate:        {"c-create send", "send"},
-	KindMessage:       {"c-message send", "send"},
-	KindClose:         {"c-close send", "close"},
-	KindJoin:          {"c-create", "dot"},
-	KindSee:           {"c-create", "dot"},
-	KindCloseSeen:     {"c-close", "dot"},
-	KindCreateFailed:  {"c-create failed", "failed"},
-	KindMessageFailed: {"c-message failed", "failed"},
-	KindCloseFailed:   {"c-close failed", "failed"},
-	KindState:         {"c-other", "star"},
-}
-
-// markStyle is a record's classes and the shape of its mark.
-func markStyle(r *Record) (class, shape string) {
-	kind := "m k-" + r.Kind.String() + " "
-	switch {
-	case r.Kind == KindReceive && r.Held:
-		return kind + "c-message race held", "held"
-	case r.Kind == KindReceive && r.Late:
-		return kind + "c-message race late", "ring"
-	case r.Kind == KindReceive:
-		return kind + "c-message", "dot"
-	case r.Kind == KindMerge:
-		return kind + kindClass(r.EventKind) + " race", "diamond"
-	case r.Kind == KindStale:
-		return kind + kindClass(r.EventKind) + " race", "cross"
-	}
-	if st, ok := markStyles[r.Kind]; ok {
-		return kind + st[0], st[1]
-	}
-	return kind + "c-other", "tick"
-}
-
-// arrowClass is the classes of a delivery's arrow, from the record of its
-// applying.
-func arrowClass(r *Record) string {
-	k, _ := appliedKey(r)
-	c := "a " + kindClass(k.kind)
-	switch {
-	case r.Kind == KindMerge:
-		c += " race merge"
-	case r.Kind == KindStale:
-		c += " race stale"
-	case r.Held:
-		c += " race held"
-	case r.Late:
-		c += " race late"
-	}
-	return c
-}
-
-// raceOf names the race a record shows, if it shows one.
-func raceOf(r *Record) string {
-	switch {
-	case r.Kind == KindMerge:
-		return "merge"
-	case r.Kind == KindStale:
-		return "outdated " + map[EventKind]string{CreateEvent: "create", CloseEvent: "close"}[r.EventKind] + " ignored"
-	case r.Kind == KindReceive && r.Held && r.Late:
-		return "held back, then late"
-	case r.Kind == KindReceive && r.Held:
-		return "held back"
-	case r.Kind == KindReceive && r.Late:
-		return "late delivery"
-	}
-	return ""
 }
 
 // roomsOf is the rooms a record concerns, space-separated.

@@ -49,12 +49,12 @@ func (w timeWindow) holds(t time.Duration) bool {
 const maxDrawn = 5000
 
 func newRecording(w timeWindow, maxDeliveries, users int, fast bool) *recording {
-	tr := &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1),
+	rc := &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1),
 		arrived: make([]time.Duration, users+1), fast: fast, sent: make(map[eventKey]bool)}
-	for i := range tr.arrived {
-		tr.arrived[i] = -1
+	for i := range rc.arrived {
+		rc.arrived[i] = -1
 	}
-	return tr
+	return rc
 }
 
 // recordKeeper takes a user's records after they are logged; once it is
@@ -67,77 +67,82 @@ type recordKeeper interface {
 
 // full reports whether the recording keeps nothing more that comes now:
 // its caps are reached, or the window is over.
-func (tr *recording) full() bool { return tr.closed.Load() }
+func (rc *recording) full() bool { return rc.closed.Load() }
 
 // setCut cuts at t: nothing at or after it is kept.
-func (tr *recording) setCut(t time.Duration) {
-	tr.cut = t
-	tr.closed.Store(true)
+func (rc *recording) setCut(t time.Duration) {
+	rc.cut = t
+	rc.closed.Store(true)
 }
 
 // keep takes records as the log has them. A user's records come in time
 // order, but two users' records may come in any order, so the cut is a
 // time: everything before it is kept, however late it comes.
-func (tr *recording) keep(recs []Record) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
+func (rc *recording) keep(recs []Record) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
 	for i := range recs {
-		r := &recs[i]
-		if r.Kind == KindOnline {
-			// Every user learns of every other: a million lines at the
-			// start of a run of a thousand users, and no one's action.
-			// Only a user's first is kept: where its lane starts.
-			if tr.online[r.User] {
-				continue
-			}
-			tr.online[r.User] = true
-			tr.arrived[r.User] = r.T
-		}
-		if r.User == 0 && r.T < tr.window.From {
-			// The network's last word before the window: a split that
-			// is still on when it starts is drawn from its start.
-			b := *r
-			tr.before = &b
-			continue
-		}
-		tr.horizon = max(tr.horizon, r.T)
-		if tr.window.To > 0 && r.T >= tr.window.To && tr.cut < 0 {
-			tr.setCut(tr.window.To)
-		}
-		k, applied := appliedKey(r)
-		if !tr.window.holds(r.T) || tr.cut >= 0 && r.T >= tr.cut {
-			continue
-		}
-		// In lockstep a sending is kept before anything applies what it
-		// sent, so a delivery whose sending is not here was sent before
-		// the window: it cannot be drawn, and would crowd out what can. In
-		// real time users' batches come in any order, so it is kept, on
-		// the budget of other records, and linked if its sending comes.
-		drawable := applied && tr.sent[k]
-		if applied && !drawable && tr.fast {
-			continue
-		}
-		n, limit := &tr.others, 2*tr.maxDrawn
-		if drawable {
-			n, limit = &tr.drawn, tr.maxDrawn
-		}
-		if tr.cut < 0 && *n >= limit {
-			tr.setCut(r.T)
-			tr.capped = true
-			continue
-		}
-		*n++
-		if sk, ok := sentKey(r); ok {
-			tr.sent[sk] = true
-		}
-		tr.recs = append(tr.recs, *r)
+		onlineRange(&recs[i], rc.keepOne)
 	}
 }
 
-// traced is what a trace holds, in an order that every delivery respects:
+// keepOne keeps one record the log shows, if it is in the window and the
+// caps allow.
+func (rc *recording) keepOne(r *Record) {
+	if r.Kind == KindOnline {
+		// Every user learns of every other: a million lines at the
+		// start of a run of a thousand users, and no one's action.
+		// Only a user's first is kept: where its lane starts.
+		if rc.online[r.User] {
+			return
+		}
+		rc.online[r.User] = true
+		rc.arrived[r.User] = r.T
+	}
+	if r.User == 0 && r.T < rc.window.From {
+		// The network's last word before the window: a split that
+		// is still on when it starts is drawn from its start.
+		b := *r
+		rc.before = &b
+		return
+	}
+	rc.horizon = max(rc.horizon, r.T)
+	if rc.window.To > 0 && r.T >= rc.window.To && rc.cut < 0 {
+		rc.setCut(rc.window.To)
+	}
+	k, applied := appliedKey(r)
+	if !rc.window.holds(r.T) || rc.cut >= 0 && r.T >= rc.cut {
+		return
+	}
+	// In lockstep a sending is kept before anything applies what it
+	// sent, so a delivery whose sending is not here was sent before
+	// the window: it cannot be drawn, and would crowd out what can. In
+	// real time users' batches come in any order, so it is kept, on
+	// the budget of other records, and linked if its sending comes.
+	drawable := applied && rc.sent[k]
+	if applied && !drawable && rc.fast {
+		return
+	}
+	n, limit := &rc.others, 2*rc.maxDrawn
+	if drawable {
+		n, limit = &rc.drawn, rc.maxDrawn
+	}
+	if rc.cut < 0 && *n >= limit {
+		rc.setCut(r.T)
+		rc.capped = true
+		return
+	}
+	*n++
+	if sk, ok := sentKey(r); ok {
+		rc.sent[sk] = true
+	}
+	rc.recs = append(rc.recs, *r)
+}
+
+// timeline is what a trace holds, in an order that every delivery respects:
 // by time, then as the log had them. Deliveries link each record of an
 // applied event to the record of its sending.
-type traced struct {
+type timeline struct {
 	recs    []Record
 	sentAt  []int // for each record: the index of the record that sent what it applied, or -1
 	first   []bool
@@ -151,22 +156,22 @@ type traced struct {
 }
 
 // history sorts the records kept and links deliveries to sends.
-func (tr *recording) history(users int) *traced {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	h := &traced{users: users, shown: tr.window, recs: slices.Clone(tr.recs), capped: tr.capped, end: tr.horizon,
-		arrived: slices.Clone(tr.arrived), perPort: tr.perPort}
-	if b := tr.before; b != nil {
+func (rc *recording) history(users int) *timeline {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	h := &timeline{users: users, shown: rc.window, recs: slices.Clone(rc.recs), capped: rc.capped, end: rc.horizon,
+		arrived: slices.Clone(rc.arrived), perPort: rc.perPort}
+	if b := rc.before; b != nil {
 		h.recs = append(h.recs, *b)
 	}
-	if tr.cut >= 0 {
-		h.shown.To = tr.cut
+	if rc.cut >= 0 {
+		h.shown.To = rc.cut
 	}
-	if h.shown.To == 0 || !tr.capped && h.shown.To > tr.horizon {
-		h.shown.To = max(tr.horizon, h.shown.From) // a window past the run's end ends with it
+	if h.shown.To == 0 || !rc.capped && h.shown.To > rc.horizon {
+		h.shown.To = max(rc.horizon, h.shown.From) // a window past the run's end ends with it
 	}
-	for _, w := range tr.wire {
-		if w.Sent >= h.shown.From && w.Sent <= h.shown.To && len(h.wire) < tr.maxDrawn {
+	for _, w := range rc.wire {
+		if w.Sent >= h.shown.From && w.Sent <= h.shown.To && len(h.wire) < rc.maxDrawn {
 			h.wire = append(h.wire, w)
 		}
 	}
@@ -202,46 +207,4 @@ func (tr *recording) history(users int) *traced {
 type appliedBy struct {
 	key  eventKey
 	user int32
-}
-
-// eventKey names one event a user sent: the create or the close of an
-// incarnation, or a message. Two users may close one incarnation, so a
-// close is named by its closer too.
-type eventKey struct {
-	kind  EventKind
-	stamp Stamp
-	from  int32
-}
-
-// sentKey is the event a record tells of sending, if any.
-func sentKey(r *Record) (eventKey, bool) {
-	switch r.Kind {
-	case KindCreate:
-		return eventKey{CreateEvent, r.Room, r.User}, true
-	case KindMessage:
-		return eventKey{MessageEvent, r.Msg, r.User}, true
-	case KindClose:
-		return eventKey{CloseEvent, r.Room, r.User}, true
-	}
-	return eventKey{}, false
-}
-
-// appliedKey is the event a record tells of applying, if any.
-func appliedKey(r *Record) (eventKey, bool) {
-	switch r.Kind {
-	case KindJoin, KindSee:
-		return eventKey{CreateEvent, r.Room, r.By}, true
-	case KindReceive:
-		return eventKey{MessageEvent, r.Msg, r.By}, true
-	case KindCloseSeen:
-		return eventKey{CloseEvent, r.Room, r.By}, true
-	case KindStale:
-		return eventKey{r.EventKind, r.Room, r.By}, true
-	case KindMerge:
-		if r.Won {
-			return eventKey{r.EventKind, r.Room, r.By}, true
-		}
-		return eventKey{CreateEvent, r.Dropped, r.By}, true
-	}
-	return eventKey{}, false
 }

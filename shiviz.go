@@ -25,7 +25,7 @@ const shivizRegexp = `(?<event>.*)\n(?<host>\S*) (?<clock>{.*})`
 const maxShiVizUsers = 64
 
 // writeShiViz writes the history as a ShiViz log; rend renders the lines.
-func writeShiViz(w io.Writer, h *traced, rend renderer) error {
+func writeShiViz(w io.Writer, h *timeline, rend renderer) error {
 	rend.json, rend.color = false, false
 	bw := bufio.NewWriter(w)
 	bw.WriteString(shivizRegexp + "\n\n")

@@ -96,9 +96,6 @@ func newUser(net *Network, uid int32, o userOptions, out lineWriter, keep record
 	if !o.clock.virtual {
 		u.lat = new(hist)
 	}
-	if (o.quiet || o.hidden) && o.log {
-		u.view.LogFirstOnlineOnly() // the records feed only a page
-	}
 	return u
 }
 
@@ -269,7 +266,7 @@ func (u *User) flushLog() {
 // printed or kept.
 func (u *User) keepOrStop() {
 	if u.keep != nil && (u.opts.quiet || u.opts.hidden) && u.keep.full() {
-		u.view.StopRecords()
+		u.view.KeepRecords(false)
 		u.keep = nil
 	}
 }

@@ -1,0 +1,55 @@
+package main
+
+import "time"
+
+// RecordKind is what a log record tells. How each kind reads in the log, in
+// JSON and on the page is in one table, recordKinds (kinds.go): the core only
+// makes records.
+type RecordKind uint8
+
+// The kinds of log records; their names are the JSON "kind" values.
+const (
+	KindOnline RecordKind = iota + 1
+	KindCreate
+	KindCreateFailed
+	KindJoin
+	KindSee
+	KindMerge
+	KindMessage
+	KindMessageFailed
+	KindReceive
+	KindClose
+	KindCloseFailed
+	KindCloseSeen
+	KindStale
+	KindOffline // the user went offline
+	KindBack    // the user is back
+	KindState   // a late joiner learned the rooms from a peer
+	KindSplit   // the network split: a network line, with no user
+	KindHeal    // the network healed: a network line
+
+	numKinds = iota + 1 // one past the last kind
+)
+
+// Record is one line of the log, from the perspective of User, or of the
+// network when User is 0. Fields that do not apply to a kind are zero.
+type Record struct {
+	T         time.Duration // simulation time since the start
+	User      int32
+	Kind      RecordKind
+	Room      Stamp     // the incarnation concerned (for a merge, the one kept)
+	Dropped   Stamp     // merge: the incarnation dropped
+	Group     *Group    // members, where a room is announced
+	By        int32     // who caused it: creator, sender or closer
+	Peer      int32     // online: the first user that came online
+	PeerTo    int32     // online: the last user that came online at once, or 0 for Peer alone
+	Msg       Stamp     // message id
+	EventKind EventKind // stale: the kind of event ignored; merge: of the event applied
+	Won       bool      // merge: the event applied named the room kept, not the one dropped
+	Late      bool      // receive: the incarnation is no longer live in this view
+	Held      bool      // receive: the message waited for its room to be known
+	Reason    string
+	Away      time.Duration // back: how long the user was away
+	Rooms     []Stamp       // state: the live rooms right after the transfer
+	Sides     [][]int32     // split: the users on each side; a bridge is on both
+}
