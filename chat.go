@@ -494,6 +494,10 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		}
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
 		v.tombs.push(tomb{g.key, s.packed}, v.epoch)
+	case s.is(member) && !s.is(listed):
+		// A newer create replaced a room learned from a state transfer,
+		// whose members were unknown: now they are.
+		v.list(&s, g)
 	}
 	v.store(g.key, s)
 	if s.is(holds) {

@@ -499,3 +499,29 @@ func TestFingerprints(t *testing.T) {
 		t.Error("equal groups have different fingerprints")
 	}
 }
+
+// A late joiner learns a room from a state transfer, its members unknown;
+// then the create of a concurrent duplicate with a greater stamp arrives.
+// The joiner is a member of the group: the room it keeps is one it is in,
+// listed for its actions.
+func TestStateRoomReplacedByNewerCreate(t *testing.T) {
+	w := newWorld(t, 3)
+	g := w.group(1, 2, 3)
+	older := w.v(1).Create(g, 0)
+	newer := w.v(2).Create(g, 0) // concurrent: neither knew of the other
+	if !older.Room.Less(newer.Room) {
+		older, newer = newer, older
+	}
+	joiner := NewView(3, true)
+	joiner.ApplyState(&Event{Kind: StateEvent, From: 1, State: []RoomState{{Key: g.key, Packed: older.Room.pack()}}}, 0)
+	if joiner.RoomCount() != 0 || joiner.LiveCount() != 1 {
+		t.Fatalf("after the state: in %d rooms, %d live; want 0 and 1 (members unknown)", joiner.RoomCount(), joiner.LiveCount())
+	}
+	joiner.Apply(newer, 0)
+	if err := joiner.invariants(); err != nil {
+		t.Fatal(err)
+	}
+	if joiner.RoomCount() != 1 || joiner.Rooms()[0] != newer.Room {
+		t.Errorf("after the newer create: in %d rooms, live %v; want to be in %s", joiner.RoomCount(), joiner.Rooms(), newer.Room)
+	}
+}
