@@ -120,7 +120,8 @@ func benchChatsim(b *testing.B, n int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.begin(ctx)
-	l := s.newLockstep(ctx)
+	l := s.newLockstep(ctx, s.first)
+	s.first = nil
 	for range warmTicks {
 		l.step()
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/binary"
 	"hash/maphash"
 	"iter"
@@ -218,11 +217,6 @@ type Event struct {
 	Sent  time.Duration // simulation time of sending, since the start
 	Epoch uint64        // the epoch it was sent in: see View on reclaiming
 	State []RoomState   // StateEvent: every group the sender knows of
-
-	// task is the runtime/trace task of the action that sent the event,
-	// set only while -trace is on: recipients log their delivery to it, so
-	// that go tool trace shows who reached whom.
-	task context.Context
 }
 
 // ID is the event's own stamp: a message id or, for a create, a room id.

@@ -79,7 +79,7 @@ func TestFastStateStaysBounded(t *testing.T) {
 	rep, _ := s.run(context.Background())
 	requireConverged(t, rep)
 	for _, u := range s.users {
-		v := u.finalView()
+		v := u.peer.view
 		reclaimAll(v)
 		if v.entries() != v.LiveCount() || len(v.owned) != 0 || v.tombs.len() != 0 || v.replacedOwn.len() != 0 {
 			t.Errorf("%s keeps %d entries for %d live rooms, %d own records, %d tombstones, %d replaced own rooms",
@@ -344,9 +344,9 @@ func TestJSONSchema(t *testing.T) {
 	})
 }
 
-// A fast run keeps no phase it has finished: the first is garbage once the
+// A fast run keeps no round it has finished: the first is garbage once the
 // users have moved past it, however long the run.
-func TestFastKeepsNoOldPhases(t *testing.T) {
+func TestFastKeepsNoOldRounds(t *testing.T) {
 	var out bytes.Buffer
 	s := newSim(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3, Quiet: true, Fast: true, Duration: 1000 * time.Second}, &out, &out)
 	first := weak.Make(s.first)
@@ -354,7 +354,7 @@ func TestFastKeepsNoOldPhases(t *testing.T) {
 	requireConverged(t, rep)
 	runtime.GC()
 	if first.Value() != nil {
-		t.Error("the first phase is still reachable after the run")
+		t.Error("the first round is still reachable after the run")
 	}
 }
 

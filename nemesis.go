@@ -27,7 +27,7 @@ import (
 // At the stop, end heals the network and brings everyone online, so that
 // the drain can deliver everything.
 type nemesis struct {
-	net       *Network
+	net       *faults
 	rng       *rand.Rand
 	users     int32
 	splitMax  int64
@@ -55,7 +55,7 @@ type faultTally struct {
 
 // newNemesis draws the schedule. splitMax and offMax are in ticks (0:
 // none), joinBy is the last tick a late joiner may come online.
-func newNemesis(net *Network, seed uint64, users int, splitMax, offMax int64, join int, joinBy int64) *nemesis {
+func newNemesis(net *faults, seed uint64, users int, splitMax, offMax int64, join int, joinBy int64) *nemesis {
 	m := &nemesis{
 		net:       net,
 		rng:       rand.New(rand.NewPCG(seed, 0x6e656d)),

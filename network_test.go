@@ -14,31 +14,32 @@ import (
 // realNetwork is a real-time network of users users with inboxes of the
 // given capacity.
 func realNetwork(users, inbox int) *Network {
-	return newNetwork(netConfig{users: users, inbox: inbox, tick: time.Second})
+	return newNetwork(netConfig{users: users, inbox: inbox, tick: time.Second, sched: realSchedule{},
+		capacity: networkCapacity * int64(users)})
 }
 
 // Admission never waits: past the capacity it refuses, and room given
 // back can be taken again. A refusal leaves nothing counted.
 func TestAdmissionRefusesWhenFull(t *testing.T) {
-	n := realNetwork(2, 64) // capacity 128
-	e, ok := n.admit(100)
+	ep := newEpochs(128)
+	e, ok := ep.admit(100)
 	if !ok || e != 1 {
 		t.Fatalf("admit(100) = %d, %v; want epoch 1, admitted", e, ok)
 	}
-	if _, ok := n.admit(29); ok {
+	if _, ok := ep.admit(29); ok {
 		t.Fatal("admitted 129 deliveries into a capacity of 128")
 	}
-	if got := n.inflight.Load(); got != 100 {
+	if got := ep.inflight.Load(); got != 100 {
 		t.Fatalf("a refusal left %d in flight, want 100", got)
 	}
-	if _, ok := n.admit(28); !ok {
+	if _, ok := ep.admit(28); !ok {
 		t.Fatal("refused 128 deliveries into a capacity of 128")
 	}
-	n.retire(e, 100)
-	if _, ok := n.admit(100); !ok {
+	ep.retire(e, 100)
+	if _, ok := ep.admit(100); !ok {
 		t.Fatal("room given back cannot be taken again")
 	}
-	if got := n.byEpoch[1].Load(); got != 128 {
+	if got := ep.byEpoch[1].Load(); got != 128 {
 		t.Errorf("epoch 1 counts %d, want 128", got)
 	}
 }
@@ -46,79 +47,79 @@ func TestAdmissionRefusesWhenFull(t *testing.T) {
 // An epoch is stable only once every delivery counted under it has been
 // retired, and never before the current epoch is two past it.
 func TestStableWaitsForEveryDelivery(t *testing.T) {
-	n := realNetwork(4, 64)
-	e, _ := n.admit(3)
+	ep := newEpochs(256)
+	e, _ := ep.admit(3)
 	for range 5 {
-		n.advanceEpoch()
+		ep.advance()
 	}
-	if w, _ := n.stability(); w != e {
+	if w, _ := ep.stability(); w != e {
 		t.Fatalf("stable %d with 3 deliveries of epoch %d in flight, want %d", w, e, e)
 	}
-	n.retire(e, 2)
-	n.advanceEpoch()
-	if w, _ := n.stability(); w != e {
+	ep.retire(e, 2)
+	ep.advance()
+	if w, _ := ep.stability(); w != e {
 		t.Fatalf("stable %d with 1 delivery of epoch %d in flight, want %d", w, e, e)
 	}
-	n.retire(e, 1)
-	n.advanceEpoch()
-	w, h := n.stability()
-	// The epoch the clock judged last is two before the one it started.
-	if epoch := n.epoch.Load(); w != epoch-2 || h != epoch {
+	ep.retire(e, 1)
+	ep.advance()
+	w, h := ep.stability()
+	// The epoch the ticker judged last is two before the one it started.
+	if epoch := ep.epoch.Load(); w != epoch-2 || h != epoch {
 		t.Errorf("stable %d, horizon %d at epoch %d; want %d and %d", w, h, epoch, epoch-2, epoch)
 	}
 }
 
-// Users admitting, sending and retiring while the clock advances epochs:
+// Users admitting, sending and retiring while the ticker advances epochs:
 // while a user holds a count under epoch e, the stable epoch never passes
 // e, however the goroutines interleave.
 func TestStableNeverPassesACountedEpoch(t *testing.T) {
-	n := realNetwork(8, 64)
+	ep := newEpochs(512)
 	stop := make(chan struct{})
-	var clock, users sync.WaitGroup
-	clock.Go(func() {
+	var ticker, users sync.WaitGroup
+	ticker.Go(func() {
 		for {
 			select {
 			case <-stop:
 				return
 			default:
-				n.advanceEpoch()
+				ep.advance()
 			}
 		}
 	})
 	for range 4 {
 		users.Go(func() {
 			for range 20000 {
-				e, ok := n.admit(1)
+				e, ok := ep.admit(1)
 				if !ok {
 					continue
 				}
-				if w, _ := n.stability(); w > e {
+				if w, _ := ep.stability(); w > e {
 					t.Errorf("stable %d passed epoch %d, which still counts a delivery", w, e)
 				}
-				n.retire(e, 1)
+				ep.retire(e, 1)
 			}
 		})
 	}
 	users.Wait()
 	close(stop)
-	clock.Wait()
+	ticker.Wait()
 }
 
-// The clock stops advancing the epoch rather than reuse the slot of one
+// The ticker stops advancing the epoch rather than reuse the slot of one
 // that is not stable: a delivery that never arrives holds every epoch.
 func TestEpochRingStopsAdvancing(t *testing.T) {
-	n := realNetwork(2, 64)
-	e, _ := n.admit(1)
+	ep := newEpochs(128)
+	e, _ := ep.admit(1)
 	for range 3 * epochRing {
-		n.advanceEpoch()
+		ep.advance()
 	}
-	w, _ := n.stability()
-	if epoch := n.epoch.Load(); w != e || epoch-w >= epochRing {
+	w, _ := ep.stability()
+	if epoch := ep.epoch.Load(); w != e || epoch-w >= epochRing {
 		t.Fatalf("stable %d, epoch %d: the ring of %d was overrun", w, epoch, epochRing)
 	}
-	n.retire(e, 1)
-	n.advanceEpoch()
-	if w, _ := n.stability(); w == e {
+	ep.retire(e, 1)
+	ep.advance()
+	if w, _ := ep.stability(); w == e {
 		t.Error("stable did not move once the delivery was retired")
 	}
 }
@@ -167,9 +168,10 @@ func TestLockstepStabilityWithPorts(t *testing.T) {
 	for delay := int64(0); delay <= 4; delay++ {
 		t.Run(fmt.Sprintf("delay=%d", delay), func(t *testing.T) {
 			const tick = time.Second
-			n := newNetwork(netConfig{users: 2, inbox: 1 << 12, fast: true, tick: tick, delay: time.Duration(delay) * tick})
-			a := n.connect(1, rand.New(rand.NewPCG(uint64(delay), 1)), 1)
-			b := n.connect(2, rand.New(rand.NewPCG(uint64(delay), 2)), 1)
+			sched := tickSchedule{tick, delay}
+			n := newNetwork(netConfig{users: 2, inbox: 1 << 12, tick: tick, sched: sched})
+			a := newStepPort(n, 1, rand.New(rand.NewPCG(uint64(delay), 1)), 1, sched)
+			b := newStepPort(n, 2, rand.New(rand.NewPCG(uint64(delay), 2)), 1, sched)
 			pending := map[*Event]bool{} // sent to b, not yet applied
 			met := false
 			for now := int64(1); now <= 300; now++ {
@@ -187,11 +189,11 @@ func TestLockstepStabilityWithPorts(t *testing.T) {
 				for len(b.inbox) > 0 {
 					b.file(<-b.inbox)
 				}
-				b.eachDue(now, func(d Delivery) { delete(pending, d.Event) })
+				b.due(now)(func(d Delivery) { delete(pending, d.Event) })
 				for range 3 {
 					ev := &Event{From: 1, Sent: time.Duration(now) * tick, Epoch: uint64(now)}
 					pending[ev] = true
-					a.send(2, ev)
+					a.transmit(2, Delivery{Event: ev}, txFirst, ev.Sent)
 				}
 			}
 			if !met {
@@ -207,8 +209,8 @@ func TestLockstepStabilityWithPorts(t *testing.T) {
 func TestSendWhileBothInboxesFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := realNetwork(2, 1)
-		a := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
-		b := n.connect(2, rand.New(rand.NewPCG(1, 2)), 1)
+		a := newRealPort(n, 1, rand.New(rand.NewPCG(1, 1)), 1)
+		b := newRealPort(n, 2, rand.New(rand.NewPCG(1, 2)), 1)
 		old := &Event{Kind: CloseEvent, From: 9, Clock: 1}
 		a.inbox <- Delivery{Event: old}
 		b.inbox <- Delivery{Event: old}
@@ -219,17 +221,17 @@ func TestSendWhileBothInboxesFull(t *testing.T) {
 		sent, stop := make(chan struct{}), make(chan struct{})
 		var wg sync.WaitGroup
 		for _, c := range []struct {
-			p  *Port
+			p  *realPort
 			to int32
 			ev *Event
 		}{{a, 2, evA}, {b, 1, evB}} {
 			wg.Go(func() {
-				c.p.send(c.to, c.ev)
+				c.p.transmit(c.to, Delivery{Event: c.ev}, txFirst, 0)
 				sent <- struct{}{}
 				for {
 					select {
 					case d := <-c.p.inbox:
-						c.p.accept(d)
+						c.p.hold(d)
 					case <-stop:
 						return
 					}
@@ -243,15 +245,15 @@ func TestSendWhileBothInboxesFull(t *testing.T) {
 		// Nothing is lost and each sender's order holds: every port has the
 		// delivery that was in its way, then the other's create.
 		for _, c := range []struct {
-			p     *Port
+			p     *realPort
 			other *Event
 		}{{a, evB}, {b, evA}} {
 			for len(c.p.inbox) > 0 {
-				c.p.accept(<-c.p.inbox)
+				c.p.hold(<-c.p.inbox)
 			}
 			var got []*Event
-			for d, ok := c.p.nextBacklog(); ok; d, ok = c.p.nextBacklog() {
-				got = append(got, d.Event)
+			for c.p.backlog.len() > 0 {
+				got = append(got, c.p.backlog.pop().Event)
 			}
 			if !slices.Equal(got, []*Event{old, c.other}) {
 				t.Errorf("%s received %v, want the old delivery, then the other's create", uidName(c.p.uid), got)
@@ -264,23 +266,24 @@ func TestSendWhileBothInboxesFull(t *testing.T) {
 // in, once per batch.
 func TestRetireAppliedGivesBackByEpoch(t *testing.T) {
 	n := realNetwork(2, 64)
-	p := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
-	e1, _ := n.admit(2)
-	n.epoch.Store(5)
-	e5, _ := n.admit(1)
+	u := &realUser{User: &User{UID: 1}, lat: new(hist), port: newRealPort(n, 1, rand.New(rand.NewPCG(1, 1)), 1)}
+	ep := n.ep
+	e1, _ := ep.admit(2)
+	ep.epoch.Store(5)
+	e5, _ := ep.admit(1)
 	for _, e := range []uint64{e1, e1, e5} {
-		p.delivered(&Event{Epoch: e})
+		u.applied(&Event{Kind: MessageEvent, Epoch: e}, 0)
 	}
-	if n.inflight.Load() != 3 {
+	if ep.inflight.Load() != 3 {
 		t.Fatal("room went back before the batch ended")
 	}
-	p.retireApplied()
-	if n.inflight.Load() != 0 || n.byEpoch[e1].Load() != 0 || n.byEpoch[e5].Load() != 0 {
+	u.port.retire()
+	if ep.inflight.Load() != 0 || ep.byEpoch[e1].Load() != 0 || ep.byEpoch[e5].Load() != 0 {
 		t.Errorf("after retiring: %d in flight, epoch %d counts %d, epoch %d counts %d",
-			n.inflight.Load(), e1, n.byEpoch[e1].Load(), e5, n.byEpoch[e5].Load())
+			ep.inflight.Load(), e1, ep.byEpoch[e1].Load(), e5, ep.byEpoch[e5].Load())
 	}
-	if p.applied != 3 {
-		t.Errorf("applied %d, want 3", p.applied)
+	if u.port.applied != 3 {
+		t.Errorf("applied %d, want 3", u.port.applied)
 	}
 }
 
@@ -289,8 +292,9 @@ func TestRetireAppliedGivesBackByEpoch(t *testing.T) {
 // then by sender.
 func TestBucketOrderOnLongRuns(t *testing.T) {
 	const tick = time.Second
-	n := newNetwork(netConfig{users: 2, inbox: 64, fast: true, tick: tick, delay: 3 * tick})
-	p := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
+	sched := tickSchedule{tick, 3}
+	n := newNetwork(netConfig{users: 2, inbox: 64, tick: tick, sched: sched})
+	p := newStepPort(n, 1, rand.New(rand.NewPCG(1, 1)), 1, sched)
 	due := time.Duration(1<<23+2) * tick
 	late := &Event{From: 1, Sent: time.Duration(1<<23) * tick}
 	early := &Event{From: 2, Sent: time.Duration(1<<23-1) * tick}
@@ -299,12 +303,12 @@ func TestBucketOrderOnLongRuns(t *testing.T) {
 		p.file(Delivery{Event: ev, Due: due})
 	}
 	var got []*Event
-	p.eachDue(1<<23+2, func(d Delivery) { got = append(got, d.Event) })
+	p.due(1<<23 + 2)(func(d Delivery) { got = append(got, d.Event) })
 	if want := []*Event{sameTick, early, late}; !slices.Equal(got, want) {
 		t.Errorf("order %v, want %v", got, want)
 	}
 	var again int
-	p.eachDue(1<<23+2, func(Delivery) { again++ })
+	p.due(1<<23 + 2)(func(Delivery) { again++ })
 	if again != 0 {
 		t.Errorf("a bucket gave %d events twice", again)
 	}
@@ -316,21 +320,21 @@ func TestBucketOrderOnLongRuns(t *testing.T) {
 func TestDueTimes(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
+		sched    schedule
 		fast     bool
 		delay    time.Duration
 		min, max time.Duration
 	}{
-		{"lockstep", true, 0, time.Second, time.Second},
-		{"lockstep delay", true, 2500 * time.Millisecond, time.Second, 4 * time.Second},
-		{"real time", false, 0, 0, 0},
-		{"real time delay", false, 300 * time.Millisecond, 0, 300 * time.Millisecond},
+		{"lockstep", tickSchedule{time.Second, 0}, true, 0, time.Second, time.Second},
+		{"lockstep delay", tickSchedule{time.Second, 3}, true, 2500 * time.Millisecond, time.Second, 4 * time.Second},
+		{"real time", realSchedule{0}, false, 0, 0, 0},
+		{"real time delay", realSchedule{300 * time.Millisecond}, false, 300 * time.Millisecond, 0, 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := newNetwork(netConfig{users: 2, inbox: 64, fast: tc.fast, tick: time.Second, delay: tc.delay})
-			p := n.connect(1, rand.New(rand.NewPCG(1, 1)), 1)
+			rng := rand.New(rand.NewPCG(1, 1))
 			seen := map[time.Duration]bool{}
 			for range 1000 {
-				d := p.due(0)
+				d := tc.sched.due(0, rng)
 				if d < tc.min || d > tc.max || tc.fast && d%time.Second != 0 {
 					t.Fatalf("due %v, want whole ticks from %v to %v", d, tc.min, tc.max)
 				}

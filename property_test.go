@@ -34,15 +34,11 @@ type history struct {
 	skew     time.Duration    // added to the true stable epoch
 
 	// With faults, what the reliable links let through: a delivery may
-	// wait any number of steps (loss, a partition, an outage), a create or
-	// a close may arrive twice, and the last user may come online late.
-	// Stability is then counted from what is in flight, as the network
-	// counts it.
-	faults    bool
-	late      int32         // the late joiner, or 0
-	joinAt    time.Duration // the step it comes online
-	joinPhase joinPhase
-	joinEpoch uint64
+	// wait any number of steps (loss, a partition, an outage), and a create
+	// or a close may arrive twice. Stability is then counted from what is
+	// in flight, as the network counts it. (Whole peers, with their links
+	// and late joiners, are played in peer_test.go.)
+	faults bool
 }
 
 // chooser makes a history's choices: a seeded source in the property test,
@@ -67,15 +63,6 @@ func (c *byteChooser) IntN(n int) int {
 
 func (c *byteChooser) Int64N(n int64) int64 { return int64(c.IntN(int(n))) }
 
-// withFaults turns faults on, with the last user joining late at step
-// joinAt if there are three users or more.
-func (h *history) withFaults(joinAt time.Duration) {
-	h.faults = true
-	if h.w.n >= 3 {
-		h.late, h.joinAt, h.joinPhase, h.joinEpoch = int32(h.w.n), joinAt, awaitNews, uint64(joinAt)
-	}
-}
-
 func newHistory(tb testing.TB, rng chooser, n int, maxDelay time.Duration) *history {
 	return &history{
 		w:        newWorld(tb, n),
@@ -87,16 +74,8 @@ func newHistory(tb testing.TB, rng chooser, n int, maxDelay time.Duration) *hist
 	}
 }
 
-// online reports whether u is online: everyone, but a late joiner before
-// its step.
-func (h *history) online(u int32) bool { return u != h.late || h.w.now >= h.joinAt }
-
-// act makes user u roll one of the three actions; a late joiner acts only
-// once it has its state.
+// act makes user u roll one of the three actions.
 func (h *history) act(u int32) {
-	if u == h.late && (!h.online(u) || h.joinPhase != notJoining) {
-		return
-	}
 	v := h.w.v(u)
 	var ev *Event
 	switch h.rng.IntN(3) {
@@ -118,9 +97,7 @@ func (h *history) act(u int32) {
 		h.closed[ev.Room] = true
 	}
 	for _, r := range h.w.recipients(ev) {
-		if h.online(r) {
-			h.send(r, ev)
-		}
+		h.send(r, ev)
 	}
 }
 
@@ -138,16 +115,12 @@ func (h *history) send(r int32, ev *Event) {
 func (h *history) group(u int32) *Group {
 	g := newGroup(h.w.n, u)
 	for o := int32(1); o <= int32(h.w.n); o++ {
-		if o != u && h.rng.IntN(2) == 1 && h.online(o) {
+		if o != u && h.rng.IntN(2) == 1 {
 			g.add(o)
 		}
 	}
 	if g.seal(); g.Size() < 2 {
-		o := u%int32(h.w.n) + 1
-		if !h.online(o) {
-			o = o%int32(h.w.n) + 1
-		}
-		g.add(o)
+		g.add(u%int32(h.w.n) + 1)
 		g.seal()
 	}
 	return g
@@ -157,14 +130,9 @@ func (h *history) apply(i int) {
 	d := h.pending[i]
 	h.pending = slices.Delete(h.pending, i, i+1)
 	v := h.w.v(d.to)
-	if d.ev.Kind == StateEvent {
-		v.ApplyState(d.ev, h.w.now)
-		h.joinPhase = notJoining
-	} else {
-		v.Apply(d.ev, h.w.now)
-	}
+	v.Apply(d.ev, h.w.now)
 	h.collect(v)
-	if h.faults && d.ev.Kind != MessageEvent && d.ev.Kind != StateEvent && h.rng.IntN(5) == 4 { // never once fuzz input runs out
+	if h.faults && d.ev.Kind != MessageEvent && h.rng.IntN(5) == 4 { // never once fuzz input runs out
 		// A duplicate of a create or a close, which a view takes twice
 		// unharmed. (A message's duplicate the links drop.)
 		h.pending = append(h.pending, inFlight{d.to, d.ev, h.w.now + time.Duration(h.rng.Int64N(int64(h.maxDelay)+1)), d.sent})
@@ -198,14 +166,9 @@ func (h *history) step() {
 		}
 		stable = uint64(max(0, int64(stable)+int64(h.skew)))
 	}
-	h.join(stable, horizon)
-	reclaim := stable
-	if h.late != 0 && h.joinPhase != notJoining {
-		reclaim = min(reclaim, uint64(h.joinAt)) // see Network.reclaimStability
-	}
 	for _, v := range h.w.views {
 		v.SetEpoch(uint64(h.w.now))
-		v.Expire(reclaim, horizon)
+		v.Expire(stable, horizon)
 		h.maxState = max(h.maxState, v.entries())
 		if err := v.invariants(); err != nil {
 			h.w.t.Fatalf("%s at %d: %v", uidName(v.Self()), h.w.now, err)
@@ -227,37 +190,8 @@ func (h *history) step() {
 	}
 }
 
-// join moves the late joiner on its way in, as User.join does: once the
-// stable epoch has passed its news, and then the horizon noted then, it
-// gets a snapshot of a peer online from the start.
-func (h *history) join(stable, horizon uint64) {
-	if h.late == 0 || h.w.now < h.joinAt {
-		return
-	}
-	switch h.joinPhase {
-	case awaitNews:
-		if stable > h.joinEpoch {
-			h.joinPhase, h.joinEpoch = awaitHorizon, horizon
-		}
-	case awaitHorizon:
-		if stable > h.joinEpoch {
-			peer := h.w.v(int32(1 + h.rng.IntN(int(h.late)-1)))
-			ev := &Event{Kind: StateEvent, From: peer.Self(), Epoch: uint64(h.w.now), State: peer.Snapshot()}
-			h.send(h.late, ev)
-			h.joinPhase = awaitState
-		}
-	}
-}
-
 // drain applies what is in flight in random order, then settles the views.
 func (h *history) drain() {
-	for h.late != 0 && h.joinPhase != notJoining {
-		h.w.now = max(h.w.now, h.joinAt)
-		h.step()
-		for len(h.pending) > 0 {
-			h.apply(h.rng.IntN(len(h.pending)))
-		}
-	}
 	for len(h.pending) > 0 {
 		h.apply(h.rng.IntN(len(h.pending)))
 	}
@@ -317,10 +251,7 @@ func runHistory(tb testing.TB, seed uint64, maxDelay, skew time.Duration, faults
 	rng := rand.New(rand.NewPCG(seed, 1))
 	n := 2 + rng.IntN(5)
 	h := newHistory(tb, rng, n, maxDelay)
-	h.skew = skew
-	if faults {
-		h.withFaults(time.Duration(1 + rng.IntN(40)))
-	}
+	h.skew, h.faults = skew, faults
 	for range 40 + rng.IntN(160) {
 		h.step()
 	}
@@ -459,9 +390,7 @@ func FuzzHistory(f *testing.F) {
 		n := 2 + c.IntN(4)
 		maxDelay := time.Duration(1 + c.IntN(6))
 		h := newHistory(t, c, n, maxDelay)
-		if c.IntN(2) == 1 {
-			h.withFaults(time.Duration(1 + c.IntN(30)))
-		}
+		h.faults = c.IntN(2) == 1
 		for steps := 0; len(c.data) > 0 && steps < 500; steps++ {
 			h.step()
 		}

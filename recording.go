@@ -208,3 +208,34 @@ type appliedBy struct {
 	key  eventKey
 	user int32
 }
+
+// wireKeeper keeps, for the page, each user's first perPort lost or resent
+// payload transmissions from the window's start: a bounded sample, however
+// long the run. Each port tells only its own, from its own goroutine, so
+// each keeps its own list.
+type wireKeeper struct {
+	from    time.Duration
+	perPort int
+	kept    [][]transmission // by uid
+}
+
+func newWireKeeper(users, perPort int, from time.Duration) *wireKeeper {
+	return &wireKeeper{from: from, perPort: perPort, kept: make([][]transmission, users+1)}
+}
+
+func (w *wireKeeper) wire(uid int32, t transmission) {
+	if k := &w.kept[uid]; len(*k) < w.perPort && t.Sent >= w.from && t.Event.Kind != AckEvent && t.Event.Kind != GapEvent {
+		*k = append(*k, t)
+	}
+}
+
+// all is every transmission kept, in an order that is the same for the
+// same run. Call it once the users have exited.
+func (w *wireKeeper) all() []transmission {
+	var all []transmission
+	for _, k := range w.kept {
+		all = append(all, k...)
+	}
+	sortTransmissions(all)
+	return all
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
 	"runtime/metrics"
 	"slices"
 	"sync"
@@ -67,7 +69,7 @@ type Sim struct {
 	net     *Network
 	out     *sink
 	stderr  io.Writer
-	clock   timebase
+	clock   simTime
 	rend    renderer
 	started time.Time // when the first tick could run: every user online
 	running sync.WaitGroup
@@ -75,17 +77,20 @@ type Sim struct {
 	flushStop chan struct{}
 	flusher   sync.WaitGroup
 
-	dropped []int64 // real time: ticks the clock dropped, by user index
+	dropped []int64 // real time: ticks the ticker dropped, by user index
+	lats    []*hist // real time: each user's send-to-apply latency
+	drain   *drain  // real time: the end of the run
 
 	nemesis   *nemesis      // the fault schedule; nil without faults
 	mem       *memWatch     // the memory limit; nil without one
 	memHit    chan struct{} // real time: closed when the memory limit is reached
 	recording *recording    // the records for -html and -shiviz; nil without them
+	wires     *wireKeeper   // the lost and resent transmissions a page draws; nil without them
 
 	// Lockstep.
-	first   *phase         // the phase users start in, until the coordinator takes it
-	barrier sync.WaitGroup // every phase's done
-	lines   []lineBuffer   // lines[i] holds user_{i+1}'s lines of a phase
+	first   *round         // the round users start in, until the coordinator takes it
+	barrier sync.WaitGroup // every round's done
+	lines   []lineBuffer   // lines[i] holds user_{i+1}'s lines of a round
 	ticks   int64          // action ticks run
 
 	runTime  time.Duration // simulated in fast mode
@@ -98,11 +103,8 @@ type Sim struct {
 
 func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 	s := &Sim{
-		cfg: cfg,
-		net: newNetwork(netConfig{
-			users: cfg.Users, inbox: inboxCapacity(cfg.Users), fast: cfg.Fast, tick: cfg.Tick, delay: cfg.Delay,
-			faulty: cfg.faulty(), loss: cfg.Loss, dup: cfg.Dup, keepLost: keepLost(cfg), keepFrom: cfg.Window.From,
-		}),
+		cfg:      cfg,
+		net:      newNetwork(netConfigOf(cfg)),
 		out:      newSink(stdout),
 		stderr:   stderr,
 		rend:     renderer{json: cfg.JSON, elapsed: cfg.Fast, color: cfg.Color && !cfg.JSON},
@@ -110,8 +112,10 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		delivers: newSeries(sparkWidth),
 	}
 	if cfg.Fast {
-		s.first = &phase{done: &s.barrier}
+		s.first = &round{done: &s.barrier}
 		s.lines = make([]lineBuffer, cfg.Users)
+	} else {
+		s.drain = &drain{faulty: cfg.faulty(), quiet: make(chan struct{}), over: make(chan struct{})}
 	}
 	if cfg.MaxMem > 0 {
 		s.mem = newMemWatch(cfg)
@@ -127,9 +131,28 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 			}
 			return max(1, wholeTicks(d, cfg.Tick))
 		}
-		s.nemesis = newNemesis(s.net, cfg.Seed, cfg.Users, ticks(cfg.Partition), ticks(cfg.Offline), cfg.Join, cfg.joinBy())
+		s.nemesis = newNemesis(s.net.faults, cfg.Seed, cfg.Users, ticks(cfg.Partition), ticks(cfg.Offline), cfg.Join, cfg.joinBy())
+		if cfg.HTML != "" {
+			s.wires = newWireKeeper(cfg.Users, keepLost(cfg), cfg.Window.From)
+			s.net.wires = s.wires
+		}
 	}
 	return s
+}
+
+// netConfigOf is the network of a run: its mode's schedule, and with
+// faults the fault layer.
+func netConfigOf(cfg Config) netConfig {
+	c := netConfig{users: cfg.Users, inbox: inboxCapacity(cfg.Users), tick: cfg.Tick,
+		sched: realSchedule{cfg.Delay}, transit: cfg.Tick + cfg.Delay, capacity: networkCapacity * int64(cfg.Users)}
+	if cfg.Fast {
+		ts := tickSchedule{cfg.Tick, wholeTicks(cfg.Delay, cfg.Tick)}
+		c.sched, c.transit, c.capacity = ts, time.Duration(ts.delayTicks+1)*cfg.Tick, math.MaxInt64
+	}
+	if cfg.faulty() {
+		c.faults = newFaults(cfg.Users, cfg.Loss, cfg.Dup)
+	}
+	return c
 }
 
 // run runs the simulation until ctx ends, the duration passes or the
@@ -147,7 +170,7 @@ func (s *Sim) run(ctx context.Context) (*Report, error) {
 
 // begin starts the output's flusher and brings the users online.
 func (s *Sim) begin(ctx context.Context) {
-	s.clock = timebase{t0: time.Now(), virtual: s.cfg.Fast}
+	s.clock = simTime{t0: time.Now(), virtual: s.cfg.Fast}
 	if !s.cfg.Fast {
 		s.rend.base = s.clock.t0
 	}
@@ -164,8 +187,8 @@ func (s *Sim) end() (*Report, error) {
 	close(s.flushStop)
 	s.flusher.Wait()
 	err := s.out.Flush()
-	if s.recording != nil {
-		s.recording.wire, s.recording.perPort = s.net.transmissions(), keepLost(s.cfg)
+	if s.wires != nil {
+		s.recording.wire, s.recording.perPort = s.wires.all(), s.wires.perPort
 	}
 	return s.report(), err
 }
@@ -185,18 +208,6 @@ func keepLost(cfg Config) int {
 // batched, so that start-up costs O(users) messages per user, not O(users²)
 // in all.
 func (s *Sim) startUsers(ctx context.Context) {
-	opts := userOptions{
-		users:  s.cfg.Users,
-		chance: s.cfg.Chance,
-		tick:   s.cfg.Tick,
-		seed:   s.cfg.Seed,
-		clock:  s.clock,
-		log:    !s.cfg.Quiet || s.recording != nil,
-		quiet:  s.cfg.Quiet,
-		rend:   s.rend,
-		faulty: s.cfg.faulty(),
-		listen: s.cfg.Join > 0,
-	}
 	online := int32(s.cfg.Users - s.cfg.Join) // the others come late, unannounced
 	batch := int32(max(1, int(online)/256))
 	var announced int32 // every started user knows user_1..user_announced
@@ -204,29 +215,7 @@ func (s *Sim) startUsers(ctx context.Context) {
 		if ctx.Err() != nil {
 			break
 		}
-		var out lineWriter = s.out
-		var keep recordKeeper
-		if s.recording != nil {
-			keep = s.recording
-		}
-		if s.cfg.Fast {
-			out = &s.lines[k-1]
-			if s.recording != nil {
-				s.lines[k-1].rec = s.recording
-				keep = &s.lines[k-1]
-			}
-		}
-		opts.late = k > online
-		opts.hidden = s.cfg.Follow != nil && !slices.Contains(s.cfg.Follow, k)
-		opts.log = !s.cfg.Quiet && !opts.hidden || s.recording != nil
-		u := newUser(s.net, k, opts, out, keep)
-		s.users = append(s.users, u)
-		if s.cfg.Fast {
-			first := s.first
-			s.running.Go(func() { u.runFast(first) })
-		} else {
-			s.running.Go(u.runReal)
-		}
+		u := s.newUser(k, k > online)
 		if k > online {
 			continue
 		}
@@ -240,6 +229,49 @@ func (s *Sim) startUsers(ctx context.Context) {
 			announced = k
 		}
 	}
+}
+
+// newUser makes user k, its peer and its port, and starts its loop in the
+// run's mode. A late joiner is not online yet.
+func (s *Sim) newUser(k int32, late bool) *User {
+	cfg := s.cfg
+	hidden := cfg.Follow != nil && !slices.Contains(cfg.Follow, k)
+	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
+	u := &User{
+		UID:         k,
+		UserChannel: make(chan Online, 16),
+		peer: newPeer(k, peerConfig{users: cfg.Users, chance: cfg.Chance, faulty: cfg.faulty(), latecomer: late,
+			timing: s.net.timing, log: !cfg.Quiet && !hidden || s.recording != nil}, rng),
+		out:    s.out,
+		rend:   s.rend,
+		quiet:  cfg.Quiet,
+		hidden: hidden,
+		listen: cfg.Join > 0,
+		faulty: cfg.faulty(),
+	}
+	if s.recording != nil {
+		u.keep = s.recording
+	}
+	s.users = append(s.users, u)
+	if cfg.Fast {
+		lb := &s.lines[k-1]
+		u.out = lb
+		if s.recording != nil {
+			lb.rec = s.recording
+			u.keep = lb
+		}
+		su := &stepUser{User: u, tick: cfg.Tick, port: newStepPort(s.net, k, rng, cfg.Seed, s.net.sched.(tickSchedule))}
+		u.EventChannel = su.port.inbox
+		first := s.first
+		s.running.Go(func() { su.run(first) })
+		return u
+	}
+	ru := &realUser{User: u, clock: s.clock, tick: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain,
+		port: newRealPort(s.net, k, rng, cfg.Seed)}
+	u.EventChannel = ru.port.inbox
+	s.lats = append(s.lats, ru.lat)
+	s.running.Go(ru.run)
+	return u
 }
 
 // applyFaults carries out tick t of the fault schedule, or ends every
@@ -273,22 +305,22 @@ func (s *Sim) applyFaults(t int64, now time.Duration, stopped bool) {
 
 // announce tells everyone online before it that late joiner j is online,
 // and j who they are. The news is counted in flight until each has learned
-// it, and j waits for that before it asks for the rooms: see User.join.
+// it, and j waits for that before it asks for the rooms: see Peer.arrive.
 func (s *Sim) announce(j int32) {
 	if int(j) > len(s.users) {
 		return // stopped during start-up: j never started
 	}
-	e := s.net.count(int64(j - 1))
-	s.net.joinPending(j, e)
+	e := s.net.ep.count(int64(j - 1))
+	s.net.ep.joinPending(j, e)
 	for _, old := range s.users[:j-1] {
 		old.UserChannel <- Online{First: j, Last: j, Epoch: e}
 	}
 	s.users[j-1].UserChannel <- Online{First: 1, Last: j - 1}
 }
 
-// runReal starts the clock, which ticks every user at its own random phase,
-// lets users act until the run ends, then stops them and waits for the
-// drain.
+// runReal starts the ticker, which ticks every user at its own random
+// phase, lets users act until the run ends, then stops them and waits for
+// the drain.
 func (s *Sim) runReal(ctx context.Context) {
 	var sampler sync.WaitGroup
 	sampleStop := make(chan struct{})
@@ -300,15 +332,16 @@ func (s *Sim) runReal(ctx context.Context) {
 		end = t.C
 	}
 	s.started = time.Now()
-	// With faults the clock goes on ticking in the drain, until the users
-	// have exited: it ends the faults, advances the epoch and ticks the
-	// users, who tend their links, and it finds the network silent.
-	clockStop, stopping := make(chan struct{}), make(chan struct{})
-	var clock sync.WaitGroup
+	s.drain.expect(len(s.users))
+	// With faults the ticker goes on in the drain, until the users have
+	// exited: it ends the faults, advances the epoch and ticks the users,
+	// who tend their links, and it finds the network quiet.
+	tickerStop, stopping := make(chan struct{}), make(chan struct{})
+	var ticker sync.WaitGroup
 	s.dropped = make([]int64, len(s.users))
 	if ctx.Err() == nil {
-		// Every user is online: start the clock.
-		clock.Go(func() { s.runClock(stopping, clockStop) })
+		// Every user is online: start the ticker.
+		ticker.Go(func() { s.runTicker(stopping, tickerStop) })
 		select {
 		case <-ctx.Done():
 			s.stopped = "interrupted"
@@ -322,23 +355,22 @@ func (s *Sim) runReal(ctx context.Context) {
 	} else {
 		s.stopped = "interrupted"
 		if s.nemesis != nil {
-			clock.Go(func() { s.runClock(stopping, clockStop) })
+			ticker.Go(func() { s.runTicker(stopping, tickerStop) })
 		}
 	}
 	close(stopping)
 	if s.nemesis == nil {
-		close(clockStop)
-		clock.Wait()
+		close(tickerStop)
+		ticker.Wait()
 	}
 	s.runTime = time.Since(s.started)
 	for _, u := range s.users {
 		u.EventChannel <- Delivery{Event: stopMark}
 	}
-	s.net.closeWhenSilent()
 	s.running.Wait()
 	if s.nemesis != nil {
-		close(clockStop)
-		clock.Wait()
+		close(tickerStop)
+		ticker.Wait()
 	}
 	close(sampleStop)
 	sampler.Wait()
@@ -346,114 +378,12 @@ func (s *Sim) runReal(ctx context.Context) {
 
 // runFast runs the lockstep to its end.
 func (s *Sim) runFast(ctx context.Context) {
-	l := s.newLockstep(ctx)
+	l := s.newLockstep(ctx, s.first)
+	// Users hold the rounds they are in; the coordinator holds the next
+	// one. Nothing may keep the first, or it would keep every round after.
+	s.first = nil
 	for l.step() {
 	}
-}
-
-// lockstep is the fast-mode coordinator. Each step releases one tick to
-// every user and waits until all have finished it; when the run ends it
-// keeps releasing ticks without actions until every delivery has been
-// applied, then a final phase in which users settle their views. runFast
-// is a loop over step; a benchmark drives the same steps and looks between
-// them, as a driver does with etcd raft's RawNode.
-type lockstep struct {
-	s         *Sim
-	ctx       context.Context
-	p         *phase // the next phase to release
-	t         int64  // the last tick run
-	acting    bool
-	ended     bool // the faults have ended, for the drain
-	over      bool
-	limit     int64 // action ticks to run
-	reason    string
-	nextStats time.Duration
-}
-
-// newLockstep returns the coordinator of a fast run that has begun.
-func (s *Sim) newLockstep(ctx context.Context) *lockstep {
-	// Action ticks to run: -duration in whole ticks, rounded up, and never
-	// past maxSimTime, where simulated times would come near overflowing.
-	l := &lockstep{s: s, ctx: ctx, p: s.first, acting: true,
-		limit: int64(maxSimTime / s.cfg.Tick), reason: "simulated time limit reached", nextStats: s.cfg.Stats}
-	if s.cfg.Duration > 0 {
-		l.limit, l.reason = wholeTicks(s.cfg.Duration, s.cfg.Tick), "duration reached"
-	}
-	// Users hold the phases they are in; the coordinator holds the next
-	// one. Nothing may keep the first, or it would keep every phase after.
-	s.first = nil
-	s.started = time.Now()
-	return l
-}
-
-// step runs the next tick, and reports whether there is more to run: once
-// every delivery is applied after the stop it runs the final phase instead
-// and returns false.
-func (l *lockstep) step() bool {
-	s := l.s
-	if l.over {
-		return false
-	}
-	t := l.t + 1
-	if l.acting {
-		switch {
-		case t > l.limit:
-			s.stopped = l.reason
-		case l.ctx.Err() != nil:
-			s.stopped = "interrupted"
-		case isClosed(s.out.broken):
-			s.stopped = "output failed"
-		case s.mem != nil && s.mem.over(s.net.outstanding()):
-			s.memoryReached(t)
-		}
-		if s.stopped != "" {
-			l.acting, s.ticks = false, t-1
-		}
-	}
-	if s.nemesis != nil && !l.ended {
-		now := time.Duration(t-1) * s.cfg.Tick // the changes come between ticks t-1 and t
-		s.applyFaults(t, now, !l.acting)
-		l.ended = !l.acting
-	}
-	if !l.acting && s.net.outstanding() == 0 {
-		s.runTime = time.Duration(s.ticks) * s.cfg.Tick
-		l.p.final = true
-		s.runPhase(l.p)
-		l.over = true
-		return false
-	}
-	l.p.tick, l.p.act = t, l.acting
-	s.net.beginTick(t)
-	l.p = s.runPhase(l.p)
-	l.t = t
-	// Sample every tick, the drain's too, so that the sparklines show
-	// what was delivered after the last action.
-	live, deliveries := s.sample()
-	if now := time.Duration(t) * s.cfg.Tick; l.acting && s.cfg.Stats > 0 && now >= l.nextStats {
-		s.printStats(now, t, live, deliveries, time.Since(s.started))
-		l.nextStats += s.cfg.Stats
-	}
-	return true
-}
-
-// runPhase runs one phase on every user and writes the phase's log lines
-// in uid order. It returns the next phase.
-func (s *Sim) runPhase(p *phase) *phase {
-	p.next = &phase{done: &s.barrier}
-	s.barrier.Add(len(s.users))
-	for _, u := range s.users {
-		u.EventChannel <- Delivery{} // behind every delivery of the last phase
-	}
-	s.barrier.Wait()
-	for i := range s.users {
-		l := &s.lines[i]
-		s.out.Write(l.b)
-		if s.recording != nil {
-			s.recording.keep(l.recs)
-		}
-		l.reset()
-	}
-	return p.next
 }
 
 func isClosed(c <-chan struct{}) bool {
@@ -518,7 +448,7 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 		case <-tk.C:
 			s.sample()
 		case <-memC:
-			if s.mem.over(s.net.inflight.Load()) && !isClosed(s.memHit) {
+			if s.mem.over(s.net.ep.inflight.Load()) && !isClosed(s.memHit) {
 				close(s.memHit)
 			}
 		case <-statsC:
@@ -534,11 +464,15 @@ func (s *Sim) report() *Report {
 	figs := make([]userFigures, len(s.users))
 	views := make([]*View, len(s.users))
 	for i, u := range s.users {
-		figs[i] = u.figures()
+		var lat *hist
+		if s.lats != nil {
+			lat = s.lats[i]
+		}
+		figs[i] = u.figures(s.net.ports[i], lat)
 		if s.dropped != nil {
 			figs[i].Skipped += s.dropped[i]
 		}
-		views[i] = u.finalView()
+		views[i] = u.peer.view
 	}
 	facts := runFacts{
 		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,

@@ -29,7 +29,9 @@ func simulate(t testing.TB, ctx context.Context, cfg Config) (*Report, string) {
 // run would pick, so that sends find them full.
 func newSimInbox(cfg Config, inbox int) *Sim {
 	s := newSim(cfg, io.Discard, io.Discard)
-	s.net = newNetwork(netConfig{users: cfg.Users, inbox: inbox, fast: cfg.Fast, tick: cfg.Tick, delay: cfg.Delay})
+	c := netConfigOf(cfg)
+	c.inbox = inbox
+	s.net = newNetwork(c)
 	return s
 }
 
@@ -98,11 +100,11 @@ func TestNetworkAccountsForEveryDelivery(t *testing.T) {
 		}()
 		rep, _ := s.run(ctx)
 		requireConverged(t, rep)
-		if n := s.net.inflight.Load(); n != 0 {
+		if n := s.net.ep.inflight.Load(); n != 0 {
 			t.Errorf("%d deliveries still counted in flight", n)
 		}
-		for e := range s.net.byEpoch {
-			if n := s.net.byEpoch[e].Load(); n != 0 {
+		for e := range s.net.ep.byEpoch {
+			if n := s.net.ep.byEpoch[e].Load(); n != 0 {
 				t.Errorf("epoch slot %d still counts %d", e, n)
 			}
 		}

@@ -6,14 +6,15 @@ import (
 )
 
 // Reliable links over a network that loses, duplicates and cuts what it
-// carries. Only a run with faults uses them; without faults a delivery is
-// sent once and arrives once.
+// carries: part of a peer's step machine, with no goroutines, channels or
+// clocks inside. Only a run with faults uses them; without faults a
+// transmission is sent once and arrives once.
 //
-// Every pair of users has a link, and each end numbers what it sends on it
-// from 1 (Delivery.Seq). Every transmission also carries the cumulative
-// acknowledgement of the other direction (Delivery.Ack: every number below
-// it has arrived), so acknowledgements ride on the traffic that flows
-// anyway: every create and close reaches every user. Then:
+// A peer keeps a link to every other user, and each end numbers what it
+// sends on it from 1 (Delivery.Seq). Every transmission also carries the
+// cumulative acknowledgement of the other direction (Delivery.Ack: every
+// number below it has arrived), so acknowledgements ride on the traffic
+// that flows anyway: every create and close reaches every user. Then:
 //   - duplicates are recognised by number and dropped, so a payload is
 //     applied once however often it arrives;
 //   - a receiver that has seen a gap for longer than anything could be
@@ -36,6 +37,14 @@ import (
 // reports, an outage or a partition costs a probe per timeout, and what a
 // sender keeps is what it has sent and not yet seen acknowledged: bounded by
 // how long a fault lasts.
+type links struct {
+	timing       linkTiming
+	table        []link       // by peer uid
+	active       []activeLink // links with something to do
+	ackEv, gapEv *Event       // what acknowledgements and gap reports carry
+}
+
+// link is one peer's end of the link to another.
 type link struct {
 	// Sending.
 	nextSeq uint32          // the number of the next transmission, from 1
@@ -45,14 +54,13 @@ type link struct {
 	probing bool            // probed since the last progress
 
 	// Receiving.
-	recvNext  uint32        // everything below it has arrived, from 1
-	above     []uint32      // numbers above recvNext that have arrived, in order
-	owed      bool          // an acknowledgement is owed
-	owedSince time.Duration // since when
-	gapSince  time.Duration // when the gap below above[0] was first seen
-
-	active   bool  // in Port.active
-	activeAt int32 // its index there
+	recvNext uint32        // everything below it has arrived, from 1
+	above    []uint32      // numbers above recvNext that have arrived, in order
+	ackDue   bool          // an acknowledgement is owed to the peer
+	ackSince time.Duration // since when
+	gapSince time.Duration // when the gap below above[0] was first seen
+	activeAt int32         // its index in links.active, when active
+	isActive bool
 }
 
 // activeLink is a link with something to do, and the earliest time it may
@@ -70,7 +78,7 @@ type sentItem struct {
 
 // linkTiming is how long a link waits for things, from the tick and the
 // delay: transit is the longest a transmission can be on its way, and
-// users handle their links once a tick.
+// users tend their links once a tick.
 type linkTiming struct {
 	gapWait  time.Duration // a gap older than this is a loss
 	ackDelay time.Duration // an acknowledgement waits this long for traffic to ride on
@@ -87,125 +95,92 @@ func newLinkTiming(tick, transit time.Duration) linkTiming {
 	return lt
 }
 
-// transportCounts are a port's tallies of transmissions.
-type transportCounts struct {
-	Transmissions int64 // every transmission sent, payload or acknowledgement, lost or not
-	Lost          int64 // lost on the way, or on arrival at a user cut off or offline
-	Duplicated    int64 // transmissions the network delivered twice
-	Retransmitted int64 // payloads sent again
+// newLinks returns the links of user self among users users.
+func newLinks(self int32, users int, timing linkTiming) *links {
+	return &links{
+		timing: timing,
+		table:  make([]link, users+1),
+		ackEv:  &Event{Kind: AckEvent, From: self},
+		gapEv:  &Event{Kind: GapEvent, From: self},
+	}
 }
 
-func (c *transportCounts) add(o transportCounts) {
-	c.Transmissions += o.Transmissions
-	c.Lost += o.Lost
-	c.Duplicated += o.Duplicated
-	c.Retransmitted += o.Retransmitted
-}
-
-// sendReliably numbers ev on the link to r, keeps it until acknowledged,
-// and transmits it.
-func (p *Port) sendReliably(r int32, ev *Event, now time.Duration) {
-	l := p.link(r)
+// send numbers ev on the link to r, keeps it until acknowledged, and
+// transmits it.
+func (ls *links) send(out port, r int32, ev *Event, now time.Duration) {
+	l := ls.link(r)
 	seq := l.nextSeq
 	l.nextSeq++
 	if l.unacked.len() == 0 {
-		l.timerAt = now + p.net.timing.rto
-		p.wake(l, l.timerAt)
+		l.timerAt = now + ls.timing.rto
+		ls.wake(l, l.timerAt)
 	}
 	l.unacked.push(sentItem{seq, ev})
-	d := Delivery{Event: ev, Due: p.due(now), Seq: seq}
-	if p.transmit(r, l, d, now) && p.wire != nil {
-		p.noteWire(r, d, now, false, true)
-	}
+	ls.transmit(out, r, l, Delivery{Event: ev, Seq: seq}, txFirst, now)
 }
 
 // link returns the link to peer r, starting it on first use and marking it
 // active.
-func (p *Port) link(r int32) *link {
-	l := &p.links[r]
+func (ls *links) link(r int32) *link {
+	l := &ls.table[r]
 	if l.nextSeq == 0 {
 		l.nextSeq, l.acked, l.recvNext = 1, 1, 1
 	}
-	if !l.active {
-		l.active, l.activeAt = true, int32(len(p.active))
-		p.active = append(p.active, activeLink{r, forever})
+	if !l.isActive {
+		l.isActive, l.activeAt = true, int32(len(ls.active))
+		ls.active = append(ls.active, activeLink{r, forever})
 	}
 	return l
 }
 
 // wake notes that link l, which is active, needs tending at at.
-func (p *Port) wake(l *link, at time.Duration) {
-	a := &p.active[l.activeAt]
+func (ls *links) wake(l *link, at time.Duration) {
+	a := &ls.active[l.activeAt]
 	a.due = min(a.due, at)
 }
 
-// transmit sends one transmission on the link to r, with the link's
-// acknowledgement riding on it: lost, delivered, or delivered twice, as
-// the network decides. It reports whether it was lost.
-func (p *Port) transmit(r int32, l *link, d Delivery, sent time.Duration) (lost bool) {
-	n := p.net
-	if p.hushed {
-		return false
-	}
-	d.Ack, l.owed = l.recvNext, false
-	p.tx.Transmissions++
-	if n.loss > 0 && p.frng.Float64() < n.loss || n.blocked(p.uid, r) {
-		p.tx.Lost++
-		return true
-	}
-	p.put(r, d)
-	if n.dup > 0 && p.frng.Float64() < n.dup {
-		p.tx.Duplicated++
-		d.Due = p.later(sent, d.Due)
-		p.put(r, d)
-	}
-	return false
+// transmit hands one transmission on the link to r to the network, with
+// the link's acknowledgement riding on it.
+func (ls *links) transmit(out port, r int32, l *link, d Delivery, k txKind, now time.Duration) {
+	d.Ack, l.ackDue = l.recvNext, false
+	out.transmit(r, d, k, now)
 }
 
-// arrive takes a transmission that has reached its due time and returns
-// the payload to apply, or nil: lost on arrival (the recipient is cut off
-// from the sender, or offline), a duplicate, or only an acknowledgement.
-func (p *Port) arrive(d Delivery, now time.Duration) *Event {
-	n := p.net
-	if !n.faulty {
-		return d.Event
-	}
+// arrive takes a transmission from a peer and returns the payload to
+// apply, or nil: a duplicate, or only an acknowledgement or a gap report.
+func (ls *links) arrive(out port, d Delivery, now time.Duration) *Event {
 	from := d.Event.From
-	if n.blocked(from, p.uid) {
-		p.tx.Lost++
-		return nil
-	}
-	l := p.link(from)
-	p.acknowledged(from, l, d.Ack, now)
+	l := ls.link(from)
+	ls.acknowledged(l, d.Ack, now)
 	if l.probing {
 		// The peer was silent and is heard again: it is back, or the
 		// partition has healed. Resend what it has not acknowledged.
 		l.probing = false
-		p.resend(from, l, l.acked, l.nextSeq, now)
+		ls.resend(out, from, l, l.acked, l.nextSeq, now)
 	}
 	switch d.Event.Kind {
 	case AckEvent:
 		return nil
 	case GapEvent:
-		p.resend(from, l, d.Ack, d.Seq, now)
+		ls.resend(out, from, l, d.Ack, d.Seq, now)
 		return nil
 	}
-	return p.receive(l, d, now)
+	return ls.receive(l, d, now)
 }
 
 // receive records a numbered transmission; it returns its payload the
 // first time, nil for a duplicate. Either way an acknowledgement is owed.
-func (p *Port) receive(l *link, d Delivery, now time.Duration) *Event {
-	t := p.net.timing
-	if !l.owed {
-		l.owed, l.owedSince = true, now
-		p.wake(l, now+t.ackDelay)
+func (ls *links) receive(l *link, d Delivery, now time.Duration) *Event {
+	t := ls.timing
+	if !l.ackDue {
+		l.ackDue, l.ackSince = true, now
+		ls.wake(l, now+t.ackDelay)
 	}
 	seq := d.Seq
 	i, found := slices.BinarySearch(l.above, seq)
 	if seq < l.recvNext || found {
-		l.owedSince = now - t.ackDelay // acknowledge at once
-		p.wake(l, now)
+		l.ackSince = now - t.ackDelay // acknowledge at once
+		ls.wake(l, now)
 		return nil
 	}
 	if seq == l.recvNext {
@@ -216,13 +191,13 @@ func (p *Port) receive(l *link, d Delivery, now time.Duration) *Event {
 		}
 		if len(l.above) > 0 {
 			l.gapSince = now // a new gap below above[0]
-			p.wake(l, now+t.gapWait)
+			ls.wake(l, now+t.gapWait)
 		}
 		return d.Event
 	}
 	if len(l.above) == 0 {
 		l.gapSince = now
-		p.wake(l, now+t.gapWait)
+		ls.wake(l, now+t.gapWait)
 	}
 	l.above = slices.Insert(l.above, i, seq)
 	return d.Event
@@ -230,7 +205,7 @@ func (p *Port) receive(l *link, d Delivery, now time.Duration) *Event {
 
 // acknowledged takes the peer's acknowledgement: every number below ack
 // has arrived. What it covers is forgotten.
-func (p *Port) acknowledged(r int32, l *link, ack uint32, now time.Duration) {
+func (ls *links) acknowledged(l *link, ack uint32, now time.Duration) {
 	if ack <= l.acked {
 		return
 	}
@@ -238,64 +213,54 @@ func (p *Port) acknowledged(r int32, l *link, ack uint32, now time.Duration) {
 	for l.unacked.len() > 0 && l.unacked.front().seq < ack {
 		l.unacked.pop()
 	}
-	l.timerAt = now + p.net.timing.rto
+	l.timerAt = now + ls.timing.rto
 	if l.unacked.len() > 0 {
-		p.wake(l, l.timerAt)
+		ls.wake(l, l.timerAt)
 	}
 }
 
 // resend transmits again what is unacknowledged with numbers from lo up to
 // hi, exclusive.
-func (p *Port) resend(r int32, l *link, lo, hi uint32, now time.Duration) {
+func (ls *links) resend(out port, r int32, l *link, lo, hi uint32, now time.Duration) {
 	for i := l.unacked.head; i < len(l.unacked.items); i++ {
 		it := l.unacked.items[i]
 		if it.seq >= hi {
 			break
 		}
 		if it.seq >= lo {
-			p.retransmit(r, l, it, now)
+			ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, txResend, now)
 		}
 	}
 	if l.unacked.len() > 0 {
-		l.timerAt = now + p.net.timing.rto
-		p.wake(l, l.timerAt)
-	}
-}
-
-// retransmit sends a kept transmission again.
-func (p *Port) retransmit(r int32, l *link, it sentItem, now time.Duration) {
-	p.tx.Retransmitted++
-	d := Delivery{Event: it.ev, Due: p.resendDue(now), Seq: it.seq}
-	lost := p.transmit(r, l, d, now)
-	if p.wire != nil {
-		p.noteWire(r, d, now, true, lost)
+		l.timerAt = now + ls.timing.rto
+		ls.wake(l, l.timerAt)
 	}
 }
 
 // tend does what the links owe once a tick: gap reports, acknowledgements
 // that found no traffic to ride on, probes. A link with nothing left to do
 // leaves the active list.
-func (p *Port) tend(now time.Duration) {
-	t := p.net.timing
-	for i := 0; i < len(p.active); {
-		if p.active[i].due > now {
+func (ls *links) tend(out port, now time.Duration) {
+	t := ls.timing
+	for i := 0; i < len(ls.active); {
+		if ls.active[i].due > now {
 			i++
 			continue
 		}
-		r := p.active[i].peer
-		l := &p.links[r]
+		r := ls.active[i].peer
+		l := &ls.table[r]
 		switch {
 		case len(l.above) > 0 && now-l.gapSince >= t.gapWait:
 			// What is below the first number that arrived past the gap is
 			// lost: report the gap, up to that number.
 			l.gapSince = now
-			p.transmit(r, l, Delivery{Event: p.gapEv, Due: p.resendDue(now), Seq: l.above[0]}, now)
-		case l.owed && now-l.owedSince >= t.ackDelay:
-			p.transmit(r, l, Delivery{Event: p.ackEv, Due: p.resendDue(now)}, now)
+			ls.transmit(out, r, l, Delivery{Event: ls.gapEv, Seq: l.above[0]}, txControl, now)
+		case l.ackDue && now-l.ackSince >= t.ackDelay:
+			ls.transmit(out, r, l, Delivery{Event: ls.ackEv}, txControl, now)
 		}
 		if l.unacked.len() > 0 && now >= l.timerAt {
 			it := *l.unacked.front()
-			p.retransmit(r, l, it, now)
+			ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, txResend, now)
 			l.probing = true
 			l.timerAt = now + t.rto
 		}
@@ -303,21 +268,21 @@ func (p *Port) tend(now time.Duration) {
 		if len(l.above) > 0 {
 			due = l.gapSince + t.gapWait
 		}
-		if l.owed {
-			due = min(due, l.owedSince+t.ackDelay)
+		if l.ackDue {
+			due = min(due, l.ackSince+t.ackDelay)
 		}
 		if l.unacked.len() > 0 {
 			due = min(due, l.timerAt)
 		}
 		if due == forever {
-			l.active = false
-			last := len(p.active) - 1
-			p.active[i] = p.active[last]
-			p.links[p.active[i].peer].activeAt = int32(i)
-			p.active = p.active[:last]
+			l.isActive = false
+			last := len(ls.active) - 1
+			ls.active[i] = ls.active[last]
+			ls.table[ls.active[i].peer].activeAt = int32(i)
+			ls.active = ls.active[:last]
 			continue
 		}
-		p.active[i].due = due
+		ls.active[i].due = due
 		i++
 	}
 }

@@ -1,0 +1,399 @@
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Lockstep (-fast): virtual time, in rounds. A coordinator releases tick t
+// to every user and waits until all are done. On its tick a user applies,
+// in a canonical order, every delivery due by t, then rolls its action
+// with its own random source. A transmission sent on tick t is due on
+// t+1, plus any injected delay in whole ticks. Nothing in a tick depends
+// on the scheduler, so a run is a function of its flags and seed. This
+// file has the mode's part of the network (tickSchedule, stepPort), the
+// user's loop around its peer (stepUser) and the coordinator (lockstep).
+
+// tickSchedule makes a transmission due on the next tick, plus a random
+// delay of up to delayTicks whole ticks.
+type tickSchedule struct {
+	tick       time.Duration
+	delayTicks int64
+}
+
+func (s tickSchedule) due(sent time.Duration, rng *rand.Rand) time.Duration {
+	d := sent + s.tick
+	if s.delayTicks > 0 {
+		d += time.Duration(rng.Int64N(s.delayTicks+1)) * s.tick
+	}
+	return d
+}
+
+// later draws whole ticks, within the ring of buckets.
+func (s tickSchedule) later(sent, due time.Duration, rng *rand.Rand) time.Duration {
+	last := sent + time.Duration(s.delayTicks+1)*s.tick
+	return due + time.Duration(rng.Int64N(int64((last-due)/s.tick)+1))*s.tick
+}
+
+// stepPort is a user's end of the network in lockstep: what has reached
+// it, filed by the tick it is due.
+type stepPort struct {
+	*Port
+	sched   tickSchedule
+	buckets [][]*Event // by due tick, modulo len(buckets)
+	numbers [][]uint64 // with faults: Seq<<32|Ack of each filed delivery, beside buckets
+}
+
+func newStepPort(n *Network, uid int32, rng *rand.Rand, seed uint64, sched tickSchedule) *stepPort {
+	sp := &stepPort{sched: sched, buckets: make([][]*Event, sched.delayTicks+2)}
+	if n.faults != nil {
+		sp.numbers = make([][]uint64, sched.delayTicks+2)
+	}
+	sp.Port = n.connect(uid, rng, seed, sp.file)
+	return sp
+}
+
+// file files a delivery under its due tick. A bucket holds only events:
+// their place in the canonical order follows from the event and the tick
+// they are due (see canonical), so a delivery waiting in lockstep costs 8
+// bytes, and at 10,000 users a tick's deliveries are tens of millions.
+func (p *stepPort) file(d Delivery) {
+	k := int64(d.Due/p.sched.tick) % int64(len(p.buckets))
+	p.buckets[k] = append(p.buckets[k], d.Event)
+	if p.numbers != nil {
+		p.numbers[k] = append(p.numbers[k], uint64(d.Seq)<<32|uint64(d.Ack))
+	}
+}
+
+// due yields every delivery due on tick t that gets through, in canonical
+// order: send tick, then sender, then the order the sender sent them in
+// (its transmissions reach the inbox in that order). Then it empties
+// their bucket.
+func (p *stepPort) due(t int64) func(func(Delivery)) {
+	return func(apply func(Delivery)) {
+		k := t % int64(len(p.buckets))
+		b := p.buckets[k]
+		due := time.Duration(t) * p.sched.tick
+		sc := scratchPool.Get().(*scratch)
+		for _, i := range sc.sort(b, canonical{t, p.sched.delayTicks + 1, p.sched.tick}) {
+			d := Delivery{Event: b[i], Due: due}
+			if p.numbers != nil {
+				n := p.numbers[k][i]
+				d.Seq, d.Ack = uint32(n>>32), uint32(n)
+			}
+			if p.arrives(d) {
+				apply(d)
+			}
+		}
+		scratchPool.Put(sc)
+		clear(b)
+		p.buckets[k] = b[:0]
+		if p.numbers != nil {
+			p.numbers[k] = p.numbers[k][:0]
+		}
+	}
+}
+
+// stepUser is a user's loop in lockstep, around its peer.
+type stepUser struct {
+	*User
+	port *stepPort
+	tick time.Duration
+	news []Online // news taken while waiting, learned when the round starts
+}
+
+// round is one step of the lockstep coordinator. A user starts a round
+// when a start marker (a Delivery without an event) reaches it on its
+// EventChannel; the coordinator fills in the round and its next before it
+// sends the markers, so a user that has the marker may read them without a
+// lock. A user that has finished the round says so on done.
+type round struct {
+	tick  int64
+	act   bool // roll for actions; off while draining
+	final bool // settle and exit
+	done  *sync.WaitGroup
+	next  *round
+}
+
+// run is the user's loop: round after round, until the final one.
+func (u *stepUser) run(first *round) {
+	news := u.UserChannel // news comes only before the first tick, unless late joiners may come
+	for r := first; ; r = r.next {
+		u.await(news)
+		if !u.listen {
+			news = nil
+		}
+		// Every announcement was sent before the round started: at the
+		// start, or for a late joiner at the end of the last tick.
+		now := time.Duration(r.tick) * u.tick
+		for len(u.UserChannel) > 0 {
+			u.news = append(u.news, <-u.UserChannel)
+		}
+		for _, o := range u.news {
+			u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.tick), First: o.First, Last: o.Last}, u)
+			if o.Epoch != 0 {
+				u.port.net.ep.retire(o.Epoch, 1)
+			}
+		}
+		u.news = u.news[:0]
+		u.keepOrStop() // the recording filled up in the last round
+		if r.final {
+			u.peer.view.Finish()
+			u.flushLog()
+			u.publish()
+			r.done.Done()
+			return
+		}
+		act := actNone
+		if r.act {
+			act = actRoll
+		}
+		u.peer.Step(Input{Kind: tickInput, Now: now, Due: u.port.due(r.tick), Act: act, Away: u.port.away(), Net: u.port.net.ep.says()}, u)
+		u.trace.end()
+		u.flushLog()
+		u.publish()
+		r.done.Done()
+	}
+}
+
+// await takes deliveries until the coordinator's start marker, which it
+// sends down the channel behind every delivery of the last round, and
+// announcements while news is not nil, which the round learns at its
+// start: however they interleave with deliveries, a round learns the same
+// news at the same time. Waiting on the user's own channel, not on one
+// that every user shares, keeps the users from contending for one lock.
+func (u *stepUser) await(news <-chan Online) {
+	for {
+		var d Delivery
+		if news == nil {
+			d = <-u.EventChannel
+		} else {
+			select {
+			case d = <-u.EventChannel:
+			case o := <-news:
+				u.news = append(u.news, o)
+				continue
+			}
+		}
+		if d.Event == nil {
+			return
+		}
+		u.port.file(d)
+	}
+}
+
+// The peer's port, as the lockstep network: see port. With faults the
+// network counts room events in flight, by epoch, for stability; it admits
+// every action.
+
+func (u *stepUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
+	p := u.port
+	if k == txFirst {
+		u.trace.sending(u.UID, d.Event)
+	}
+	if k == txFirst && p.net.faults != nil && d.Event.Kind <= CloseEvent {
+		p.net.ep.sent(d.Event.Epoch)
+	}
+	p.transmit(to, d, k, now)
+}
+
+func (u *stepUser) admit(int64) (uint64, bool) { return u.port.net.ep.epoch.Load(), true }
+func (u *stepUser) release()                   {}
+func (u *stepUser) countOne() uint64           { return u.port.net.ep.count(1) }
+func (u *stepUser) dropped()                   { u.port.lose() }
+func (u *stepUser) hasState()                  { u.port.net.ep.joinDone(u.UID) }
+
+func (u *stepUser) applied(ev *Event, _ time.Duration) {
+	p := u.port
+	p.applied++
+	if p.net.faults != nil {
+		p.net.ep.retire(ev.Epoch, 1)
+	}
+	tracedDelivery(u.UID, ev)
+}
+
+// lockstep is the fast-mode coordinator. Each step releases one tick to
+// every user and waits until all have finished it; when the run ends it
+// keeps releasing ticks without actions until every delivery has been
+// applied, then a final round in which users settle their views. A fast
+// run is a loop over step; a benchmark drives the same steps and looks
+// between them, as a driver does with etcd raft's RawNode.
+type lockstep struct {
+	s         *Sim
+	ctx       context.Context
+	r         *round // the next round to release
+	t         int64  // the last tick run
+	acting    bool
+	ended     bool // the faults have ended, for the drain
+	over      bool
+	limit     int64 // action ticks to run
+	reason    string
+	nextStats time.Duration
+}
+
+// newLockstep returns the coordinator of a fast run whose users start in
+// round first.
+func (s *Sim) newLockstep(ctx context.Context, first *round) *lockstep {
+	// Action ticks to run: -duration in whole ticks, rounded up, and never
+	// past maxSimTime, where simulated times would come near overflowing.
+	l := &lockstep{s: s, ctx: ctx, r: first, acting: true,
+		limit: int64(maxSimTime / s.cfg.Tick), reason: "simulated time limit reached", nextStats: s.cfg.Stats}
+	if s.cfg.Duration > 0 {
+		l.limit, l.reason = wholeTicks(s.cfg.Duration, s.cfg.Tick), "duration reached"
+	}
+	s.started = time.Now()
+	return l
+}
+
+// step runs the next tick, and reports whether there is more to run: once
+// every delivery is applied after the stop it runs the final round instead
+// and returns false.
+func (l *lockstep) step() bool {
+	s := l.s
+	if l.over {
+		return false
+	}
+	t := l.t + 1
+	if l.acting {
+		switch {
+		case t > l.limit:
+			s.stopped = l.reason
+		case l.ctx.Err() != nil:
+			s.stopped = "interrupted"
+		case isClosed(s.out.broken):
+			s.stopped = "output failed"
+		case s.mem != nil && s.mem.over(s.net.outstanding()):
+			s.memoryReached(t)
+		}
+		if s.stopped != "" {
+			l.acting, s.ticks = false, t-1
+		}
+	}
+	if s.nemesis != nil && !l.ended {
+		now := time.Duration(t-1) * s.cfg.Tick // the changes come between ticks t-1 and t
+		s.applyFaults(t, now, !l.acting)
+		l.ended = !l.acting
+	}
+	if !l.acting && s.net.outstanding() == 0 {
+		s.runTime = time.Duration(s.ticks) * s.cfg.Tick
+		l.r.final = true
+		l.run(l.r)
+		l.over = true
+		return false
+	}
+	l.r.tick, l.r.act = t, l.acting
+	l.beginTick(t)
+	l.r = l.run(l.r)
+	l.t = t
+	// Sample every tick, the drain's too, so that the sparklines show
+	// what was delivered after the last action.
+	live, deliveries := s.sample()
+	if now := time.Duration(t) * s.cfg.Tick; l.acting && s.cfg.Stats > 0 && now >= l.nextStats {
+		s.printStats(now, t, live, deliveries, time.Since(s.started))
+		l.nextStats += s.cfg.Stats
+	}
+	return true
+}
+
+// beginTick starts tick t: its epoch, and the stability that holds before
+// its deliveries are applied. With faults a delivery can be on its way for
+// any number of ticks, so stability is counted as in real time.
+func (l *lockstep) beginTick(t int64) {
+	ep := l.s.net.ep
+	if l.s.nemesis != nil {
+		ep.advance()
+		ep.holdFloor()
+		return
+	}
+	w, h := lockstepStability(t, wholeTicks(l.s.cfg.Delay, l.s.cfg.Tick))
+	ep.setExact(uint64(t), w, h)
+}
+
+// run runs one round on every user and writes the round's log lines in
+// uid order. It returns the next round.
+func (l *lockstep) run(r *round) *round {
+	s := l.s
+	r.next = &round{done: &s.barrier}
+	s.barrier.Add(len(s.users))
+	for _, u := range s.users {
+		u.EventChannel <- Delivery{} // behind every delivery of the last round
+	}
+	s.barrier.Wait()
+	for i := range s.users {
+		b := &s.lines[i]
+		s.out.Write(b.b)
+		if s.recording != nil {
+			s.recording.keep(b.recs)
+		}
+		b.reset()
+	}
+	return r.next
+}
+
+// canonical is the canonical order of the events due on one tick: the place
+// of each, packed into a word by key, is its send tick, then its sender.
+// Events that share a place come from one sender, in the order it sent
+// them, and the sort keeps that order. Every event in a bucket is due on
+// the same tick, so the send tick is kept as how long before that it was
+// sent, counted down from the longest lag (at most 1001 values, above the
+// sender's 17 bits). A retransmission, whose event was sent long before,
+// and an acknowledgement, which is no event, count as the earliest sent.
+type canonical struct {
+	due  int64 // the tick
+	lag  int64 // the longest lag a delivery can have, in ticks, plus one
+	tick time.Duration
+}
+
+func (o canonical) key(ev *Event) uint64 {
+	earlier := uint64(max(0, o.lag-(o.due-int64(ev.Sent/o.tick)))) // 0 for the earliest sent
+	return earlier<<uidBits | uint64(ev.From)
+}
+
+// scratch is working memory for sorting a bucket. Only a user that is
+// sorting needs one, so users share a pool of them instead of each keeping
+// its own: at 10,000 users that is half a gigabyte saved.
+type scratch struct {
+	keys       []uint64
+	order, tmp []int32
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// sort returns the indexes of b in order o, ties in the order of b: a
+// least-significant-digit radix sort, a byte of the key a pass, with as
+// many passes as the greatest key has bytes. Without -delay every key is
+// a sender's uid, so a tick's bucket at 10,000 users takes two passes
+// over it, about four times faster than a comparison sort. Indexes are
+// int32: a bucket holds one tick's deliveries to one user, far fewer than
+// 2^31.
+func (sc *scratch) sort(b []*Event, o canonical) []int32 {
+	sc.keys = slices.Grow(sc.keys[:0], len(b))
+	sc.order = slices.Grow(sc.order[:0], len(b))
+	sc.tmp = slices.Grow(sc.tmp[:0], len(b))[:len(b)]
+	var all uint64
+	for i, ev := range b {
+		k := o.key(ev)
+		all |= k
+		sc.keys = append(sc.keys, k)
+		sc.order = append(sc.order, int32(i))
+	}
+	for shift := 0; all>>shift != 0; shift += 8 {
+		var at [257]int
+		for _, k := range sc.keys {
+			at[k>>shift&0xff+1]++
+		}
+		for d := 1; d < len(at); d++ {
+			at[d] += at[d-1]
+		}
+		for _, i := range sc.order {
+			d := sc.keys[i] >> shift & 0xff
+			sc.tmp[at[d]] = i
+			at[d]++
+		}
+		sc.order, sc.tmp = sc.tmp, sc.order
+	}
+	return sc.order
+}

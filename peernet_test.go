@@ -1,0 +1,153 @@
+package main
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// testNet is an in-memory network for driving peers directly, as etcd
+// raft's tests drive nodes: every transmission a peer makes waits in
+// flight until the test delivers it, loses it or delivers it twice, in
+// whatever order the test picks. It counts what is in flight by epoch as
+// the real network does (epochs), and says at each tick what the network
+// would say: the epoch, the stable epoch and the horizon, and whether the
+// user is offline. Nothing here copies a driver: the peer decides what to
+// do with each input.
+type testNet struct {
+	t      testing.TB
+	peers  []*Peer // peers[u] is user_u; 0 unused
+	ports  []*testPort
+	flight []inTransit
+	ep     *epochs
+	now    time.Duration
+	tick   time.Duration
+	away   []bool // by uid: the network has the user offline
+	cut    func(from, to int32) bool
+}
+
+// inTransit is one transmission on its way.
+type inTransit struct {
+	from, to int32
+	d        Delivery
+	k        txKind
+	sent     time.Duration
+}
+
+// testPort is one peer's port on a testNet.
+type testPort struct {
+	n   *testNet
+	uid int32
+	tx  transportCounts
+}
+
+// newTestNet returns a network of n peers, all online (but for the last
+// late ones, which come online when the test says), with links when faulty.
+func newTestNet(t testing.TB, n, late int, faulty bool, seed uint64) *testNet {
+	const tick = time.Second
+	tn := &testNet{t: t, tick: tick, ep: newEpochs(1 << 40), away: make([]bool, n+1), peers: make([]*Peer, n+1), ports: make([]*testPort, n+1)}
+	timing := newLinkTiming(tick, 4*tick)
+	for u := int32(1); int(u) <= n; u++ {
+		cfg := peerConfig{users: n, chance: 0.5, faulty: faulty, latecomer: int(u) > n-late, timing: timing, log: true}
+		tn.peers[u] = newPeer(u, cfg, rand.New(rand.NewPCG(seed, uint64(u))))
+		tn.ports[u] = &testPort{n: tn, uid: u}
+		tn.away[u] = cfg.latecomer
+	}
+	online := int32(n - late)
+	for u := int32(1); u <= online; u++ {
+		tn.peers[u].Step(Input{Kind: newsInput, First: 1, Last: online}, tn.ports[u])
+		tn.peers[u].ResetRecords()
+	}
+	return tn
+}
+
+// p is user u's peer.
+func (tn *testNet) p(u int32) *Peer { return tn.peers[u] }
+
+// join brings late joiner j online: the network announces it to everyone
+// before it, and it learns who they are.
+func (tn *testNet) join(j int32) {
+	e := tn.ep.count(int64(j - 1))
+	tn.ep.joinPending(j, e)
+	tn.away[j] = false
+	for u := int32(1); u < j; u++ {
+		tn.peers[u].Step(Input{Kind: newsInput, Now: tn.now, First: j, Last: j}, tn.ports[u])
+		tn.ep.retire(e, 1)
+	}
+	tn.peers[j].Step(Input{Kind: newsInput, Now: tn.now, First: 1, Last: j - 1}, tn.ports[j])
+}
+
+// tickAll advances time by a tick and ticks every peer, in uid order; act
+// says whether they roll for an action.
+func (tn *testNet) tickAll(act actChoice) {
+	tn.now += tn.tick
+	tn.ep.advance()
+	for u := 1; u < len(tn.peers); u++ {
+		tn.tickOne(int32(u), act)
+	}
+}
+
+// tickOne ticks user u alone, at the current time.
+func (tn *testNet) tickOne(u int32, act actChoice) {
+	tn.peers[u].Step(Input{Kind: tickInput, Now: tn.now, Act: act, Away: tn.away[u], Net: tn.ep.says()}, tn.ports[u])
+}
+
+// deliver hands the i-th transmission in flight to its recipient, unless
+// the recipient is offline or cut off from the sender: then it is lost.
+// It returns the records the delivery made.
+func (tn *testNet) deliver(i int) []Record {
+	tr := tn.flight[i]
+	tn.flight = slices.Delete(tn.flight, i, i+1)
+	return tn.arrive(tr)
+}
+
+// arrive hands one transmission to its recipient and returns the records
+// that made.
+func (tn *testNet) arrive(tr inTransit) []Record {
+	if tn.away[tr.to] || tn.away[tr.from] || tn.cut != nil && tn.cut(tr.from, tr.to) {
+		tn.ports[tr.to].tx.Lost++
+		return nil
+	}
+	p := tn.peers[tr.to]
+	p.ResetRecords()
+	p.Step(Input{Kind: deliverInput, Now: tn.now, D: tr.d}, tn.ports[tr.to])
+	recs := slices.Clone(p.Records())
+	p.ResetRecords()
+	return recs
+}
+
+// take removes and returns what is in flight from one user to another, in
+// order.
+func (tn *testNet) take(from, to int32) []inTransit {
+	var out []inTransit
+	tn.flight = slices.DeleteFunc(tn.flight, func(tr inTransit) bool {
+		if tr.from == from && tr.to == to {
+			out = append(out, tr)
+			return true
+		}
+		return false
+	})
+	return out
+}
+
+func (p *testPort) transmit(to int32, d Delivery, k txKind, now time.Duration) {
+	n := p.n
+	if k == txFirst && d.Event.Kind <= CloseEvent {
+		n.ep.sent(d.Event.Epoch)
+	}
+	p.tx.Transmissions++
+	if k == txResend {
+		p.tx.Retransmitted++
+	}
+	d.Due = now
+	n.flight = append(n.flight, inTransit{p.uid, to, d, k, now})
+}
+
+func (p *testPort) admit(int64) (uint64, bool) { return p.n.ep.epoch.Load(), true }
+func (p *testPort) release()                   {}
+func (p *testPort) countOne() uint64           { return p.n.ep.count(1) }
+func (p *testPort) dropped()                   { p.tx.Lost++ }
+func (p *testPort) hasState()                  { p.n.ep.joinDone(p.uid) }
+
+func (p *testPort) applied(ev *Event, _ time.Duration) { p.n.ep.retire(ev.Epoch, 1) }

@@ -1,0 +1,500 @@
+package main
+
+import (
+	"container/heap"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// Real time: each user applies what reaches it as it arrives, and rolls
+// for an action when the ticker ticks it. This file has the mode's part
+// of the network (realPort, realSchedule), the user's loop around its
+// peer (realUser), the drain after the stop, and the ticker.
+
+// realSchedule makes a transmission due at once, or after a random delay
+// of up to delay.
+type realSchedule struct{ delay time.Duration }
+
+func (s realSchedule) due(sent time.Duration, rng *rand.Rand) time.Duration {
+	if s.delay > 0 {
+		return sent + time.Duration(rng.Int64N(int64(s.delay)+1))
+	}
+	return sent
+}
+
+func (s realSchedule) later(sent, due time.Duration, rng *rand.Rand) time.Duration {
+	return due + time.Duration(rng.Int64N(int64(sent+s.delay-due)+1))
+}
+
+// realPort is a user's end of the network in real time: what came in
+// while it was blocked sending, what has come in but is not due yet, the
+// room reserved for the action under way, and the applied deliveries not
+// yet given back.
+type realPort struct {
+	*Port
+	backlog   queue[Delivery]   // received while blocked in a send; applied next, in order
+	delayed   minHeap[Delivery] // deliveries whose injected delay has not passed, by due time
+	reserved  reservation       // room reserved for the action under way
+	unretired []appliedRun      // applied deliveries not yet given back, by epoch
+}
+
+// appliedRun counts applied deliveries of one epoch not yet given back.
+type appliedRun struct {
+	epoch uint64
+	n     int64
+}
+
+// reservation is room reserved in flight for one action.
+type reservation struct {
+	epoch      uint64
+	k          int64 // deliveries reserved
+	sentBefore int64 // Port.sent when reserved
+}
+
+func newRealPort(n *Network, uid int32, rng *rand.Rand, seed uint64) *realPort {
+	rp := &realPort{}
+	rp.Port = n.connect(uid, rng, seed, func(d Delivery) { rp.backlog.push(d) })
+	rp.delayed.before = func(a, b Delivery) bool { return a.Due < b.Due }
+	return rp
+}
+
+// nextDue is when the earliest delivery held back by its delay is due.
+func (p *realPort) nextDue() (time.Duration, bool) {
+	if p.delayed.Len() == 0 {
+		return 0, false
+	}
+	return p.delayed.min().Due, true
+}
+
+// due yields the deliveries held back by their delay that are due by now,
+// earliest first.
+func (p *realPort) due(now time.Duration) func(func(Delivery)) {
+	return func(apply func(Delivery)) {
+		for p.delayed.Len() > 0 && p.delayed.min().Due <= now {
+			if d := p.delayed.pop(); p.arrives(d) {
+				apply(d)
+			}
+		}
+	}
+}
+
+// retire gives the room of applied deliveries back to the network, once
+// per batch rather than once per delivery.
+func (p *realPort) retire() {
+	for _, o := range p.unretired {
+		p.net.ep.retire(o.epoch, o.n)
+	}
+	p.unretired = p.unretired[:0]
+}
+
+// realUser is a user's loop in real time, around its peer. Events are
+// applied as they arrive. Everything else comes down the same channel too:
+// the ticker's tick markers and the stop marker. So an idle user waits on
+// a plain receive, or on a select of its own channel and its delay timer
+// while deliveries are held back by -delay.
+type realUser struct {
+	*User
+	port     *realPort
+	clock    simTime
+	tick     time.Duration
+	drain    *drain
+	lat      *hist         // send-to-apply latency
+	stopping bool          // the stop marker has come
+	tickAt   time.Duration // due time of a tick marker not yet run, or -1
+}
+
+// Markers are deliveries without a room event that the run sends a user
+// down its own EventChannel, so that a user waits on one channel only. A
+// channel that every user selected on would have one lock that all of
+// them contend for on every wake.
+var (
+	tickMark = &Event{} // roll for an action
+	stopMark = &Event{} // stop acting, drain and settle
+)
+
+// run is the user's loop, until the drain is over.
+func (u *realUser) run() {
+	news := u.UserChannel // news comes only before the first tick
+	wake := time.NewTimer(time.Hour)
+	wake.Stop()
+	defer wake.Stop()
+	wakeAt := time.Duration(-1)
+	for !u.stopping {
+		// Wait on the user's own channel; on announcements only before
+		// the first tick, and on the delay timer only while deliveries
+		// are held back.
+		var wakeC <-chan time.Time
+		if at, ok := u.port.nextDue(); ok {
+			if at != wakeAt {
+				wakeAt = at
+				wake.Reset(at - u.clock.now())
+			}
+			wakeC = wake.C
+		}
+		var d Delivery
+		if news == nil && wakeC == nil {
+			d = <-u.EventChannel
+		} else {
+			select {
+			case d = <-u.EventChannel:
+			case o := <-news:
+				u.learn(o, u.clock.now())
+				continue
+			case <-wakeC:
+				wakeAt = -1
+				now := u.clock.now()
+				u.port.due(now)(func(d Delivery) { u.deliver(d, now) })
+				u.takeBacklog(now)
+				u.endBatch()
+				continue
+			}
+		}
+		now := u.clock.now()
+		u.handle(d, now)
+		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
+			u.handle(<-u.EventChannel, now)
+		}
+		if u.tickAt >= 0 && news != nil {
+			// The clock starts once every user is online: whatever news
+			// is queued is learned before the user acts.
+			for len(news) > 0 {
+				u.learn(<-news, now)
+			}
+			if !u.listen {
+				news = nil
+			}
+		}
+		u.takeBacklog(now)
+		// A marker taken while blocked in a send lands in the backlog and
+		// sets tickAt again: run it now, not at the next arrival.
+		for u.tickAt >= 0 {
+			u.runTick(now)
+		}
+		u.endBatch()
+	}
+	u.drainOut()
+}
+
+// learn takes news of users online. The news of a late joiner is counted
+// in flight until every user has it: see Peer.arrive.
+func (u *realUser) learn(o Online, now time.Duration) {
+	u.peer.Step(Input{Kind: newsInput, Now: now, First: o.First, Last: o.Last}, u)
+	if o.Epoch != 0 {
+		u.port.net.ep.retire(o.Epoch, 1)
+	}
+}
+
+// endBatch ends a batch of work: the log lines go out, the room of applied
+// deliveries goes back to the network, and the gauges are brought up to
+// date.
+func (u *realUser) endBatch() {
+	u.flushLog()
+	u.port.retire()
+	u.publish()
+}
+
+// runTick runs the tick marker taken: the peer's tick, with what is due
+// by now. A user that is behind by more than a tick skips the roll rather
+// than add to the load; in the drain a tick only tends links, with faults.
+// Everything sent to the user before the tick marker has been applied by
+// now.
+func (u *realUser) runTick(now time.Duration) {
+	at := u.tickAt
+	u.tickAt = -1
+	act := actRoll
+	switch {
+	case u.stopping && u.faulty:
+		act = actNone
+	case u.stopping || now-at >= u.tick:
+		act = actSkip
+	}
+	u.peer.Step(Input{Kind: tickInput, Now: now, Due: u.port.due(now), Act: act, Away: u.port.away(), Net: u.port.net.ep.says()}, u)
+	u.trace.end()
+	u.port.retire()
+	u.takeBacklog(u.clock.now())
+}
+
+// takeBacklog handles what the user received while blocked in a send:
+// with faults a send can happen outside a tick too, when a link resends on
+// what arrives.
+func (u *realUser) takeBacklog(now time.Duration) {
+	for u.port.backlog.len() > 0 {
+		u.handle(u.port.backlog.pop(), now)
+	}
+}
+
+// handle applies a delivery now, or holds it until its injected delay has
+// passed. A marker is noted for the loop: a tick to run after the batch
+// (a second tick before the first ran is skipped), or the stop.
+func (u *realUser) handle(d Delivery, now time.Duration) {
+	switch d.Event {
+	case tickMark:
+		if u.tickAt >= 0 {
+			u.missed++
+		}
+		u.tickAt = d.Due
+		return
+	case stopMark:
+		u.stopping = true
+		return
+	}
+	if d.Due > now {
+		u.port.delayed.push(d)
+		return
+	}
+	if u.port.arrives(d) {
+		u.deliver(d, now)
+	}
+}
+
+// deliver hands a transmission that is due and got through to the peer.
+func (u *realUser) deliver(d Delivery, now time.Duration) {
+	u.peer.Step(Input{Kind: deliverInput, Now: now, D: d}, u)
+	u.trace.end()
+}
+
+// drainOut runs after the stop: the user no longer acts, but keeps
+// applying what others send, and with faults keeps tending its links on
+// the ticker's ticks, until the drain says the network is quiet; then it
+// sends nothing more, takes what still comes until every user has stopped
+// sending, applies everything still on its way, delays or not, and settles
+// its view.
+func (u *realUser) drainOut() {
+	u.drain.stopActing()
+	for waiting := true; waiting; u.endBatch() {
+		select {
+		case d := <-u.EventChannel:
+			now := u.clock.now()
+			u.handle(d, now)
+			u.takeBacklog(now)
+			for u.tickAt >= 0 {
+				u.runTick(now)
+			}
+		case o := <-u.UserChannel:
+			u.learn(o, u.clock.now())
+		case <-u.drain.quiet:
+			waiting = false
+		}
+	}
+	now := u.clock.now()
+	u.port.hushed = true
+	u.drain.stopSending()
+	for sending := true; sending; {
+		select {
+		case d := <-u.EventChannel:
+			u.handle(d, now)
+		case <-u.drain.over:
+			sending = false
+		}
+	}
+	// Every send has completed: what is on the channel is all there is.
+	u.takeBacklog(now)
+	for len(u.EventChannel) > 0 {
+		u.handle(<-u.EventChannel, now)
+	}
+	u.port.due(forever)(func(d Delivery) { u.deliver(d, now) })
+	u.peer.view.Finish()
+	u.endBatch()
+}
+
+// forever is a time later than any delivery is due.
+const forever = time.Duration(1<<63 - 1)
+
+// The peer's port, as the real-time network: see port.
+
+func (u *realUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
+	if k == txFirst {
+		u.trace.sending(u.UID, d.Event)
+	}
+	u.port.transmit(to, d, k, now)
+}
+
+func (u *realUser) admit(k int64) (uint64, bool) {
+	p := u.port
+	e, ok := p.net.ep.admit(k)
+	if ok {
+		p.reserved = reservation{e, k, p.sent}
+	}
+	return e, ok
+}
+
+func (u *realUser) release() {
+	p := u.port
+	r := p.reserved
+	p.net.ep.retire(r.epoch, r.k-(p.sent-r.sentBefore))
+	p.reserved = reservation{}
+}
+
+func (u *realUser) countOne() uint64 { return u.port.net.ep.count(1) }
+
+func (u *realUser) applied(ev *Event, now time.Duration) {
+	p := u.port
+	p.applied++
+	if k := len(p.unretired); k > 0 && p.unretired[k-1].epoch == ev.Epoch {
+		p.unretired[k-1].n++
+	} else {
+		p.unretired = append(p.unretired, appliedRun{ev.Epoch, 1})
+	}
+	if ev.Kind <= CloseEvent {
+		u.lat.add(now - ev.Sent)
+	}
+	tracedDelivery(u.UID, ev)
+}
+
+func (u *realUser) dropped()  { u.port.lose() }
+func (u *realUser) hasState() { u.port.net.ep.joinDone(u.UID) }
+
+// drain is the end of a real-time run, in two steps. First every user
+// stops acting; the network carries on (with faults, retransmissions win
+// against the loss that goes on, and late joiners get their state) until
+// it is quiet: every user has stopped acting and, with faults, nothing is
+// in flight. Then every user stops sending; once all have, the drain is
+// over, and what is on each inbox is all there is.
+type drain struct {
+	faulty  bool
+	acting  atomic.Int64 // users that have not stopped acting
+	sending atomic.Int64 // users that have not stopped sending
+	quiet   chan struct{}
+	over    chan struct{}
+}
+
+// expect sets how many users the drain waits for: those that started.
+// The run calls it before it tells any user to stop.
+func (d *drain) expect(users int) {
+	d.acting.Store(int64(users))
+	d.sending.Store(int64(users))
+	if users == 0 {
+		close(d.quiet)
+		close(d.over)
+	}
+}
+
+// stopActing says a user will act no more. Without faults nothing else is
+// sent, so the last to stop makes the network quiet.
+func (d *drain) stopActing() {
+	if d.acting.Add(-1) == 0 && !d.faulty {
+		close(d.quiet)
+	}
+}
+
+// stopSending says a user will send nothing more; the last ends the drain.
+func (d *drain) stopSending() {
+	if d.sending.Add(-1) == 0 {
+		close(d.over)
+	}
+}
+
+// quietNow makes the network quiet, with faults, once every user has
+// stopped acting and nothing is in flight, and reports whether it has.
+// Only the ticker calls it, once a tick in the drain.
+func (d *drain) quietNow(ep *epochs) bool {
+	if d.acting.Load() > 0 || !ep.quiescent() {
+		return false
+	}
+	close(d.quiet)
+	return true
+}
+
+// simTime tells the simulation time: the time since t0 in real time. In
+// lockstep time is the tick, and the only moments outside ticks are the
+// announcements at start-up, at 0.
+type simTime struct {
+	t0      time.Time
+	virtual bool
+}
+
+func (c simTime) now() time.Duration {
+	if c.virtual {
+		return 0
+	}
+	return time.Since(c.t0)
+}
+
+// runTicker is the real-time ticker: one goroutine that ticks every user
+// once a tick, each at its own random phase, by sending a tick marker down
+// the user's EventChannel, and that advances the network's epoch once a
+// tick. The marker queues behind what the user has already received, so a
+// user applies what it was sent before it acts: the backpressure. A user
+// whose channel is full is behind, and its tick is dropped and counted,
+// never queued; so are ticks the ticker itself was too late for. Incoming
+// traffic never moves a user's tick.
+//
+// The ticker stops at stopping, unless faults are injected: then it ends
+// them, and goes on through the drain, advancing the epoch, ticking users
+// (no tick is counted as skipped any more) and watching for the network
+// to fall quiet, until done.
+func (s *Sim) runTicker(stopping, done <-chan struct{}) {
+	tick := s.cfg.Tick
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
+	start := s.clock.now()
+	h := minHeap[nextTick]{
+		items:  make([]nextTick, len(s.users), len(s.users)+1),
+		before: func(a, b nextTick) bool { return a.at < b.at },
+	}
+	for i := range h.items {
+		h.items[i] = nextTick{at: start + time.Duration(rng.Int64N(int64(tick))), user: i}
+	}
+	h.items = append(h.items, nextTick{at: start + tick, user: epochTick})
+	heap.Init(&h)
+	timer := time.NewTimer(h.min().at - start)
+	defer timer.Stop()
+	var epochs int64 // ticker ticks so far
+	stopped, quiet := false, false
+	for {
+		select {
+		case <-stopping:
+			if s.nemesis == nil {
+				return
+			}
+			stopping, stopped = nil, true
+			s.applyFaults(epochs+1, s.clock.now(), true)
+			continue
+		case <-done:
+			return
+		case <-timer.C:
+		}
+		now := s.clock.now()
+		for h.min().at <= now {
+			next := h.min()
+			if next.user == epochTick {
+				epochs++
+				if s.nemesis != nil && !stopped {
+					s.applyFaults(epochs, now, false)
+				}
+				s.net.ep.advance()
+				if stopped && !quiet {
+					quiet = s.drain.quietNow(s.net.ep)
+				}
+				next.at += tick
+				heap.Fix(&h, 0)
+				continue
+			}
+			if late := int64((now - next.at) / tick); late > 0 {
+				if !stopped {
+					s.dropped[next.user] += late
+				}
+				next.at += time.Duration(late) * tick
+			}
+			select {
+			case s.users[next.user].EventChannel <- Delivery{Event: tickMark, Due: next.at}:
+			default:
+				if !stopped {
+					s.dropped[next.user]++
+				}
+			}
+			next.at += tick
+			heap.Fix(&h, 0)
+		}
+		timer.Reset(h.min().at - now)
+	}
+}
+
+// nextTick is when a user's next tick is due, or the next epoch's.
+type nextTick struct {
+	at   time.Duration
+	user int // index in Sim.users, or epochTick
+}
+
+// epochTick marks the ticker's own tick, which advances the epoch.
+const epochTick = -1
