@@ -43,7 +43,7 @@ browser-test:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	$(GO) test -tags browser -count=1 -run TestBrowser .
 
-# The screenshot in the README, from the browser test.
+# The screenshot in docs/page.md, from the browser test.
 screenshot:
 	CHATSIM_SCREENSHOT=docs/page.png $(MAKE) browser-test
 

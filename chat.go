@@ -9,64 +9,24 @@ import (
 
 // View is one user's knowledge of the chat and the rules by which it
 // changes: a pure state machine. An event or an action goes in; the view
-// changes, an outgoing event may come back, and log records are appended to
-// out. There are no channels, clocks or random numbers inside: the caller
-// passes the time and makes every random choice, so a test can drive a View
-// step by step and a run can be replayed.
+// changes, an outgoing event may come back, and log records wait in
+// Records. There are no channels, clocks or random numbers inside: the
+// caller passes the time and makes every random choice, so a test can drive
+// a View step by step and a run can be replayed.
 //
-// # How rooms converge
-//
-// The key of a room is its member set (a Group): there is at most one live
-// room per group. For each group the view keeps the greatest state it has
-// seen, ordered by (stamp, closed):
-//
-//	create(s) < close(s) < create(s') < close(s')   for every s < s'
-//
-// Applying a create or a close takes the maximum, which is commutative,
-// associative and idempotent, so every user that has received the same
-// events is in the same state whatever order they came in. (Messages are
-// not idempotent: the network delivers each to each member once, and the
-// verdict checks it.) From that order:
-//   - two creates of one group that raced: the greater stamp wins in every
-//     view, and the lesser is a resolved concurrent duplicate;
-//   - a create that arrives after its own close is stale: no ghost room;
-//   - a late close of an older incarnation cannot end a newer one.
-//
-// A message carries the stamp of the incarnation it was sent to. A view
-// holds it back until it knows that incarnation (created, closed or
-// replaced), then delivers it exactly once, marked late if that incarnation
-// is no longer live.
-//
-// # Reclaiming closed rooms
-//
-// A closed group's slot (its tombstone) must stay until nothing about the
-// incarnations it ended can still arrive. Time alone cannot promise that: a
-// stalled process or a blocked output can hold an event up for as long as
-// it likes. So views reclaim by stability instead. Every event is sent in an
-// epoch (Event.Epoch); the caller tells the view the epoch it sends in and,
-// to reclaim, the stable epoch W (every delivery sent in an epoch below W
-// has been applied) and a horizon H: no user sent anything later than H
-// before it had applied every delivery sent below W. In lockstep both are
-// exact from the tick and the delay; in real time the network counts
-// deliveries in flight by epoch (see Network), and the current epoch is
-// always a horizon.
-//
-// A tombstone for an incarnation s* goes in two phases:
-//  1. It waits until W passes e1, the view's epoch when it applied the
-//     close (no earlier than the close's own). Then every user has applied
-//     that close, so no user sends anything more about s* or about an
-//     older incarnation of its group. The view notes e2, the horizon H.
-//  2. It waits until W passes e2. Everything sent about those incarnations
-//     was sent before its sender had applied that close, which was sent
-//     below W: in an epoch no later than e2. All of it has been applied.
-//
-// That covers late creates too: a create of a lesser s was sent before its
-// creator learned of s* (or it would have seen the group live, or taken a
-// greater stamp). Forgetting a tombstone cannot resurrect an old
-// incarnation, since every new create takes a Lamport stamp greater than
-// any its creator has seen. The record of an own room that a concurrent
-// duplicate replaced is counted the same way, from the epoch of the event
-// that replaced it.
+// Invariants (docs/design.md has the argument):
+//   - for each group the view keeps the greatest state it has seen,
+//     ordered create(s) < close(s) < create(s') for every s < s', and
+//     applying a create or a close takes the maximum: any delivery order
+//     ends in the same state;
+//   - a message is delivered exactly once, when the view knows the
+//     incarnation it was sent to (created, closed or replaced), marked late
+//     if that incarnation is no longer live; until then it is held;
+//   - a closed group's slot (its tombstone) is forgotten only in two
+//     phases of stability: once the stable epoch has passed e1, the view's
+//     epoch when it applied the close, and then e2, the horizon noted then.
+//     The record of an own room that a concurrent duplicate replaced is
+//     counted the same way, from the epoch of the event that replaced it.
 type View struct {
 	self  int32
 	upTo  int32 // knows user_1..user_upTo and itself; users come online in uid order
@@ -77,9 +37,9 @@ type View struct {
 	rooms       slotTable             // what the view knows of each group: see lookup
 	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
 	live        int                   // live rooms in this view
-	tombs       twoPhase              // closed groups waiting to be reclaimed
+	tombs       reclaimQueue          // closed groups waiting to be reclaimed
 	owned       map[Stamp]owned       // own rooms not yet known to be closed
-	replacedOwn twoPhase              // own rooms a duplicate replaced, waiting to be counted
+	replacedOwn reclaimQueue          // own rooms a duplicate replaced, waiting to be counted
 	held        map[groupKey][]*Event // messages to incarnations newer than the slot's, in arrival order
 	nHeld       int                   // messages held back
 	alive       []Room                // own rooms live at the end, set by Finish
@@ -212,7 +172,7 @@ func (s slot) live() bool      { return s.packed != 0 && !s.is(closed) }
 func (s slot) stamp() Stamp    { return unpack(s.packed) }
 
 // tomb names a closed group, or the record of a replaced own room, to
-// reclaim (see twoPhase). A closed group's tomb is void if the group has
+// reclaim (see reclaimQueue). A closed group's tomb is void if the group has
 // moved on since (a newer create), which packed detects.
 type tomb struct {
 	key    groupKey
@@ -360,6 +320,17 @@ func (v *View) Close(i int, now time.Duration) *Event {
 	v.closeOwn(ev.Room)
 	v.transition(s, ev, now)
 	return ev
+}
+
+// RoomIndex is where room s is among the live rooms self is a member of,
+// for Send and Close; -1 if self is in no such room.
+func (v *View) RoomIndex(s Stamp) int {
+	for i, r := range v.joined {
+		if r.packed == s.pack() {
+			return i
+		}
+	}
+	return -1
 }
 
 // memberRoom returns the i-th live room self is a member of (modulo their
@@ -722,7 +693,7 @@ func (v *View) Expire(stable, horizon uint64) {
 	})
 }
 
-// twoPhase holds tombs through the two phases of View's argument: each
+// reclaimQueue holds tombs through the two phases of View's argument: each
 // waits until the stable epoch passes the epoch e it was pushed in (every
 // user has applied the close), is stamped with the horizon then, and waits
 // until the stable epoch passes that too (everything sent before the close
@@ -731,7 +702,7 @@ func (v *View) Expire(stable, horizon uint64) {
 // one queue, those in the second phase first; and since many share an
 // epoch (every close applied in one lockstep tick does), the epochs are
 // kept apart as runs: a tomb costs 16 bytes.
-type twoPhase struct {
+type reclaimQueue struct {
 	tombs                  queue[tomb]
 	untilClosed, untilSent queue[epochRun] // the runs of tombs in each phase, in order
 }
@@ -743,7 +714,7 @@ type epochRun struct {
 }
 
 // push adds a tomb for a close applied in epoch e.
-func (q *twoPhase) push(t tomb, e uint64) {
+func (q *reclaimQueue) push(t tomb, e uint64) {
 	q.tombs.push(t)
 	addRun(&q.untilClosed, e, 1)
 }
@@ -759,7 +730,7 @@ func addRun(runs *queue[epochRun], e uint64, n int) {
 
 // expire moves on what stable allows, calling done for each tomb that has
 // passed both phases.
-func (q *twoPhase) expire(stable, horizon uint64, done func(tomb)) {
+func (q *reclaimQueue) expire(stable, horizon uint64, done func(tomb)) {
 	for q.untilClosed.len() > 0 && q.untilClosed.front().e < stable {
 		addRun(&q.untilSent, horizon, q.untilClosed.pop().n)
 	}

@@ -42,15 +42,10 @@ func (w *world) v(u int32) *View { return w.views[u-1] }
 
 func (w *world) group(uids ...int32) *Group { return newGroup(w.n, uids...) }
 
-// recipients are the users an event goes to, as User.fanOut picks them.
+// recipients are the users an event goes to, every user knowing all
+// the others.
 func (w *world) recipients(ev *Event) []int32 {
-	var out []int32
-	for u := int32(1); u <= int32(w.n); u++ {
-		if u != ev.From && (ev.Kind != MessageEvent || ev.Group.Has(u)) {
-			out = append(out, u)
-		}
-	}
-	return out
+	return slices.Collect(recipients(ev, ev.From, int32(w.n)))
 }
 
 // deliver applies ev at user u and returns the records it produced.
@@ -439,7 +434,7 @@ func reclaimAll(v *View) { v.Expire(1<<62, 0) }
 func (v *View) entries() int { return v.rooms.len() }
 
 // len is how many tombs wait in either phase.
-func (q *twoPhase) len() int { return q.tombs.len() }
+func (q *reclaimQueue) len() int { return q.tombs.len() }
 
 func TestGroupPickAndHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))

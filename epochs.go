@@ -48,12 +48,12 @@ type epochs struct {
 
 	// While a late joiner waits for its state, no view may reclaim a
 	// tombstone that the joiner could still need: see reclaimStability.
-	joinMu    sync.Mutex
-	joining   atomic.Int64     // late joiners online and still without their state
-	joinNews  map[int32]uint64 // pending late joiners, by uid: the epoch of their news
-	joinFloor atomic.Uint64    // the least of those, or MaxUint64
-	heldFloor atomic.Uint64    // lockstep: joinFloor as the tick began, so that no user sees it move within one
-	hold      bool             // reclaimStability reads heldFloor
+	joinMu     sync.Mutex
+	latecomers atomic.Int64     // late joiners online and still without their state
+	lateNews   map[int32]uint64 // pending late joiners, by uid: the epoch of their news
+	lateFloor  atomic.Uint64    // the least of those, or MaxUint64
+	heldFloor  atomic.Uint64    // lockstep: lateFloor as the tick began, so that no user sees it move within one
+	hold       bool             // reclaimStability reads heldFloor
 }
 
 // networkCapacity is how many deliveries per user the network carries at
@@ -70,10 +70,10 @@ const epochRing = 1024
 // newEpochs returns the counts of a network: epochs from 1, counted,
 // admitting up to capacity deliveries at once.
 func newEpochs(capacity int64) *epochs {
-	ep := &epochs{capacity: capacity, joinNews: make(map[int32]uint64)}
+	ep := &epochs{capacity: capacity, lateNews: make(map[int32]uint64)}
 	ep.epoch.Store(1)
 	ep.stable.Store(1)
-	ep.joinFloor.Store(math.MaxUint64)
+	ep.lateFloor.Store(math.MaxUint64)
 	ep.heldFloor.Store(math.MaxUint64)
 	return ep
 }
@@ -155,7 +155,7 @@ func (ep *epochs) setExact(epoch, stable, horizon uint64) {
 // lockstep calls it between ticks, so that no user of a tick sees it move.
 func (ep *epochs) holdFloor() {
 	ep.hold = true
-	ep.heldFloor.Store(ep.joinFloor.Load())
+	ep.heldFloor.Store(ep.lateFloor.Load())
 }
 
 // stability is the stable epoch and a horizon that goes with it, read in
@@ -179,7 +179,7 @@ func (ep *epochs) stability() (stable, horizon uint64) {
 // of it was sent to the joiner.
 func (ep *epochs) reclaimStability() (stable, horizon uint64) {
 	stable, horizon = ep.stability()
-	floor := ep.joinFloor.Load()
+	floor := ep.lateFloor.Load()
 	if ep.hold {
 		floor = ep.heldFloor.Load()
 	}
@@ -194,31 +194,31 @@ func (ep *epochs) says() netSays {
 	return s
 }
 
-// joinPending notes that late joiner j, whose news was counted under
-// epoch e, waits for its state; joinDone that it has it.
-func (ep *epochs) joinPending(j int32, e uint64) {
+// latePending notes that late joiner j, whose news was counted under
+// epoch e, waits for its state; lateDone that it has it.
+func (ep *epochs) latePending(j int32, e uint64) {
 	ep.joinMu.Lock()
 	defer ep.joinMu.Unlock()
-	ep.joining.Add(1)
-	ep.joinNews[j] = e
-	ep.joinFloor.Store(min(ep.joinFloor.Load(), e))
+	ep.latecomers.Add(1)
+	ep.lateNews[j] = e
+	ep.lateFloor.Store(min(ep.lateFloor.Load(), e))
 }
 
-func (ep *epochs) joinDone(j int32) {
+func (ep *epochs) lateDone(j int32) {
 	ep.joinMu.Lock()
 	defer ep.joinMu.Unlock()
-	ep.joining.Add(-1)
-	delete(ep.joinNews, j)
+	ep.latecomers.Add(-1)
+	delete(ep.lateNews, j)
 	floor := uint64(math.MaxUint64)
-	for _, e := range ep.joinNews {
+	for _, e := range ep.lateNews {
 		floor = min(floor, e)
 	}
-	ep.joinFloor.Store(floor)
+	ep.lateFloor.Store(floor)
 }
 
 // quiescent reports whether nothing is in flight: every delivery applied,
 // every late joiner with its state.
-func (ep *epochs) quiescent() bool { return ep.inflight.Load() == 0 && ep.joining.Load() == 0 }
+func (ep *epochs) quiescent() bool { return ep.inflight.Load() == 0 && ep.latecomers.Load() == 0 }
 
 // lockstepStability is the stable epoch and the horizon at the start of
 // lockstep tick t, before its deliveries are applied, when every delivery

@@ -238,6 +238,9 @@ type Delivery struct {
 	Seq, Ack uint32
 }
 
+// forever is a time later than any delivery is due.
+const forever = time.Duration(1<<63 - 1)
+
 // Online tells a user that users First..Last (inclusive) are online. A
 // late joiner's arrival is counted in flight under Epoch until each user
 // has learned it (0: not counted), so that the joiner knows when everything

@@ -204,7 +204,7 @@ func (u *stepUser) admit(int64) (uint64, bool) { return u.port.net.ep.epoch.Load
 func (u *stepUser) release()                   {}
 func (u *stepUser) countOne() uint64           { return u.port.net.ep.count(1) }
 func (u *stepUser) dropped()                   { u.port.lose() }
-func (u *stepUser) hasState()                  { u.port.net.ep.joinDone(u.UID) }
+func (u *stepUser) hasState()                  { u.port.net.ep.lateDone(u.UID) }
 
 func (u *stepUser) applied(ev *Event, _ time.Duration) {
 	p := u.port

@@ -25,8 +25,7 @@ import (
 // the run has to stop.
 
 // defaultMemShare is the share of the machine's memory a run may take
-// when -maxmem is not given: enough for 10,000 users for 20 s on a 24 GiB
-// machine, and a quarter left for everything else.
+// when -maxmem is not given: a quarter is left for everything else.
 const defaultMemShare = 0.75
 
 // machineMemory is the memory this process may use: the machine's, or its
@@ -145,9 +144,8 @@ func deliveryCost(c Config) float64 {
 // large keeps most of its heap in the views' tables (see slotTable), which
 // hold no pointers, so the collector marks little of it and can run four
 // times as often for a few percent more CPU, sparing three quarters of the
-// memory it would otherwise let the garbage take: at 10,000 users 4.4 GiB
-// at the peak instead of 6 GiB, for 4% more CPU. GOGC in the environment
-// still decides.
+// memory it would otherwise let the garbage take (docs/performance.md has
+// the figures). GOGC in the environment still decides.
 func gcPercent(c Config) (int, bool) {
 	if os.Getenv("GOGC") != "" || deliveryBytes*lookAhead(c) < bigTick {
 		return 0, false
@@ -217,9 +215,8 @@ const stopShare = 0.85
 
 // deliveryBytes is what a delivery applied may add to the heap: a create
 // is a room in a view, a 16-byte entry in a table up to half empty as it
-// grows, and the delivery itself waits in an inbox and a lockstep bucket.
-// It was measured on views of Go maps (9 GB for the 90 million creates of
-// one tick of 30,000 users) and is now an estimate on the safe side.
+// grows, and the delivery itself waits in an inbox and a lockstep bucket:
+// an estimate on the safe side.
 const deliveryBytes = 100
 
 // newMemWatch watches a run for its limit.

@@ -40,7 +40,7 @@ type nemesis struct {
 	awayUntil []int64 // by uid: the tick the user comes back; 0 while online
 	awayAt    []int64
 	firstLate int32   // the first late joiner; users+1 when none
-	joinAt    []int64 // joinAt[i]: the tick user_{firstLate+i} comes online
+	lateAt    []int64 // lateAt[i]: the tick user_{firstLate+i} comes online
 	joined    int     // late joiners online so far
 
 	tally faultTally
@@ -54,8 +54,8 @@ type faultTally struct {
 }
 
 // newNemesis draws the schedule. splitMax and offMax are in ticks (0:
-// none), joinBy is the last tick a late joiner may come online.
-func newNemesis(net *faults, seed uint64, users int, splitMax, offMax int64, join int, joinBy int64) *nemesis {
+// none), lateBy is the last tick a late joiner may come online.
+func newNemesis(net *faults, seed uint64, users int, splitMax, offMax int64, join int, lateBy int64) *nemesis {
 	m := &nemesis{
 		net:       net,
 		rng:       rand.New(rand.NewPCG(seed, 0x6e656d)),
@@ -74,9 +74,9 @@ func newNemesis(net *faults, seed uint64, users int, splitMax, offMax int64, joi
 		m.offChance = 1 / (9 * mean)
 	}
 	for range join {
-		m.joinAt = append(m.joinAt, 1+m.rng.Int64N(max(1, joinBy)))
+		m.lateAt = append(m.lateAt, 1+m.rng.Int64N(max(1, lateBy)))
 	}
-	slices.Sort(m.joinAt)
+	slices.Sort(m.lateAt)
 	for u := m.firstLate; u <= m.users; u++ {
 		net.away[u].Store(true)
 	}
@@ -102,7 +102,7 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 			}
 		}
 	}
-	for m.joined < len(m.joinAt) && m.joinAt[m.joined] <= t {
+	for m.joined < len(m.lateAt) && m.lateAt[m.joined] <= t {
 		joined = append(joined, m.join())
 	}
 	return recs, joined
@@ -121,7 +121,7 @@ func (m *nemesis) end(t int64) (recs []Record, joined []int32) {
 		}
 	}
 	m.offMax = 0
-	for m.joined < len(m.joinAt) {
+	for m.joined < len(m.lateAt) {
 		joined = append(joined, m.join())
 	}
 	return recs, joined

@@ -256,7 +256,7 @@ func (f *faults) blocked(a, b int32) bool {
 // still waiting for their state. Lockstep reads it between rounds, when no
 // user is working.
 func (n *Network) outstanding() int64 {
-	k := n.ep.joining.Load()
+	k := n.ep.latecomers.Load()
 	for _, p := range n.ports {
 		k += p.sent - p.applied
 	}

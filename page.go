@@ -128,7 +128,7 @@ type pageBar struct {
 const maxRaces = 200
 
 // pageOf lays out the page of a run from its report, its summary text and
-// its history; lines renders a record as the text log does.
+// its history; rend renders a record as the text log does.
 func pageOf(rep *Report, summary, startLine string, h *timeline, rend renderer) *pageData {
 	p := &pageData{
 		Title:     fmt.Sprintf("chatsim: %d users, seed %d", rep.Users, rep.Seed),

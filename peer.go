@@ -1,6 +1,7 @@
 package main
 
 import (
+	"iter"
 	"math/rand/v2"
 	"time"
 )
@@ -111,6 +112,16 @@ type Input struct {
 	Net  netSays
 
 	First, Last int32 // newsInput: users First..Last are online
+
+	Proposal Proposal // proposeInput
+}
+
+// Proposal is an action a user is asked to take, as etcd raft's
+// application proposes: the tick's roll makes the same three at random.
+type Proposal struct {
+	Kind  EventKind // CreateEvent, MessageEvent or CloseEvent
+	Group *Group    // create: the members
+	Room  Stamp     // message, close: the room, one the user is in
 }
 
 // inputKind says what an Input is.
@@ -120,6 +131,7 @@ const (
 	deliverInput inputKind = iota + 1
 	tickInput
 	newsInput
+	proposeInput
 )
 
 // actChoice is what the run lets a user do on a tick.
@@ -150,7 +162,27 @@ func (p *Peer) Step(in Input, out port) {
 		p.tick(in, out)
 	case newsInput:
 		p.view.Learn(in.First, in.Last, in.Now)
+	case proposeInput:
+		p.propose(in.Proposal, in.Now, out)
 	}
+}
+
+// propose takes the action asked for, as a roll would, and sends what the
+// view made. A message or a close needs a room the user is in: without
+// one, nothing happens.
+func (p *Peer) propose(a Proposal, now time.Duration, out port) {
+	v := p.view
+	var ev *Event
+	switch i := v.RoomIndex(a.Room); {
+	case a.Kind == CreateEvent:
+		ev = v.Create(a.Group, now)
+	case i < 0:
+	case a.Kind == MessageEvent:
+		ev = v.Send(i, now)
+	case a.Kind == CloseEvent:
+		ev = v.Close(i, now)
+	}
+	p.fanOut(ev, out)
 }
 
 // tick is one tick of the user: it reclaims what stability allows,
@@ -243,23 +275,33 @@ func (p *Peer) pick(n int) int {
 	return p.rng.IntN(n)
 }
 
-// fanOut sends ev to its recipients: every other member for a message,
-// every other known user for a create or a close.
+// fanOut sends ev to its recipients.
 func (p *Peer) fanOut(ev *Event, out port) {
 	if ev == nil {
 		return
 	}
-	if ev.Kind == MessageEvent {
-		for r := range ev.Group.All() {
-			if r != p.uid {
-				p.send(r, ev, out)
-			}
-		}
-		return
+	for r := range recipients(ev, p.uid, p.view.Known()) {
+		p.send(r, ev, out)
 	}
-	for r := int32(1); r <= p.view.Known(); r++ {
-		if r != p.uid {
-			p.send(r, ev, out)
+}
+
+// recipients are the users an event from self goes to, when self knows
+// user_1..user_known: every other member for a message, every other known
+// user for a create or a close.
+func recipients(ev *Event, self, known int32) iter.Seq[int32] {
+	return func(yield func(int32) bool) {
+		if ev.Kind == MessageEvent {
+			for r := range ev.Group.All() {
+				if r != self && !yield(r) {
+					return
+				}
+			}
+			return
+		}
+		for r := int32(1); r <= known; r++ {
+			if r != self && !yield(r) {
+				return
+			}
 		}
 	}
 }

@@ -21,7 +21,7 @@ type peerHistory struct {
 	faults   bool
 	maxDelay time.Duration
 	late     int32 // the late joiner, or 0
-	joinAt   int   // the step it comes online
+	lateAt   int   // the step it comes online
 	log      []Record
 }
 
@@ -31,7 +31,7 @@ func newPeerHistory(tb testing.TB, rng chooser, seed uint64, n int, faults bool)
 	h := &peerHistory{rng: rng, faults: faults, maxDelay: time.Duration(1+rng.IntN(5)) * time.Second}
 	late := 0
 	if faults && n >= 3 {
-		late, h.late, h.joinAt = 1, int32(n), 1+rng.IntN(40)
+		late, h.late, h.lateAt = 1, int32(n), 1+rng.IntN(40)
 	}
 	h.tn = newTestNet(tb, n, late, faults, seed)
 	return h
@@ -50,11 +50,11 @@ func (h *peerHistory) collect() {
 func (h *peerHistory) step(i int) {
 	tn := h.tn
 	if h.faults {
-		if h.late != 0 && i == h.joinAt {
+		if h.late != 0 && i == h.lateAt {
 			tn.join(h.late)
 		}
 		for u := int32(1); int(u) < len(tn.peers); u++ {
-			if (u != h.late || i > h.joinAt) && h.rng.IntN(40) == 0 {
+			if (u != h.late || i > h.lateAt) && h.rng.IntN(40) == 0 {
 				tn.away[u] = !tn.away[u]
 			}
 		}

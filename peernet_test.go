@@ -20,6 +20,7 @@ type testNet struct {
 	peers  []*Peer // peers[u] is user_u; 0 unused
 	ports  []*testPort
 	flight []inTransit
+	made   int // transmissions made so far
 	ep     *epochs
 	now    time.Duration
 	tick   time.Duration
@@ -29,6 +30,7 @@ type testNet struct {
 
 // inTransit is one transmission on its way.
 type inTransit struct {
+	id       int // the order it was made in, from 1
 	from, to int32
 	d        Delivery
 	k        txKind
@@ -69,7 +71,7 @@ func (tn *testNet) p(u int32) *Peer { return tn.peers[u] }
 // before it, and it learns who they are.
 func (tn *testNet) join(j int32) {
 	e := tn.ep.count(int64(j - 1))
-	tn.ep.joinPending(j, e)
+	tn.ep.latePending(j, e)
 	tn.away[j] = false
 	for u := int32(1); u < j; u++ {
 		tn.peers[u].Step(Input{Kind: newsInput, Now: tn.now, First: j, Last: j}, tn.ports[u])
@@ -103,18 +105,16 @@ func (tn *testNet) deliver(i int) []Record {
 }
 
 // arrive hands one transmission to its recipient and returns the records
-// that made.
+// that made, which stay in the peer's buffer too.
 func (tn *testNet) arrive(tr inTransit) []Record {
 	if tn.away[tr.to] || tn.away[tr.from] || tn.cut != nil && tn.cut(tr.from, tr.to) {
 		tn.ports[tr.to].tx.Lost++
 		return nil
 	}
 	p := tn.peers[tr.to]
-	p.ResetRecords()
+	before := len(p.Records())
 	p.Step(Input{Kind: deliverInput, Now: tn.now, D: tr.d}, tn.ports[tr.to])
-	recs := slices.Clone(p.Records())
-	p.ResetRecords()
-	return recs
+	return p.Records()[before:]
 }
 
 // take removes and returns what is in flight from one user to another, in
@@ -141,13 +141,14 @@ func (p *testPort) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 		p.tx.Retransmitted++
 	}
 	d.Due = now
-	n.flight = append(n.flight, inTransit{p.uid, to, d, k, now})
+	n.made++
+	n.flight = append(n.flight, inTransit{n.made, p.uid, to, d, k, now})
 }
 
 func (p *testPort) admit(int64) (uint64, bool) { return p.n.ep.epoch.Load(), true }
 func (p *testPort) release()                   {}
 func (p *testPort) countOne() uint64           { return p.n.ep.count(1) }
 func (p *testPort) dropped()                   { p.tx.Lost++ }
-func (p *testPort) hasState()                  { p.n.ep.joinDone(p.uid) }
+func (p *testPort) hasState()                  { p.n.ep.lateDone(p.uid) }
 
 func (p *testPort) applied(ev *Event, _ time.Duration) { p.n.ep.retire(ev.Epoch, 1) }

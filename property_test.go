@@ -351,7 +351,7 @@ func (v *View) invariants() error {
 	if live != v.live || held != v.nHeld || len(v.held) > held || mined != len(v.joined) {
 		return fmt.Errorf("counts live %d held %d joined %d, slots say %d, %d and %d", v.live, v.nHeld, len(v.joined), live, held, mined)
 	}
-	for _, q := range []*twoPhase{&v.tombs, &v.replacedOwn} {
+	for _, q := range []*reclaimQueue{&v.tombs, &v.replacedOwn} {
 		runs := slices.Concat(q.untilSent.items[q.untilSent.head:], q.untilClosed.items[q.untilClosed.head:])
 		n := 0
 		for i, r := range runs {

@@ -96,7 +96,7 @@ func (p *realPort) retire() {
 type realUser struct {
 	*User
 	port     *realPort
-	clock    simTime
+	elapsed  simTime
 	tick     time.Duration
 	drain    *drain
 	lat      *hist         // send-to-apply latency
@@ -128,7 +128,7 @@ func (u *realUser) run() {
 		if at, ok := u.port.nextDue(); ok {
 			if at != wakeAt {
 				wakeAt = at
-				wake.Reset(at - u.clock.now())
+				wake.Reset(at - u.elapsed.now())
 			}
 			wakeC = wake.C
 		}
@@ -139,24 +139,24 @@ func (u *realUser) run() {
 			select {
 			case d = <-u.EventChannel:
 			case o := <-news:
-				u.learn(o, u.clock.now())
+				u.learn(o, u.elapsed.now())
 				continue
 			case <-wakeC:
 				wakeAt = -1
-				now := u.clock.now()
+				now := u.elapsed.now()
 				u.port.due(now)(func(d Delivery) { u.deliver(d, now) })
 				u.takeBacklog(now)
 				u.endBatch()
 				continue
 			}
 		}
-		now := u.clock.now()
+		now := u.elapsed.now()
 		u.handle(d, now)
 		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
 			u.handle(<-u.EventChannel, now)
 		}
 		if u.tickAt >= 0 && news != nil {
-			// The clock starts once every user is online: whatever news
+			// The ticker starts once every user is online: whatever news
 			// is queued is learned before the user acts.
 			for len(news) > 0 {
 				u.learn(<-news, now)
@@ -212,7 +212,7 @@ func (u *realUser) runTick(now time.Duration) {
 	u.peer.Step(Input{Kind: tickInput, Now: now, Due: u.port.due(now), Act: act, Away: u.port.away(), Net: u.port.net.ep.says()}, u)
 	u.trace.end()
 	u.port.retire()
-	u.takeBacklog(u.clock.now())
+	u.takeBacklog(u.elapsed.now())
 }
 
 // takeBacklog handles what the user received while blocked in a send:
@@ -265,19 +265,19 @@ func (u *realUser) drainOut() {
 	for waiting := true; waiting; u.endBatch() {
 		select {
 		case d := <-u.EventChannel:
-			now := u.clock.now()
+			now := u.elapsed.now()
 			u.handle(d, now)
 			u.takeBacklog(now)
 			for u.tickAt >= 0 {
 				u.runTick(now)
 			}
 		case o := <-u.UserChannel:
-			u.learn(o, u.clock.now())
+			u.learn(o, u.elapsed.now())
 		case <-u.drain.quiet:
 			waiting = false
 		}
 	}
-	now := u.clock.now()
+	now := u.elapsed.now()
 	u.port.hushed = true
 	u.drain.stopSending()
 	for sending := true; sending; {
@@ -297,9 +297,6 @@ func (u *realUser) drainOut() {
 	u.peer.view.Finish()
 	u.endBatch()
 }
-
-// forever is a time later than any delivery is due.
-const forever = time.Duration(1<<63 - 1)
 
 // The peer's port, as the real-time network: see port.
 
@@ -343,7 +340,7 @@ func (u *realUser) applied(ev *Event, now time.Duration) {
 }
 
 func (u *realUser) dropped()  { u.port.lose() }
-func (u *realUser) hasState() { u.port.net.ep.joinDone(u.UID) }
+func (u *realUser) hasState() { u.port.net.ep.lateDone(u.UID) }
 
 // drain is the end of a real-time run, in two steps. First every user
 // stops acting; the network carries on (with faults, retransmissions win
@@ -427,7 +424,7 @@ func (c simTime) now() time.Duration {
 func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 	tick := s.cfg.Tick
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
-	start := s.clock.now()
+	start := s.elapsed.now()
 	h := minHeap[nextTick]{
 		items:  make([]nextTick, len(s.users), len(s.users)+1),
 		before: func(a, b nextTick) bool { return a.at < b.at },
@@ -448,13 +445,13 @@ func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 				return
 			}
 			stopping, stopped = nil, true
-			s.applyFaults(epochs+1, s.clock.now(), true)
+			s.applyFaults(epochs+1, s.elapsed.now(), true)
 			continue
 		case <-done:
 			return
 		case <-timer.C:
 		}
-		now := s.clock.now()
+		now := s.elapsed.now()
 		for h.min().at <= now {
 			next := h.min()
 			if next.user == epochTick {

@@ -48,9 +48,9 @@ func (c Config) faulty() bool {
 	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Join > 0
 }
 
-// joinBy is the last tick a late joiner may come online: the first half
+// lateBy is the last tick a late joiner may come online: the first half
 // of the run, or of its first minute when it runs until stopped.
-func (c Config) joinBy() int64 {
+func (c Config) lateBy() int64 {
 	run := c.Duration
 	if run == 0 {
 		run = time.Minute
@@ -59,7 +59,7 @@ func (c Config) joinBy() int64 {
 }
 
 // Sim is one run: the users and the network between them, and the
-// machinery around them: the clock or the lockstep coordinator, the stop,
+// machinery around them: the ticker or the lockstep coordinator, the stop,
 // the log and the figures for the summary. The simulator may count things
 // across users for reporting and checking, but no user ever reads another's
 // state to decide what to do, and no user sees the Sim.
@@ -69,7 +69,7 @@ type Sim struct {
 	net     *Network
 	out     *sink
 	stderr  io.Writer
-	clock   simTime
+	elapsed simTime
 	rend    renderer
 	started time.Time // when the first tick could run: every user online
 	running sync.WaitGroup
@@ -131,7 +131,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 			}
 			return max(1, wholeTicks(d, cfg.Tick))
 		}
-		s.nemesis = newNemesis(s.net.faults, cfg.Seed, cfg.Users, ticks(cfg.Partition), ticks(cfg.Offline), cfg.Join, cfg.joinBy())
+		s.nemesis = newNemesis(s.net.faults, cfg.Seed, cfg.Users, ticks(cfg.Partition), ticks(cfg.Offline), cfg.Join, cfg.lateBy())
 		if cfg.HTML != "" {
 			s.wires = newWireKeeper(cfg.Users, keepLost(cfg), cfg.Window.From)
 			s.net.wires = s.wires
@@ -170,9 +170,9 @@ func (s *Sim) run(ctx context.Context) (*Report, error) {
 
 // begin starts the output's flusher and brings the users online.
 func (s *Sim) begin(ctx context.Context) {
-	s.clock = simTime{t0: time.Now(), virtual: s.cfg.Fast}
+	s.elapsed = simTime{t0: time.Now(), virtual: s.cfg.Fast}
 	if !s.cfg.Fast {
-		s.rend.base = s.clock.t0
+		s.rend.base = s.elapsed.t0
 	}
 	s.flushStop = make(chan struct{})
 	s.flusher.Go(func() { s.out.flushLoop(s.flushStop) })
@@ -266,7 +266,7 @@ func (s *Sim) newUser(k int32, late bool) *User {
 		s.running.Go(func() { su.run(first) })
 		return u
 	}
-	ru := &realUser{User: u, clock: s.clock, tick: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain,
+	ru := &realUser{User: u, elapsed: s.elapsed, tick: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain,
 		port: newRealPort(s.net, k, rng, cfg.Seed)}
 	u.EventChannel = ru.port.inbox
 	s.lats = append(s.lats, ru.lat)
@@ -311,7 +311,7 @@ func (s *Sim) announce(j int32) {
 		return // stopped during start-up: j never started
 	}
 	e := s.net.ep.count(int64(j - 1))
-	s.net.ep.joinPending(j, e)
+	s.net.ep.latePending(j, e)
 	for _, old := range s.users[:j-1] {
 		old.UserChannel <- Online{First: j, Last: j, Epoch: e}
 	}
@@ -453,7 +453,7 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 			}
 		case <-statsC:
 			live, deliveries := s.gauge()
-			now := s.clock.now()
+			now := s.elapsed.now()
 			s.printStats(now, int64(now/s.cfg.Tick), live, deliveries, now)
 		}
 	}
