@@ -44,7 +44,8 @@ type View struct {
 	nHeld       int                   // messages held back
 	alive       []Room                // own rooms live at the end, set by Finish
 
-	records []Record // log records not yet taken, while log is on
+	records []Record   // log records not yet taken, while log is on
+	stab    *stability // counts what the view applies, for its user's reports; nil for a view alone
 	Counts
 }
 
@@ -215,13 +216,14 @@ func (v *View) LiveCount() int { return v.live }
 // HeldCount is the number of messages held back.
 func (v *View) HeldCount() int { return v.nHeld }
 
-// Learn records that users first..last are online. Users come online in uid
+// Learn records that users up to last are online. Users come online in uid
 // order, so the users a view knows are always user_1..user_upTo (and
-// itself): one integer instead of a set. The news is one record, for the
-// range of users it taught the view: a run of n users starts with about
-// as many records per user as batches of news, not n.
-func (v *View) Learn(first, last int32, now time.Duration) {
-	from := max(first, v.upTo+1)
+// itself): one integer instead of a set, and news of a user tells of
+// every user before it. The news is one record, for the range of users
+// it taught the view: a run of n users starts with about as many records
+// per user as batches of news, not n.
+func (v *View) Learn(last int32, now time.Duration) {
+	from := v.upTo + 1
 	learned := false
 	for u := from; u <= last; u++ {
 		if u == v.self {
@@ -244,9 +246,8 @@ func (v *View) includeSelf() {
 	}
 }
 
-// Apply takes one event from another user. An event's epoch is no later
-// than the current one, so the view's epoch rises to it: the view's epoch
-// only grows, and the tombs it stamps stay in order.
+// Apply takes one event from another user. The view's epoch rises to the
+// event's: it only grows, and the tombs it stamps stay in order.
 func (v *View) Apply(ev *Event, now time.Duration) {
 	v.clock = max(v.clock, ev.Clock)
 	v.SetEpoch(ev.Epoch)
@@ -350,9 +351,9 @@ func (v *View) newEvent(k EventKind, g *Group) *Event {
 	return &Event{Kind: k, From: v.self, Clock: v.clock, Group: g, Epoch: v.epoch}
 }
 
-// SetEpoch tells the view the epoch its next events are sent in. It is
-// never earlier than the epoch of any event the view has applied, which
-// the network guarantees: epochs only grow.
+// SetEpoch raises the epoch the view's next events are sent in: its
+// user's tick, and the epoch of every event it applies, so that the
+// epoch never goes down along causality (see stability).
 func (v *View) SetEpoch(e uint64) { v.epoch = max(v.epoch, e) }
 
 // slot returns what the view knows of g: its slot, or an empty one (packed 0)
@@ -370,6 +371,9 @@ func (v *View) slot(g *Group) slot {
 
 // applyRoom applies a create or close from another user.
 func (v *View) applyRoom(ev *Event, now time.Duration) {
+	if v.stab != nil {
+		v.stab.count(ev.Epoch, 1, false)
+	}
 	if ev.Kind == CloseEvent {
 		v.closeOwn(ev.Room)
 	}
@@ -436,7 +440,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		v.Merges++
 		v.record(Record{T: now, Kind: KindMerge, Room: ev.Room, Dropped: prev, By: ev.From, EventKind: ev.Kind, Won: true})
 		if prev.UID == v.self {
-			v.replaceOwn(prev, ev)
+			v.replaceOwn(prev)
 		}
 	}
 	switch {
@@ -531,6 +535,9 @@ func (v *View) releaseHeld(key groupKey, now time.Duration) {
 }
 
 func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
+	if v.stab != nil {
+		v.stab.count(m.Epoch, 1, false)
+	}
 	late := m.Room.pack() != s.packed || s.is(closed)
 	v.Deliveries++
 	v.GotSum += deliveryHash(m.ID(), v.self)
@@ -567,9 +574,9 @@ func (v *View) closeOwn(s Stamp) {
 	}
 }
 
-// replaceOwn notes that ev, a concurrent duplicate's create or close,
-// replaced an own room.
-func (v *View) replaceOwn(s Stamp, ev *Event) {
+// replaceOwn notes that an own room s was replaced by a concurrent
+// duplicate.
+func (v *View) replaceOwn(s Stamp) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
@@ -605,18 +612,20 @@ func (v *View) Snapshot() []RoomState {
 // converges. A room learned only this way keeps its membership unknown
 // until its create arrives (adopt); a late joiner is in no room created
 // before the others knew it, and gets the create of every room that has it.
-// The view must have created no room yet: a late joiner acts only once it
-// has the state.
-func (v *View) ApplyState(ev *Event, now time.Duration) {
+// first says this is a late joiner's first state, which it logs as the
+// rooms it learned; a later one it logs only if it changed something.
+func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 	v.clock = max(v.clock, ev.Clock)
 	v.SetEpoch(ev.Epoch)
 	var release []groupKey
+	changed := 0
 	for _, rs := range ev.State {
 		v.clock = max(v.clock, unpack(rs.Packed).Clock)
 		s, _ := v.lookup(rs.Key)
 		if s.packed > rs.Packed || s.packed == rs.Packed && (s.is(closed) || !rs.Closed) {
 			continue // not newer
 		}
+		changed++
 		if s.is(listed) {
 			v.unlist(&s)
 		}
@@ -624,6 +633,9 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 			v.live--
 			if s.packed != rs.Packed {
 				v.Merges++
+				if prev := s.stamp(); prev.UID == v.self {
+					v.replaceOwn(prev)
+				}
 			}
 		}
 		if s.packed != rs.Packed {
@@ -633,6 +645,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 		s.flags &^= closed
 		if rs.Closed {
 			s.flags |= closed
+			v.closeOwn(unpack(rs.Packed))
 			v.tombs.push(tomb{rs.Key, s.packed}, v.epoch)
 		} else {
 			v.live++ // a newer incarnation: listed once its create comes (adopt)
@@ -642,8 +655,13 @@ func (v *View) ApplyState(ev *Event, now time.Duration) {
 			release = append(release, rs.Key)
 		}
 	}
-	v.StateRooms += int64(v.live)
-	v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms()})
+	switch {
+	case first:
+		v.StateRooms += int64(v.live)
+		v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms()})
+	case changed > 0:
+		v.record(Record{T: now, Kind: KindCatchUp, By: ev.From, Rooms: v.Rooms()})
+	}
 	// The state comes first in the log, then what it released: a message
 	// held for a room is received once the room is known.
 	for _, k := range release {
@@ -714,6 +732,9 @@ type epochRun struct {
 }
 
 // push adds a tomb for a close applied in epoch e.
+// len is how many tombs wait.
+func (q *reclaimQueue) len() int { return q.tombs.len() }
+
 func (q *reclaimQueue) push(t tomb, e uint64) {
 	q.tombs.push(t)
 	addRun(&q.untilClosed, e, 1)

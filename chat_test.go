@@ -21,7 +21,7 @@ func newWorld(t testing.TB, n int) *world {
 	w := &world{t: t, n: n}
 	for u := int32(1); u <= int32(n); u++ {
 		v := NewView(u, true)
-		v.Learn(1, int32(n), 0)
+		v.Learn(int32(n), 0)
 		v.ResetRecords()
 		w.views = append(w.views, v)
 	}
@@ -324,9 +324,10 @@ func TestLearnKnowsUsersInOrder(t *testing.T) {
 	if v.Known() != 3 { // only itself so far, as uid 3
 		t.Errorf("Known = %d before any news", v.Known())
 	}
-	v.Learn(1, 2, 0)
-	v.Learn(4, 4, 0)
-	v.Learn(4, 5, 0) // repeated news is ignored
+	v.Learn(2, 0)
+	v.Learn(4, 0)
+	v.Learn(5, 0)
+	v.Learn(4, 0) // old news is ignored
 	if v.Known() != 5 {
 		t.Errorf("Known = %d, want 5", v.Known())
 	}
@@ -434,7 +435,6 @@ func reclaimAll(v *View) { v.Expire(1<<62, 0) }
 func (v *View) entries() int { return v.rooms.len() }
 
 // len is how many tombs wait in either phase.
-func (q *reclaimQueue) len() int { return q.tombs.len() }
 
 func TestGroupPickAndHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -508,7 +508,7 @@ func TestStateRoomReplacedByNewerCreate(t *testing.T) {
 		older, newer = newer, older
 	}
 	joiner := NewView(3, true)
-	joiner.ApplyState(&Event{Kind: StateEvent, From: 1, State: []RoomState{{Key: g.key, Packed: older.Room.pack()}}}, 0)
+	joiner.ApplyState(&Event{Kind: StateEvent, From: 1, State: []RoomState{{Key: g.key, Packed: older.Room.pack()}}}, 0, true)
 	if joiner.RoomCount() != 0 || joiner.LiveCount() != 1 {
 		t.Fatalf("after the state: in %d rooms, %d live; want 0 and 1 (members unknown)", joiner.RoomCount(), joiner.LiveCount())
 	}

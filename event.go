@@ -171,16 +171,19 @@ func pickGroup(rng *rand.Rand, n int, self, known int32) *Group {
 // EventKind says what an Event does to a room.
 type EventKind uint8
 
-// The three room events, then what only travels with faults on: the state
-// transfer a late joiner asks for and gets, and the links' acknowledgements.
+// The three room events; a late joiner's hello and the state transfer it
+// asks for; a heartbeat, which carries a report when its sender has
+// broadcast nothing for a while; and the links' acknowledgements.
 const (
 	CreateEvent EventKind = iota + 1
 	MessageEvent
 	CloseEvent
+	HelloEvent        // a late joiner tells everyone before it that it is online
 	StateRequestEvent // a late joiner asks a peer for its rooms
 	StateEvent        // the peer's rooms, in Event.State
+	HeartbeatEvent    // a report alone: see stability
 	AckEvent          // Delivery.Ack acknowledges the reverse link
-	GapEvent          // an acknowledgement that also reports a gap: see link
+	GapEvent          // an acknowledgement that also reports a gap: see links
 )
 
 func (k EventKind) String() string {
@@ -191,10 +194,14 @@ func (k EventKind) String() string {
 		return "message"
 	case CloseEvent:
 		return "close"
+	case HelloEvent:
+		return "hello"
 	case StateRequestEvent:
 		return "state request"
 	case StateEvent:
 		return "state"
+	case HeartbeatEvent:
+		return "heartbeat"
 	case AckEvent, GapEvent:
 		return "ack"
 	}
@@ -215,8 +222,15 @@ type Event struct {
 	Room  Stamp
 	Group *Group
 	Sent  time.Duration // simulation time of sending, since the start
-	Epoch uint64        // the epoch it was sent in: see View on reclaiming
-	State []RoomState   // StateEvent: every group the sender knows of
+	Epoch uint64        // the sender's epoch: see stability
+
+	// What every transmission tells of stability: the stable epoch and
+	// horizon its sender knew, and on a broadcast, its report.
+	Stable, Horizon uint64
+	Report          *progress
+
+	State    []RoomState // StateEvent: every group the sender knows of
+	Complete uint64      // StateEvent: the sender's view has every create and close sent below it; 0 when it does not know
 }
 
 // ID is the event's own stamp: a message id or, for a create, a room id.
@@ -241,13 +255,10 @@ type Delivery struct {
 // forever is a time later than any delivery is due.
 const forever = time.Duration(1<<63 - 1)
 
-// Online tells a user that users First..Last (inclusive) are online. A
-// late joiner's arrival is counted in flight under Epoch until each user
-// has learned it (0: not counted), so that the joiner knows when everything
-// sent without it in mind has arrived: see User.join.
+// Online tells a user, at the start of a run, that users up to Last are
+// online.
 type Online struct {
-	First, Last int32
-	Epoch       uint64
+	Last int32
 }
 
 // uidName renders a uid the way the log shows it.

@@ -102,7 +102,7 @@ func TestStatsGoToStderr(t *testing.T) {
 		if len(lines) != 6 {
 			t.Fatalf("%d stats lines, want 6:\n%s", len(lines), errs.String())
 		}
-		re := regexp.MustCompile(`^chatsim: 00:01:00 tick 60, live rooms [0-9.]+, deliveries \d+ \(\d+/s\), memory [0-9.]+ [KMG]iB$`)
+		re := regexp.MustCompile(`^chatsim: 00:01:00 tick 60, live rooms [0-9.]+, deliveries \d+ \(\d+/s\), tombstones \d+, memory [0-9.]+ [KMG]iB$`)
 		if !re.MatchString(lines[5]) {
 			t.Errorf("stats line %q", lines[5])
 		}
@@ -142,11 +142,12 @@ var jsonSchema = map[string][]string{
 	"offline":        {"t", "user", "kind"},
 	"back":           {"t", "user", "kind", "away"},
 	"state":          {"t", "user", "kind", "by", "rooms"},
+	"catch_up":       {"t", "user", "kind", "by", "rooms"},
 	"split":          {"t", "kind", "sides"},
 	"heal":           {"t", "kind"},
 	"final":          {"kind", "user", "rooms"},
 	"summary": {"kind", "seed", "users", "online", "mode", "tick", "chance", "stopped", "run_time", "ticks", "ticks_served",
-		"ticks_skipped", "actions", "traffic", "rooms", "messages", "live_rooms", "deliveries_per_tick", "converged"},
+		"ticks_skipped", "actions", "traffic", "rooms", "messages", "stability", "live_rooms", "deliveries_per_tick", "converged"},
 }
 
 var jsonOptional = map[string][]string{

@@ -88,6 +88,10 @@ var recordKinds = [numKinds]kindSpec{
 	KindState: {name: "state", class: "c-other", shape: "star", text: stateText},
 	KindSplit: {name: "split", text: splitText},
 	KindHeal:  {name: "heal", text: func(r *renderer, b []byte, _ *Record) []byte { return r.styled(b, styleNet, "the network healed") }},
+	KindCatchUp: {name: "catch_up", class: "c-other", shape: "star", text: func(r *renderer, b []byte, rec *Record) []byte {
+		b = r.uid(append(b, "I caught up with "...), rec.By)
+		return liveChats(append(b, ": "...), len(rec.Rooms))
+	}},
 }
 
 func (k RecordKind) String() string { return recordKinds[k].name }
@@ -214,14 +218,17 @@ func staleText(r *renderer, b []byte, rec *Record) []byte {
 }
 
 func stateText(r *renderer, b []byte, rec *Record) []byte {
-	b = append(b, "I came online late and learned "...)
-	b = strconv.AppendInt(b, int64(len(rec.Rooms)), 10)
-	if len(rec.Rooms) == 1 {
-		b = append(b, " live chat"...)
-	} else {
-		b = append(b, " live chats"...)
-	}
+	b = liveChats(append(b, "I came online late and learned "...), len(rec.Rooms))
 	return r.uid(append(b, " from "...), rec.By)
+}
+
+// liveChats says how many live chats there are.
+func liveChats(b []byte, n int) []byte {
+	b = strconv.AppendInt(b, int64(n), 10)
+	if n == 1 {
+		return append(b, " live chat"...)
+	}
+	return append(b, " live chats"...)
 }
 
 func splitText(r *renderer, b []byte, rec *Record) []byte {

@@ -17,7 +17,7 @@ import (
 // their vocabulary. They are pure (no goroutines, channels, clocks or
 // I/O), and data flows into them, never back up: none of them names
 // anything declared in a driver or an output file.
-var coreFiles = []string{"chat.go", "event.go", "links.go", "peer.go", "record.go", "slots.go"}
+var coreFiles = []string{"chat.go", "event.go", "links.go", "peer.go", "record.go", "slots.go", "stability.go"}
 
 // coreImports are the packages a core file may import.
 var coreImports = []string{"cmp", "encoding/binary", "hash/maphash", "iter", "math", "math/bits", "math/rand/v2", "slices", "strconv", "time"}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -125,7 +124,7 @@ func TestLinkProbesThenResends(t *testing.T) {
 func TestNetworkFaults(t *testing.T) {
 	pair := func(loss, dup float64, delay time.Duration) (*Network, *realPort, *realPort) {
 		n := newNetwork(netConfig{users: 2, inbox: 64, tick: time.Second, sched: realSchedule{delay}, faults: newFaults(2, loss, dup)})
-		return n, newRealPort(n, 1, rand.New(rand.NewPCG(1, 1)), 1), newRealPort(n, 2, rand.New(rand.NewPCG(1, 2)), 1)
+		return n, newRealPort(n, 1, 1), newRealPort(n, 2, 1)
 	}
 	take := func(p *realPort) []Delivery {
 		var out []Delivery

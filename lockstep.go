@@ -47,12 +47,12 @@ type stepPort struct {
 	numbers [][]uint64 // with faults: Seq<<32|Ack of each filed delivery, beside buckets
 }
 
-func newStepPort(n *Network, uid int32, rng *rand.Rand, seed uint64, sched tickSchedule) *stepPort {
+func newStepPort(n *Network, uid int32, seed uint64, sched tickSchedule) *stepPort {
 	sp := &stepPort{sched: sched, buckets: make([][]*Event, sched.delayTicks+2)}
 	if n.faults != nil {
 		sp.numbers = make([][]uint64, sched.delayTicks+2)
 	}
-	sp.Port = n.connect(uid, rng, seed, sp.file)
+	sp.Port = n.connect(uid, seed, sp.file)
 	return sp
 }
 
@@ -120,23 +120,17 @@ type round struct {
 
 // run is the user's loop: round after round, until the final one.
 func (u *stepUser) run(first *round) {
-	news := u.UserChannel // news comes only before the first tick, unless late joiners may come
+	news := u.UserChannel // news comes only before the first tick
 	for r := first; ; r = r.next {
 		u.await(news)
-		if !u.listen {
-			news = nil
-		}
-		// Every announcement was sent before the round started: at the
-		// start, or for a late joiner at the end of the last tick.
+		news = nil
+		// Every announcement was sent before the first round started.
 		now := time.Duration(r.tick) * u.tick
 		for len(u.UserChannel) > 0 {
 			u.news = append(u.news, <-u.UserChannel)
 		}
 		for _, o := range u.news {
-			u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.tick), First: o.First, Last: o.Last}, u)
-			if o.Epoch != 0 {
-				u.port.net.ep.retire(o.Epoch, 1)
-			}
+			u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.tick), Last: o.Last}, u)
 		}
 		u.news = u.news[:0]
 		u.keepOrStop() // the recording filled up in the last round
@@ -151,7 +145,7 @@ func (u *stepUser) run(first *round) {
 		if r.act {
 			act = actRoll
 		}
-		u.peer.Step(Input{Kind: tickInput, Now: now, Due: u.port.due(r.tick), Act: act, Away: u.port.away(), Net: u.port.net.ep.says()}, u)
+		u.peer.Step(Input{Kind: tickInput, Now: now, Tick: uint64(r.tick), Due: u.port.due(r.tick), Act: act, Away: u.port.away()}, u)
 		u.trace.end()
 		u.flushLog()
 		u.publish()
@@ -185,32 +179,24 @@ func (u *stepUser) await(news <-chan Online) {
 	}
 }
 
-// The peer's port, as the lockstep network: see port. With faults the
-// network counts room events in flight, by epoch, for stability; it admits
-// every action.
+// The peer's port, as the lockstep network: see port. It admits every
+// action.
 
 func (u *stepUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
-	p := u.port
 	if k == txFirst {
 		u.trace.sending(u.UID, d.Event)
 	}
-	if k == txFirst && p.net.faults != nil && d.Event.Kind <= CloseEvent {
-		p.net.ep.sent(d.Event.Epoch)
-	}
-	p.transmit(to, d, k, now)
+	u.port.transmit(to, d, k, now)
 }
 
-func (u *stepUser) admit(int64) (uint64, bool) { return u.port.net.ep.epoch.Load(), true }
-func (u *stepUser) release()                   {}
-func (u *stepUser) countOne() uint64           { return u.port.net.ep.count(1) }
-func (u *stepUser) dropped()                   { u.port.lose() }
-func (u *stepUser) hasState()                  { u.port.net.ep.lateDone(u.UID) }
+func (u *stepUser) admit(int64) bool { return true }
+func (u *stepUser) release()         {}
+func (u *stepUser) dropped()         { u.port.lose() }
+func (u *stepUser) caughtUp()        { u.port.net.fl.late.Add(-1) }
 
 func (u *stepUser) applied(ev *Event, _ time.Duration) {
-	p := u.port
-	p.applied++
-	if p.net.faults != nil {
-		p.net.ep.retire(ev.Epoch, 1)
+	if runCounts(ev) {
+		u.port.applied++
 	}
 	tracedDelivery(u.UID, ev)
 }
@@ -285,31 +271,16 @@ func (l *lockstep) step() bool {
 		return false
 	}
 	l.r.tick, l.r.act = t, l.acting
-	l.beginTick(t)
 	l.r = l.run(l.r)
 	l.t = t
 	// Sample every tick, the drain's too, so that the sparklines show
 	// what was delivered after the last action.
-	live, deliveries := s.sample()
+	g := s.sample()
 	if now := time.Duration(t) * s.cfg.Tick; l.acting && s.cfg.Stats > 0 && now >= l.nextStats {
-		s.printStats(now, t, live, deliveries, time.Since(s.started))
+		s.printStats(now, t, g, time.Since(s.started))
 		l.nextStats += s.cfg.Stats
 	}
 	return true
-}
-
-// beginTick starts tick t: its epoch, and the stability that holds before
-// its deliveries are applied. With faults a delivery can be on its way for
-// any number of ticks, so stability is counted as in real time.
-func (l *lockstep) beginTick(t int64) {
-	ep := l.s.net.ep
-	if l.s.nemesis != nil {
-		ep.advance()
-		ep.holdFloor()
-		return
-	}
-	w, h := lockstepStability(t, wholeTicks(l.s.cfg.Delay, l.s.cfg.Tick))
-	ep.setExact(uint64(t), w, h)
 }
 
 // run runs one round on every user and writes the round's log lines in

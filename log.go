@@ -192,7 +192,7 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	if rec.User != 0 {
 		j.User = uidName(rec.User)
 	}
-	if rec.Kind == KindState {
+	if rec.Rooms != nil {
 		rooms := make([]string, len(rec.Rooms))
 		for i, r := range rec.Rooms {
 			rooms[i] = r.String()

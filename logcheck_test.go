@@ -44,7 +44,8 @@ func (l *logLine) rooms() []string {
 //     nothing: no receive, join, see, merge, close_seen, stale, state or
 //     action;
 //   - a message is received into a room the user has heard of (created,
-//     seen, joined, closed, merged, ignored, or named in a `state` line),
+//     seen, joined, closed, merged, ignored, or named in a `state` or
+//     `catch_up` line),
 //     unless it is marked late: a held message too, once the line that
 //     made its room known has come;
 //   - a message is marked held only if its room was unknown to the user
@@ -135,7 +136,7 @@ func checkLogOrder(out string) []string {
 			hear(l.Room)
 		case "merge":
 			hear(l.Room, l.DroppedRoom)
-		case "state":
+		case "state", "catch_up":
 			hear(l.rooms()...)
 		case "message":
 			sentTo[l.Msg], sender[l.Msg] = l.Room, l.User

@@ -28,7 +28,7 @@ type Network struct {
 	ports   []*Port         // in the order users connected
 	sched   schedule
 	faults  *faults // nil without faults
-	ep      *epochs
+	fl      *flight
 	timing  linkTiming   // how long a peer's links wait for things
 	wires   wireObserver // where lost and resent transmissions are told; nil when no one asks
 }
@@ -65,7 +65,7 @@ func newNetwork(c netConfig) *Network {
 		inboxes: make([]chan Delivery, c.users+1),
 		sched:   c.sched,
 		faults:  c.faults,
-		ep:      newEpochs(c.capacity),
+		fl:      &flight{capacity: c.capacity},
 		timing:  newLinkTiming(c.tick, c.transit),
 	}
 	for u := 1; u <= c.users; u++ {
@@ -94,8 +94,8 @@ type Port struct {
 	net   *Network
 	uid   int32
 	inbox chan Delivery
-	rng   *rand.Rand // the owner's own source: a payload's delay is drawn from it, in the order sent
-	frng  *rand.Rand // the faults this port's transmissions meet, and the delays of what the links send of their own accord
+	delay *rand.Rand // the delays this port's transmissions meet, in the order sent
+	frng  *rand.Rand // the faults they meet
 	hold  func(Delivery)
 
 	// Deliveries sent and applied. Both change only while the owner works
@@ -122,14 +122,15 @@ func (c *transportCounts) add(o transportCounts) {
 	c.Retransmitted += o.Retransmitted
 }
 
-// connect gives user uid its port. rng is the user's own source: delays are
-// drawn from it in the order the user sends, so a lockstep run replays.
-// The faults a port's transmissions meet are drawn from a source of its
-// own, derived from seed, so that they do not move the user's choices.
-// hold keeps what reaches the port's inbox while its owner is blocked
-// sending.
-func (n *Network) connect(uid int32, rng *rand.Rand, seed uint64, hold func(Delivery)) *Port {
-	p := &Port{net: n, uid: uid, inbox: n.inboxes[uid], rng: rng, hold: hold}
+// connect gives user uid its port. The delays and the faults its
+// transmissions meet are drawn from sources of the port's own, derived
+// from seed, in the order it sends: the network's chance is not the
+// user's, so it never moves the user's choices, and a lockstep run
+// replays. hold keeps what reaches the port's inbox while its owner is
+// blocked sending.
+func (n *Network) connect(uid int32, seed uint64, hold func(Delivery)) *Port {
+	p := &Port{net: n, uid: uid, inbox: n.inboxes[uid], hold: hold,
+		delay: rand.New(rand.NewPCG(seed, uint64(uid)<<32|0xde1a))}
 	if n.faults != nil {
 		p.frng = rand.New(rand.NewPCG(seed, uint64(uid)<<32|0xfa17))
 	}
@@ -137,27 +138,21 @@ func (n *Network) connect(uid int32, rng *rand.Rand, seed uint64, hold func(Deli
 	return p
 }
 
-// transmit puts one transmission on its way to user to: a payload's first
-// transmission is due after a delay drawn from the owner's source; what
-// the links send of their own accord draws from the faults' source, so
-// that faults do not move the owner's choices. With faults, the network
-// may lose the transmission or deliver it twice.
+// transmit puts one transmission on its way to user to, due after a delay
+// drawn from the port's source. With faults, the network may lose it or
+// deliver it twice.
 func (p *Port) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	n := p.net
-	if k == txFirst {
+	if k == txFirst && runCounts(d.Event) {
 		p.sent++
 	}
+	d.Due = n.sched.due(now, p.delay)
 	f := n.faults
 	if f == nil {
-		d.Due = n.sched.due(now, p.rng)
+		p.tx.Transmissions++
 		p.put(to, d)
 		return
 	}
-	rng := p.frng
-	if k == txFirst {
-		rng = p.rng
-	}
-	d.Due = n.sched.due(now, rng)
 	if p.hushed {
 		return
 	}
@@ -252,11 +247,16 @@ func (f *faults) blocked(a, b int32) bool {
 	return s != nil && s.sides[a]&s.sides[b] == 0
 }
 
+// runCounts reports whether the run counts ev in flight, sent and applied,
+// for its drain: everything but a heartbeat, which comes as long as users
+// tick.
+func runCounts(ev *Event) bool { return ev.Kind != HeartbeatEvent }
+
 // outstanding counts deliveries sent but not yet applied, and late joiners
-// still waiting for their state. Lockstep reads it between rounds, when no
-// user is working.
+// whose view is not yet complete. Lockstep reads it between rounds, when
+// no user is working.
 func (n *Network) outstanding() int64 {
-	k := n.ep.latecomers.Load()
+	k := n.fl.late.Load()
 	for _, p := range n.ports {
 		k += p.sent - p.applied
 	}

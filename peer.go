@@ -8,54 +8,75 @@ import (
 
 // Peer is one user's whole protocol as a pure step machine: its view of the
 // rooms (View), its will (a roll of its own random source each tick), the
-// fan-out of what it does, its links to the others (with faults), noticing
-// that it is offline or back, and a late joiner's way in. Step takes one
-// input (a delivery, a tick, news of users online) and does what it means;
-// what the peer sends goes out through its port as it is made, in order,
-// and what it logs waits in Records. There are no goroutines, channels or
-// clocks inside: the time comes with each input, so a test can drive a
-// peer step by step, and a run replays. A thin driver in each mode (see
-// realtime.go and lockstep.go) moves inputs in and transmissions out.
+// fan-out of what it does, its links to the others (with faults), what it
+// learns of stability from the others' reports (stability), noticing that
+// it is offline or back, and a late joiner's way in. Step takes one input
+// (a delivery, a tick, news of users online at the start, an action asked
+// for) and does what it means; what the peer sends goes out through its
+// port as it is made, in order, and what it logs waits in Records. There
+// are no goroutines, channels or clocks inside: the time and the tick come
+// with each input, so a test can drive a peer step by step, and a run
+// replays. A thin driver in each mode (see realtime.go and lockstep.go)
+// moves inputs in and transmissions out.
+//
+// A peer knows only what it was sent, its own tick and its own random
+// source. What the network could count across users (what is in flight,
+// who is online) never reaches it; its port tells it only whether the
+// network takes an action's sends now, as a socket tells a program that
+// its buffer is full.
 type Peer struct {
 	uid   int32
 	cfg   peerConfig
 	view  *View
 	rng   *rand.Rand // the user's own source: its rolls, its groups, whom a late joiner asks
 	links *links     // nil without faults
+	stab  *stability
 
-	online    bool          // as it last noticed, at a tick
-	awaySince time.Duration // the start of its last outage
-	stage     arrival       // a late joiner's way in
-	stageAt   uint64        // the epoch the stage waits for stability to pass
-	replyTo   []int32       // late joiners that asked for this user's rooms
+	tick          uint64        // the user's own tick, as of its last
+	online        bool          // as it last noticed, at a tick
+	awaySince     time.Duration // the start of its last outage
+	lastBroadcast uint64        // the tick of its last broadcast, which carried a report
+	replyTo       []int32       // users that asked for this user's rooms
+
+	// A late joiner's way in: see arrival.
+	stage     arrival
+	helloAt   uint64 // the epoch of its hello
+	coverTo   uint64 // once its hello is stable, the horizon then: a state complete past it covers everything it missed
+	doneAt    uint64 // the epoch its view became complete
+	askedAt   uint64 // the tick it last asked a peer for its rooms
+	onlineAt  uint64 // the tick it came online
+	roomsAt   uint64 // the tick it first had the rooms
+	doneTick  uint64 // the tick its view became complete
+	awayTicks uint64 // ticks it was offline before it had the rooms
 
 	ticks, skipped, acted int64 // rolls, ticks not served, rolls that acted
+	heartbeats            int64 // broadcasts of a report alone
+	tombsPeak             int   // the most tombstones its view kept at once
 }
 
 // peerConfig is what a peer acts by.
 type peerConfig struct {
-	users     int     // in the run: the width of a member set
+	users     int     // in the run: every user, the width of a member set
 	chance    float64 // of acting on a tick
 	faulty    bool    // faults are injected: keep links, notice outages
-	latecomer bool    // comes online late and learns the rooms by a state transfer
+	latecomer bool    // comes online late, and learns the rooms by a state transfer
 	timing    linkTiming
 	log       bool // keep log records
 }
 
 // port is a peer's end of the network as the peer sees it. The peer hands
 // it each transmission as it makes it; the network decides when it is due
-// and what becomes of it. The peer also learns from it, as a program from
-// its socket, whether an action's sends fit now (admit): the backpressure
-// of a full network. The rest tells the network what the peer did with
-// what it was given, for the network's counts.
+// and what becomes of it. The peer learns from it only whether an action's
+// sends fit now (admit): the backpressure of a full network, an
+// observation of its own send. The rest tells the run what the peer did,
+// for its counts; nothing comes back from them.
 type port interface {
 	transmit(to int32, d Delivery, k txKind, now time.Duration)
-	admit(k int64) (epoch uint64, ok bool) // room for an action's at most k sends
-	release()                              // what admit reserved and the action left unsent
-	countOne() uint64                      // a state transfer or request, counted in flight: its epoch
-	applied(ev *Event, now time.Duration)  // a payload was applied
-	dropped()                              // a transmission reached the peer while it was away
-	hasState()                             // a late joiner has the rooms
+	admit(k int64) bool                   // room for a broadcast's or an action's at most k sends
+	release()                             // what admit reserved and was left unsent
+	applied(ev *Event, now time.Duration) // a payload was applied
+	dropped()                             // a transmission reached the peer while it was away
+	caughtUp()                            // a late joiner's view is complete
 }
 
 // txKind is what a transmission is, for the network's counts and draws.
@@ -68,50 +89,70 @@ const (
 )
 
 // arrival is where a late joiner is on its way in.
+//
+// A late joiner is a member of the run from the start, offline until it
+// comes online. Then it says hello to every user before it (a counted
+// broadcast, which tells them it is online) and asks two of them for their
+// rooms at once, and two others every askTicks until an answer comes: with
+// the rooms it acts. But the answer may miss what was sent
+// before the others knew of the joiner and had not yet reached the peer
+// that answered. Those sends all precede the hello's stability: once W
+// passes the hello, everyone has applied it, and everything sent without
+// the joiner in mind was sent in an epoch no later than the horizon then
+// (coverTo). So the joiner goes on asking, every pullTicks, until an
+// answer comes from a peer whose view is complete past coverTo; a room's
+// state is a max-register per group, so each answer merged with whatever
+// reached the joiner converges. Until its view is complete the joiner may
+// act on a room that is closed elsewhere: see lateFloor.
 type arrival uint8
 
-// A late joiner's way in. The others learn of it at about the same time,
-// but each sends without it in mind until it has the news: those events
-// never reach it, and a state transfer from a peer must carry their
-// effect. So the joiner waits, by the two phases of View's argument, until
-// the stable epoch has passed its news (every user has it) and then the
-// horizon noted then (everything sent by a user without the news has been
-// applied everywhere, the peer included). Then it asks a random peer for
-// its rooms; the answer, merged with whatever events have reached it
-// meanwhile, is the state everyone converges to. It acts only once it has
-// it.
 const (
-	arrived      arrival = iota
-	awaitNews            // until stable passes stageAt, the news's epoch or later
-	awaitHorizon         // until stable passes stageAt, the horizon then
-	awaitState           // asked; until the state arrives
+	arrived    arrival = iota // online from the start, or its view is complete
+	awaitRooms                // asked; until the rooms come
+	catchingUp                // has rooms; until its view is complete
+	notYetOnline
+)
+
+// How often a late joiner asks: askTicks until it has the rooms, then
+// pullTicks until its view is complete; and how many peers at a time.
+const (
+	askTicks  = 3
+	pullTicks = 5
+	askAtOnce = 2
 )
 
 // newPeer returns user uid's peer, rolling with rng.
 func newPeer(uid int32, cfg peerConfig, rng *rand.Rand) *Peer {
-	p := &Peer{uid: uid, cfg: cfg, view: NewView(uid, cfg.log), rng: rng, online: !cfg.latecomer}
+	p := &Peer{uid: uid, cfg: cfg, rng: rng, online: !cfg.latecomer, stab: newStability(cfg.users, !cfg.latecomer)}
+	p.view = NewView(uid, cfg.log)
+	p.view.stab = p.stab
 	if cfg.faulty {
 		p.links = newLinks(uid, cfg.users, cfg.timing)
+	}
+	if cfg.latecomer {
+		p.stage = notYetOnline
 	}
 	return p
 }
 
-// Input is one thing that happens to a peer.
+// Input is one thing that happens to a peer. Each field is what the user
+// itself sees: a transmission addressed to it, its own tick, whether it
+// has a connection, what the run lets it do, who was there when it
+// started. None is a count the network keeps across users.
 type Input struct {
 	Kind inputKind
 	Now  time.Duration
 
 	D Delivery // deliverInput: a transmission that is due
 
-	// tickInput: the deliveries due now, in order; whether the run lets
-	// the user act; and what the network says: whether it has the user
-	// offline, the epoch and how far it is stable.
+	// tickInput: the user's own tick; the deliveries due now, in order;
+	// whether the run lets it act; whether it is offline.
+	Tick uint64
 	Due  func(apply func(Delivery))
 	Act  actChoice
 	Away bool
-	Net  netSays
 
-	First, Last int32 // newsInput: users First..Last are online
+	Last int32 // newsInput: users up to Last were online at the start
 
 	Proposal Proposal // proposeInput
 }
@@ -138,19 +179,10 @@ const (
 type actChoice uint8
 
 const (
-	actNone actChoice = iota // tend links only: the drain with faults
+	actNone actChoice = iota // tend only: the drain
 	actSkip                  // a tick not served: late, or stopping
 	actRoll                  // roll for an action
 )
-
-// netSays is what the network counts and tells a user at a tick: the
-// epoch to send in (lockstep), and the stable epoch and horizon, for a
-// late joiner's way in and, at most the reclaim floor, for reclaiming.
-type netSays struct {
-	Epoch                         uint64
-	Stable, Horizon               uint64
-	ReclaimStable, ReclaimHorizon uint64
-}
 
 // Step takes one input. What the peer sends goes out through out as it is
 // made; what it logs is in Records.
@@ -159,9 +191,9 @@ func (p *Peer) Step(in Input, out port) {
 	case deliverInput:
 		p.deliver(in.D, in.Now, out)
 	case tickInput:
-		p.tick(in, out)
+		p.onTick(in, out)
 	case newsInput:
-		p.view.Learn(in.First, in.Last, in.Now)
+		p.view.Learn(in.Last, in.Now)
 	case proposeInput:
 		p.propose(in.Proposal, in.Now, out)
 	}
@@ -182,19 +214,26 @@ func (p *Peer) propose(a Proposal, now time.Duration, out port) {
 	case a.Kind == CloseEvent:
 		ev = v.Close(i, now)
 	}
-	p.fanOut(ev, out)
+	p.fanOut(ev, now, out)
 }
 
-// tick is one tick of the user: it reclaims what stability allows,
-// notices whether it is offline or back, applies what is due, rolls for an
-// action, and tends what it owes beyond its actions.
-func (p *Peer) tick(in Input, out port) {
+// onTick is one tick of the user: it learns what stability its reports
+// allow and reclaims by it, notices whether it is offline or back,
+// applies what is due, rolls for an action, and tends what it owes beyond
+// its actions.
+func (p *Peer) onTick(in Input, out port) {
 	now := in.Now
+	p.tick = max(p.tick, in.Tick)
 	v := p.view
-	v.SetEpoch(in.Net.Epoch)
-	v.Expire(in.Net.ReclaimStable, in.Net.ReclaimHorizon)
+	v.SetEpoch(p.tick)
+	p.stab.settle(p.tick)
+	v.Expire(p.stab.reclaim())
+	p.tombsPeak = max(p.tombsPeak, v.tombs.len())
 	if p.cfg.faulty {
-		p.presence(in.Away, in.Net.Epoch, now)
+		p.presence(in.Away, now, out)
+	}
+	if !p.online && p.stage == awaitRooms {
+		p.awayTicks++
 	}
 	if in.Due != nil {
 		in.Due(func(d Delivery) { p.deliver(d, now, out) })
@@ -207,45 +246,68 @@ func (p *Peer) tick(in Input, out port) {
 			p.act(now, out)
 		}
 	}
-	if p.cfg.faulty && p.online {
-		p.tend(in.Net, now, out)
+	if p.online {
+		p.tend(now, in.Act == actRoll, out)
 	}
 }
 
 // canAct reports whether the user may act: it is online and, if it came
 // late, has the rooms.
-func (p *Peer) canAct() bool { return p.online && p.stage == arrived }
+func (p *Peer) canAct() bool { return p.online && (p.stage == arrived || p.stage == catchingUp) }
 
 // presence notices, at a tick, whether the user has gone offline or come
 // online, and logs it. A user back from an outage kept its memory; it
 // catches up as its peers, hearing from it again, resend what it missed
-// (see links).
-func (p *Peer) presence(away bool, epoch uint64, now time.Duration) {
+// (see links). A late joiner coming online starts on its way in.
+func (p *Peer) presence(away bool, now time.Duration, out port) {
 	switch {
 	case away && p.online:
 		p.online, p.awaySince = false, now
 		p.view.record(Record{T: now, Kind: KindOffline})
 	case !away && !p.online:
 		p.online = true
-		if p.cfg.latecomer && p.stage == arrived && p.stageAt == 0 {
-			p.stage, p.stageAt = awaitNews, epoch
+		if p.stage == notYetOnline {
+			p.comeOnline(now, out)
 			break
 		}
 		p.view.record(Record{T: now, Kind: KindBack, Away: now - p.awaySince})
 	}
 }
 
+// comeOnline starts a late joiner on its way in: every user before it came
+// online before it, it says hello to them, and asks two for their rooms.
+func (p *Peer) comeOnline(now time.Duration, out port) {
+	v := p.view
+	v.Learn(p.uid-1, now)
+	p.stage, p.helloAt, p.onlineAt = awaitRooms, v.epoch, p.tick
+	p.broadcast(&Event{Kind: HelloEvent, From: p.uid, Sent: now, Epoch: v.epoch}, now, out)
+	p.ask(now, out)
+}
+
+// ask asks users before it for their rooms: two at random, different
+// when there are two, so that one offline or cut off delays nothing.
+func (p *Peer) ask(now time.Duration, out port) {
+	first := int32(0)
+	for range min(askAtOnce, int(p.uid)-1) {
+		peer := 1 + int32(p.rng.IntN(int(p.uid)-1))
+		if peer == first {
+			peer = peer%(p.uid-1) + 1
+		}
+		first = peer
+		p.send(peer, p.stamp(&Event{Kind: StateRequestEvent, From: p.uid, Sent: now, Epoch: p.view.epoch}), out)
+	}
+	p.askedAt = p.tick
+}
+
 // act asks the network for room for the widest fan-out, rolls, and sends
 // what the view made: an action the view has made must be sent. If the
 // network is full, the tick is skipped.
 func (p *Peer) act(now time.Duration, out port) {
-	e, ok := out.admit(int64(p.view.Known() - 1))
-	if !ok {
+	if !out.admit(int64(p.view.Known() - 1)) {
 		p.skipped++
 		return
 	}
-	p.view.SetEpoch(e)
-	p.fanOut(p.roll(now), out)
+	p.fanOut(p.roll(now), now, out)
 	out.release()
 }
 
@@ -275,19 +337,62 @@ func (p *Peer) pick(n int) int {
 	return p.rng.IntN(n)
 }
 
-// fanOut sends ev to its recipients.
-func (p *Peer) fanOut(ev *Event, out port) {
+// fanOut sends ev, an action's event, to its recipients: a message to the
+// other members, counted; a create or a close to everyone, with a report.
+func (p *Peer) fanOut(ev *Event, now time.Duration, out port) {
 	if ev == nil {
 		return
 	}
+	if ev.Kind != MessageEvent {
+		p.broadcast(ev, now, out)
+		return
+	}
+	p.stab.count(ev.Epoch, int64(ev.Group.Size()-1), true)
+	p.stamp(ev)
 	for r := range recipients(ev, p.uid, p.view.Known()) {
 		p.send(r, ev, out)
 	}
 }
 
+// broadcast sends ev to every other user it knows, with its report: what
+// it sent (this broadcast included, if ev is counted) and applied since
+// its last, unless it has reported in this epoch already.
+func (p *Peer) broadcast(ev *Event, now time.Duration, out port) {
+	if counted(ev.Kind) {
+		p.stab.count(ev.Epoch, int64(p.view.Known()-1), true)
+	}
+	if ev.Report = p.stab.report(p.view.epoch, p.lateNote()); ev.Report != nil {
+		p.lastBroadcast = p.tick
+	}
+	p.stamp(ev)
+	for r := range recipients(ev, p.uid, p.view.Known()) {
+		p.send(r, ev, out)
+	}
+}
+
+// stamp sets what every transmission of ev tells its recipients of
+// stability: the stable epoch and horizon its sender knows.
+func (p *Peer) stamp(ev *Event) *Event {
+	ev.Stable, ev.Horizon = p.stab.stable, p.stab.horizon
+	return ev
+}
+
+// lateNote is this user's word on its own way in, for its reports.
+func (p *Peer) lateNote() lateNote {
+	if !p.cfg.latecomer {
+		return lateNote{}
+	}
+	return lateNote{Hello: p.helloAt, Done: p.doneAt}
+}
+
+// counted reports whether events of kind k are counted for stability:
+// what changes rooms, what is owed to members, and a late joiner's hello,
+// whose stability tells it that everyone knows it.
+func counted(k EventKind) bool { return k <= CloseEvent || k == HelloEvent }
+
 // recipients are the users an event from self goes to, when self knows
 // user_1..user_known: every other member for a message, every other known
-// user for a create or a close.
+// user for anything else.
 func recipients(ev *Event, self, known int32) iter.Seq[int32] {
 	return func(yield func(int32) bool) {
 		if ev.Kind == MessageEvent {
@@ -331,52 +436,101 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 			return
 		}
 	}
+	p.stab.heard(ev.Stable, ev.Horizon, p.tick)
+	if r := ev.Report; r != nil {
+		p.stab.take(r)
+		p.stab.noteLate(ev.From, r.Late)
+	}
 	switch ev.Kind {
+	case HelloEvent:
+		p.view.SetEpoch(ev.Epoch)
+		p.view.Learn(ev.From, now)
+		p.stab.count(ev.Epoch, 1, false)
+	case HeartbeatEvent:
 	case StateRequestEvent:
 		p.view.SetEpoch(ev.Epoch)
 		p.replyTo = append(p.replyTo, ev.From)
 	case StateEvent:
-		p.view.ApplyState(ev, now)
-		p.stage = arrived
-		out.hasState()
+		p.takeState(ev, now, out)
 	default:
 		p.view.Apply(ev, now)
 	}
 	out.applied(ev, now)
 }
 
-// tend sends what the user owes beyond its actions: its rooms to late
-// joiners that asked, a late joiner's own request, and what the links owe.
-func (p *Peer) tend(net netSays, now time.Duration, out port) {
-	// A late joiner asked may be one itself: it answers once it has the
-	// rooms.
+// takeState merges a peer's rooms, on a late joiner's way in.
+func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
 	if p.stage == arrived {
+		return // an answer to a question asked before the view was complete
+	}
+	first := p.stage == awaitRooms
+	p.view.ApplyState(ev, now, first)
+	if first {
+		p.stage, p.roomsAt = catchingUp, p.tick
+	}
+	if p.coverTo != 0 && ev.Complete > p.coverTo {
+		p.stage, p.doneAt, p.doneTick = arrived, p.view.epoch, p.tick
+		out.caughtUp()
+	}
+}
+
+// tend sends what the user owes beyond its actions: its rooms to users
+// that asked, a late joiner's questions, a heartbeat, and what the links
+// owe. serving is false in the drain, and on a tick the user is too late
+// for: then only a late joiner's way in gets a heartbeat, so that a user
+// behind adds no load it can spare.
+func (p *Peer) tend(now time.Duration, serving bool, out port) {
+	// A late joiner asked may be one itself: it answers once it has rooms,
+	// and says whether its view is complete.
+	if p.stage == arrived || p.stage == catchingUp {
 		for _, r := range p.replyTo {
-			e := out.countOne()
-			p.view.SetEpoch(e)
-			p.send(r, &Event{Kind: StateEvent, From: p.uid, Sent: now, Epoch: e, State: p.view.Snapshot()}, out)
+			st := &Event{Kind: StateEvent, From: p.uid, Clock: p.view.clock, Sent: now, Epoch: p.view.epoch, State: p.view.Snapshot()}
+			if p.stage == arrived {
+				st.Complete = p.stab.stable
+			}
+			p.send(r, p.stamp(st), out)
 		}
 		p.replyTo = p.replyTo[:0]
 	}
-	p.arrive(net, now, out)
-	p.links.tend(out, now)
+	switch p.stage {
+	case awaitRooms:
+		if p.tick >= p.askedAt+askTicks {
+			p.ask(now, out)
+		}
+	case catchingUp:
+		if p.coverTo == 0 && p.stab.stable > p.helloAt {
+			p.coverTo = max(p.stab.horizon, p.helloAt+1)
+		}
+		if p.tick >= p.askedAt+pullTicks {
+			p.ask(now, out)
+		}
+	}
+	// A heartbeat is a broadcast like an action's, and waits like one for
+	// a network with room for it.
+	if p.tick >= p.lastBroadcast+heartbeatTicks && p.owesReport(serving) && out.admit(int64(p.view.Known()-1)) {
+		p.heartbeats++
+		p.broadcast(&Event{Kind: HeartbeatEvent, From: p.uid, Sent: now, Epoch: p.view.epoch}, now, out)
+		out.release()
+	}
+	if p.links != nil {
+		p.links.tend(out, now)
+	}
 }
 
-// arrive moves a late joiner on its way in.
-func (p *Peer) arrive(net netSays, now time.Duration, out port) {
-	if p.stage != awaitNews && p.stage != awaitHorizon {
-		return
+// owesReport reports whether the user has something to tell that others'
+// stability waits for: a late joiner's way in, its own or another's,
+// until it is stable (others hold reclaiming back for it); a position so
+// far behind the others' that it holds them back; and while it serves
+// ticks, what it sent or applied since its last report. A user that has
+// none of these stays quiet: in a run gone quiet, nothing waits for it.
+// (Once every position is within a heartbeat of the greatest, no one is
+// behind, so the drain falls quiet.)
+func (p *Peer) owesReport(serving bool) bool {
+	s := p.stab
+	if len(s.late) > 0 || p.stage != arrived || p.cfg.latecomer && s.stable <= p.doneAt || s.maxPos > s.pos+heartbeatTicks {
+		return true
 	}
-	if net.Stable <= p.stageAt {
-		return
-	}
-	if p.stage == awaitNews {
-		p.stage, p.stageAt = awaitHorizon, net.Horizon
-		return
-	}
-	peer := 1 + int32(p.rng.IntN(int(p.uid)-1)) // user_1 to user_{self-1}, all online before it
-	p.send(peer, &Event{Kind: StateRequestEvent, From: p.uid, Sent: now, Epoch: out.countOne()}, out)
-	p.stage = awaitState
+	return serving && len(s.pending) > 0
 }
 
 // Records are the log records made since the last ResetRecords.

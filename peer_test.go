@@ -108,7 +108,7 @@ func (h *peerHistory) carry(healing bool) {
 // whether the peers got there.
 func (h *peerHistory) drain() bool {
 	tn := h.tn
-	if h.late != 0 && tn.away[h.late] && h.tn.p(h.late).stage == arrived && h.tn.p(h.late).stageAt == 0 {
+	if h.late != 0 && tn.away[h.late] && tn.p(h.late).stage == notYetOnline {
 		tn.join(h.late)
 	}
 	for u := range tn.away {
@@ -121,7 +121,7 @@ func (h *peerHistory) drain() bool {
 		for len(tn.flight) > 0 {
 			h.carry(true)
 		}
-		if tn.ep.quiescent() && h.quiet() {
+		if tn.late == 0 && h.quiet() {
 			for _, p := range tn.peers[1:] {
 				p.view.Finish()
 			}

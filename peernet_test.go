@@ -10,20 +10,19 @@ import (
 // testNet is an in-memory network for driving peers directly, as etcd
 // raft's tests drive nodes: every transmission a peer makes waits in
 // flight until the test delivers it, loses it or delivers it twice, in
-// whatever order the test picks. It counts what is in flight by epoch as
-// the real network does (epochs), and says at each tick what the network
-// would say: the epoch, the stable epoch and the horizon, and whether the
-// user is offline. Nothing here copies a driver: the peer decides what to
-// do with each input.
+// whatever order the test picks. At each tick it tells a user its own tick
+// and whether it is offline; nothing else. Nothing here copies a driver:
+// the peer decides what to do with each input.
 type testNet struct {
 	t      testing.TB
 	peers  []*Peer // peers[u] is user_u; 0 unused
 	ports  []*testPort
 	flight []inTransit
 	made   int // transmissions made so far
-	ep     *epochs
+	late   int // late joiners online whose view is not yet complete
+	tick   uint64
 	now    time.Duration
-	tick   time.Duration
+	period time.Duration
 	away   []bool // by uid: the network has the user offline
 	cut    func(from, to int32) bool
 }
@@ -48,7 +47,7 @@ type testPort struct {
 // late ones, which come online when the test says), with links when faulty.
 func newTestNet(t testing.TB, n, late int, faulty bool, seed uint64) *testNet {
 	const tick = time.Second
-	tn := &testNet{t: t, tick: tick, ep: newEpochs(1 << 40), away: make([]bool, n+1), peers: make([]*Peer, n+1), ports: make([]*testPort, n+1)}
+	tn := &testNet{t: t, period: tick, away: make([]bool, n+1), peers: make([]*Peer, n+1), ports: make([]*testPort, n+1)}
 	timing := newLinkTiming(tick, 4*tick)
 	for u := int32(1); int(u) <= n; u++ {
 		cfg := peerConfig{users: n, chance: 0.5, faulty: faulty, latecomer: int(u) > n-late, timing: timing, log: true}
@@ -58,7 +57,7 @@ func newTestNet(t testing.TB, n, late int, faulty bool, seed uint64) *testNet {
 	}
 	online := int32(n - late)
 	for u := int32(1); u <= online; u++ {
-		tn.peers[u].Step(Input{Kind: newsInput, First: 1, Last: online}, tn.ports[u])
+		tn.peers[u].Step(Input{Kind: newsInput, Last: online}, tn.ports[u])
 		tn.peers[u].ResetRecords()
 	}
 	return tn
@@ -67,24 +66,17 @@ func newTestNet(t testing.TB, n, late int, faulty bool, seed uint64) *testNet {
 // p is user u's peer.
 func (tn *testNet) p(u int32) *Peer { return tn.peers[u] }
 
-// join brings late joiner j online: the network announces it to everyone
-// before it, and it learns who they are.
+// join brings late joiner j online, at its next tick: it says so itself.
 func (tn *testNet) join(j int32) {
-	e := tn.ep.count(int64(j - 1))
-	tn.ep.latePending(j, e)
 	tn.away[j] = false
-	for u := int32(1); u < j; u++ {
-		tn.peers[u].Step(Input{Kind: newsInput, Now: tn.now, First: j, Last: j}, tn.ports[u])
-		tn.ep.retire(e, 1)
-	}
-	tn.peers[j].Step(Input{Kind: newsInput, Now: tn.now, First: 1, Last: j - 1}, tn.ports[j])
+	tn.late++
 }
 
 // tickAll advances time by a tick and ticks every peer, in uid order; act
 // says whether they roll for an action.
 func (tn *testNet) tickAll(act actChoice) {
-	tn.now += tn.tick
-	tn.ep.advance()
+	tn.now += tn.period
+	tn.tick++
 	for u := 1; u < len(tn.peers); u++ {
 		tn.tickOne(int32(u), act)
 	}
@@ -92,7 +84,7 @@ func (tn *testNet) tickAll(act actChoice) {
 
 // tickOne ticks user u alone, at the current time.
 func (tn *testNet) tickOne(u int32, act actChoice) {
-	tn.peers[u].Step(Input{Kind: tickInput, Now: tn.now, Act: act, Away: tn.away[u], Net: tn.ep.says()}, tn.ports[u])
+	tn.peers[u].Step(Input{Kind: tickInput, Now: tn.now, Tick: tn.tick, Act: act, Away: tn.away[u]}, tn.ports[u])
 }
 
 // deliver hands the i-th transmission in flight to its recipient, unless
@@ -133,9 +125,6 @@ func (tn *testNet) take(from, to int32) []inTransit {
 
 func (p *testPort) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	n := p.n
-	if k == txFirst && d.Event.Kind <= CloseEvent {
-		n.ep.sent(d.Event.Epoch)
-	}
 	p.tx.Transmissions++
 	if k == txResend {
 		p.tx.Retransmitted++
@@ -145,10 +134,8 @@ func (p *testPort) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	n.flight = append(n.flight, inTransit{n.made, p.uid, to, d, k, now})
 }
 
-func (p *testPort) admit(int64) (uint64, bool) { return p.n.ep.epoch.Load(), true }
-func (p *testPort) release()                   {}
-func (p *testPort) countOne() uint64           { return p.n.ep.count(1) }
-func (p *testPort) dropped()                   { p.tx.Lost++ }
-func (p *testPort) hasState()                  { p.n.ep.lateDone(p.uid) }
-
-func (p *testPort) applied(ev *Event, _ time.Duration) { p.n.ep.retire(ev.Epoch, 1) }
+func (p *testPort) admit(int64) bool              { return true }
+func (p *testPort) release()                      {}
+func (p *testPort) dropped()                      { p.tx.Lost++ }
+func (p *testPort) caughtUp()                     { p.n.late-- }
+func (p *testPort) applied(*Event, time.Duration) {}

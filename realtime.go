@@ -36,25 +36,17 @@ type realPort struct {
 	backlog   queue[Delivery]   // received while blocked in a send; applied next, in order
 	delayed   minHeap[Delivery] // deliveries whose injected delay has not passed, by due time
 	reserved  reservation       // room reserved for the action under way
-	unretired []appliedRun      // applied deliveries not yet given back, by epoch
+	unretired int64             // applied deliveries not yet given back
 }
 
-// appliedRun counts applied deliveries of one epoch not yet given back.
-type appliedRun struct {
-	epoch uint64
-	n     int64
-}
-
-// reservation is room reserved in flight for one action.
+// reservation is room reserved in flight for one broadcast or action.
 type reservation struct {
-	epoch      uint64
-	k          int64 // deliveries reserved
-	sentBefore int64 // Port.sent when reserved
+	k, used int64 // deliveries reserved, and sent
 }
 
-func newRealPort(n *Network, uid int32, rng *rand.Rand, seed uint64) *realPort {
+func newRealPort(n *Network, uid int32, seed uint64) *realPort {
 	rp := &realPort{}
-	rp.Port = n.connect(uid, rng, seed, func(d Delivery) { rp.backlog.push(d) })
+	rp.Port = n.connect(uid, seed, func(d Delivery) { rp.backlog.push(d) })
 	rp.delayed.before = func(a, b Delivery) bool { return a.Due < b.Due }
 	return rp
 }
@@ -82,10 +74,8 @@ func (p *realPort) due(now time.Duration) func(func(Delivery)) {
 // retire gives the room of applied deliveries back to the network, once
 // per batch rather than once per delivery.
 func (p *realPort) retire() {
-	for _, o := range p.unretired {
-		p.net.ep.retire(o.epoch, o.n)
-	}
-	p.unretired = p.unretired[:0]
+	p.net.fl.retire(p.unretired)
+	p.unretired = 0
 }
 
 // realUser is a user's loop in real time, around its peer. Events are
@@ -102,6 +92,7 @@ type realUser struct {
 	lat      *hist         // send-to-apply latency
 	stopping bool          // the stop marker has come
 	tickAt   time.Duration // due time of a tick marker not yet run, or -1
+	tickNum  uint64        // the user's own count of that tick
 }
 
 // Markers are deliveries without a room event that the run sends a user
@@ -161,9 +152,7 @@ func (u *realUser) run() {
 			for len(news) > 0 {
 				u.learn(<-news, now)
 			}
-			if !u.listen {
-				news = nil
-			}
+			news = nil
 		}
 		u.takeBacklog(now)
 		// A marker taken while blocked in a send lands in the backlog and
@@ -176,13 +165,9 @@ func (u *realUser) run() {
 	u.drainOut()
 }
 
-// learn takes news of users online. The news of a late joiner is counted
-// in flight until every user has it: see Peer.arrive.
+// learn takes news of users online at the start.
 func (u *realUser) learn(o Online, now time.Duration) {
-	u.peer.Step(Input{Kind: newsInput, Now: now, First: o.First, Last: o.Last}, u)
-	if o.Epoch != 0 {
-		u.port.net.ep.retire(o.Epoch, 1)
-	}
+	u.peer.Step(Input{Kind: newsInput, Now: now, Last: o.Last}, u)
 }
 
 // endBatch ends a batch of work: the log lines go out, the room of applied
@@ -209,7 +194,7 @@ func (u *realUser) runTick(now time.Duration) {
 	case u.stopping || now-at >= u.tick:
 		act = actSkip
 	}
-	u.peer.Step(Input{Kind: tickInput, Now: now, Due: u.port.due(now), Act: act, Away: u.port.away(), Net: u.port.net.ep.says()}, u)
+	u.peer.Step(Input{Kind: tickInput, Now: now, Tick: u.tickNum, Due: u.port.due(now), Act: act, Away: u.port.away()}, u)
 	u.trace.end()
 	u.port.retire()
 	u.takeBacklog(u.elapsed.now())
@@ -233,7 +218,7 @@ func (u *realUser) handle(d Delivery, now time.Duration) {
 		if u.tickAt >= 0 {
 			u.missed++
 		}
-		u.tickAt = d.Due
+		u.tickAt, u.tickNum = d.Due, uint64(d.Seq)
 		return
 	case stopMark:
 		u.stopping = true
@@ -271,8 +256,6 @@ func (u *realUser) drainOut() {
 			for u.tickAt >= 0 {
 				u.runTick(now)
 			}
-		case o := <-u.UserChannel:
-			u.learn(o, u.elapsed.now())
 		case <-u.drain.quiet:
 			waiting = false
 		}
@@ -298,41 +281,45 @@ func (u *realUser) drainOut() {
 	u.endBatch()
 }
 
-// The peer's port, as the real-time network: see port.
+// The peer's port, as the real-time network: see port. What the peer
+// sends is counted in flight until applied: within the room admit
+// reserved, or on its own, for what no one may refuse (a hello, a state
+// transfer).
 
 func (u *realUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	if k == txFirst {
 		u.trace.sending(u.UID, d.Event)
+		if r := &u.port.reserved; r.used < r.k {
+			r.used++
+		} else {
+			u.port.net.fl.count(1)
+		}
 	}
 	u.port.transmit(to, d, k, now)
 }
 
-func (u *realUser) admit(k int64) (uint64, bool) {
+func (u *realUser) admit(k int64) bool {
 	p := u.port
-	e, ok := p.net.ep.admit(k)
-	if ok {
-		p.reserved = reservation{e, k, p.sent}
+	if !p.net.fl.admit(k) {
+		return false
 	}
-	return e, ok
+	p.reserved = reservation{k: k}
+	return true
 }
 
 func (u *realUser) release() {
 	p := u.port
-	r := p.reserved
-	p.net.ep.retire(r.epoch, r.k-(p.sent-r.sentBefore))
+	p.net.fl.retire(p.reserved.k - p.reserved.used)
 	p.reserved = reservation{}
 }
 
-func (u *realUser) countOne() uint64 { return u.port.net.ep.count(1) }
-
 func (u *realUser) applied(ev *Event, now time.Duration) {
 	p := u.port
-	p.applied++
-	if k := len(p.unretired); k > 0 && p.unretired[k-1].epoch == ev.Epoch {
-		p.unretired[k-1].n++
-	} else {
-		p.unretired = append(p.unretired, appliedRun{ev.Epoch, 1})
+	p.unretired++
+	if !runCounts(ev) {
+		return
 	}
+	p.applied++
 	if ev.Kind <= CloseEvent {
 		u.lat.add(now - ev.Sent)
 	}
@@ -340,7 +327,7 @@ func (u *realUser) applied(ev *Event, now time.Duration) {
 }
 
 func (u *realUser) dropped()  { u.port.lose() }
-func (u *realUser) hasState() { u.port.net.ep.lateDone(u.UID) }
+func (u *realUser) caughtUp() { u.port.net.fl.late.Add(-1) }
 
 // drain is the end of a real-time run, in two steps. First every user
 // stops acting; the network carries on (with faults, retransmissions win
@@ -385,8 +372,8 @@ func (d *drain) stopSending() {
 // quietNow makes the network quiet, with faults, once every user has
 // stopped acting and nothing is in flight, and reports whether it has.
 // Only the ticker calls it, once a tick in the drain.
-func (d *drain) quietNow(ep *epochs) bool {
-	if d.acting.Load() > 0 || !ep.quiescent() {
+func (d *drain) quietNow(fl *flight) bool {
+	if d.acting.Load() > 0 || !fl.quiescent() {
 		return false
 	}
 	close(d.quiet)
@@ -410,17 +397,17 @@ func (c simTime) now() time.Duration {
 
 // runTicker is the real-time ticker: one goroutine that ticks every user
 // once a tick, each at its own random phase, by sending a tick marker down
-// the user's EventChannel, and that advances the network's epoch once a
-// tick. The marker queues behind what the user has already received, so a
-// user applies what it was sent before it acts: the backpressure. A user
-// whose channel is full is behind, and its tick is dropped and counted,
-// never queued; so are ticks the ticker itself was too late for. Incoming
-// traffic never moves a user's tick.
+// the user's EventChannel, with the tick's number: the user's own count of
+// its ticks, by its own clock. The marker queues behind what the user has
+// already received, so a user applies what it was sent before it acts: the
+// backpressure. A user whose channel is full is behind, and its tick is
+// dropped and counted, never queued; so are ticks the ticker itself was
+// too late for. Incoming traffic never moves a user's tick.
 //
-// The ticker stops at stopping, unless faults are injected: then it ends
-// them, and goes on through the drain, advancing the epoch, ticking users
-// (no tick is counted as skipped any more) and watching for the network
-// to fall quiet, until done.
+// The ticker also carries out the fault schedule once a tick. It stops at
+// stopping, unless faults are injected: then it ends them, and goes on
+// through the drain, ticking users (no tick is counted as skipped any
+// more) and watching for the network to fall quiet, until done.
 func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 	tick := s.cfg.Tick
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, 0xc10c))
@@ -430,13 +417,13 @@ func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 		before: func(a, b nextTick) bool { return a.at < b.at },
 	}
 	for i := range h.items {
-		h.items[i] = nextTick{at: start + time.Duration(rng.Int64N(int64(tick))), user: i}
+		h.items[i] = nextTick{at: start + time.Duration(rng.Int64N(int64(tick))), user: i, num: 1}
 	}
-	h.items = append(h.items, nextTick{at: start + tick, user: epochTick})
+	h.items = append(h.items, nextTick{at: start + tick, user: scheduleTick})
 	heap.Init(&h)
 	timer := time.NewTimer(h.min().at - start)
 	defer timer.Stop()
-	var epochs int64 // ticker ticks so far
+	var ticks int64 // the schedule's ticks so far
 	stopped, quiet := false, false
 	for {
 		select {
@@ -445,7 +432,7 @@ func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 				return
 			}
 			stopping, stopped = nil, true
-			s.applyFaults(epochs+1, s.elapsed.now(), true)
+			s.applyFaults(ticks+1, s.elapsed.now(), true)
 			continue
 		case <-done:
 			return
@@ -454,14 +441,13 @@ func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 		now := s.elapsed.now()
 		for h.min().at <= now {
 			next := h.min()
-			if next.user == epochTick {
-				epochs++
+			if next.user == scheduleTick {
+				ticks++
 				if s.nemesis != nil && !stopped {
-					s.applyFaults(epochs, now, false)
+					s.applyFaults(ticks, now, false)
 				}
-				s.net.ep.advance()
 				if stopped && !quiet {
-					quiet = s.drain.quietNow(s.net.ep)
+					quiet = s.drain.quietNow(s.net.fl)
 				}
 				next.at += tick
 				heap.Fix(&h, 0)
@@ -472,26 +458,31 @@ func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 					s.dropped[next.user] += late
 				}
 				next.at += time.Duration(late) * tick
+				next.num += uint64(late)
 			}
 			select {
-			case s.users[next.user].EventChannel <- Delivery{Event: tickMark, Due: next.at}:
+			case s.users[next.user].EventChannel <- Delivery{Event: tickMark, Due: next.at, Seq: uint32(next.num)}:
 			default:
 				if !stopped {
 					s.dropped[next.user]++
 				}
 			}
 			next.at += tick
+			next.num++
 			heap.Fix(&h, 0)
 		}
 		timer.Reset(h.min().at - now)
 	}
 }
 
-// nextTick is when a user's next tick is due, or the next epoch's.
+// nextTick is when a user's next tick is due, and its number, or the
+// fault schedule's next tick.
 type nextTick struct {
 	at   time.Duration
-	user int // index in Sim.users, or epochTick
+	user int // index in Sim.users, or scheduleTick
+	num  uint64
 }
 
-// epochTick marks the ticker's own tick, which advances the epoch.
-const epochTick = -1
+// scheduleTick marks the ticker's own tick, which carries out the fault
+// schedule.
+const scheduleTick = -1

@@ -27,6 +27,7 @@ const (
 	KindState   // a late joiner learned the rooms from a peer
 	KindSplit   // the network split: a network line, with no user
 	KindHeal    // the network healed: a network line
+	KindCatchUp // a late joiner learned from a peer what it had missed
 
 	numKinds = iota + 1 // one past the last kind
 )
@@ -50,6 +51,6 @@ type Record struct {
 	Held      bool      // receive: the message waited for its room to be known
 	Reason    string
 	Away      time.Duration // back: how long the user was away
-	Rooms     []Stamp       // state: the live rooms right after the transfer
+	Rooms     []Stamp       // state, catch_up: the live rooms right after the transfer
 	Sides     [][]int32     // split: the users on each side; a bridge is on both
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -23,9 +24,10 @@ type Report struct {
 	Rooms    Rooms   `json:"rooms"`
 	Messages Msgs    `json:"messages"`
 
-	Latency *Latency      `json:"latency,omitempty"` // real time only
-	Network *NetFigures   `json:"network,omitempty"` // with faults only
-	Faults  *FaultFigures `json:"faults,omitempty"`  // with faults only
+	Latency   *Latency      `json:"latency,omitempty"` // real time only
+	Stability Stability     `json:"stability"`
+	Network   *NetFigures   `json:"network,omitempty"`
+	Faults    *FaultFigures `json:"faults,omitempty"` // with faults only
 
 	LiveRooms  Spark `json:"live_rooms"`
 	Deliveries Spark `json:"deliveries_per_tick"`
@@ -159,16 +161,29 @@ type Msgs struct {
 	Held       int64 `json:"held"`
 }
 
-// NetFigures are what the network carried, with faults: every
-// transmission, payload or acknowledgement, first or again, and how many
-// it took per delivery (Maelstrom's msgs-per-op; the floor with loss p is
-// 1/(1-p)).
+// NetFigures are what the network carried: every transmission, payload,
+// heartbeat or acknowledgement, first or again, and how many it took per
+// delivery (Maelstrom's msgs-per-op; the floor with loss p is 1/(1-p));
+// with faults, what was lost, duplicated and resent.
 type NetFigures struct {
 	Transmissions int64   `json:"transmissions"`
 	Lost          int64   `json:"lost"`
 	Duplicated    int64   `json:"duplicated"`
 	Retransmitted int64   `json:"retransmitted"`
 	PerDelivery   float64 `json:"per_delivery"`
+}
+
+// Stability is what users pay to learn stability from each other: how
+// long after an epoch ended each user knew it stable (the lag, in ticks,
+// over every user and epoch), the tombstones views kept while they
+// waited for it, and the heartbeats sent when a user had broadcast
+// nothing for a while.
+type Stability struct {
+	LagMedian    int64 `json:"lag_median_ticks"`
+	LagMax       int64 `json:"lag_max_ticks"`
+	TombsPeak    int64 `json:"tombstones_peak"`     // the most one view kept at once
+	TombsPeakAll int64 `json:"tombstones_peak_all"` // the most all views kept at once, sampled each tick
+	Heartbeats   int64 `json:"heartbeats"`
 }
 
 // FaultFigures are what the faults did.
@@ -179,6 +194,14 @@ type FaultFigures struct {
 	OutageSeconds float64 `json:"outage_seconds"`
 	LateJoiners   int64   `json:"late_joiners"`
 	RoomsLearned  int64   `json:"rooms_learned"`
+
+	// Late joiners: ticks from coming online to having the rooms (those
+	// it was online), and to a complete view; the median and the most over
+	// joiners.
+	ToRoomsMedian    int64 `json:"to_rooms_median_ticks,omitempty"`
+	ToRoomsMax       int64 `json:"to_rooms_max_ticks,omitempty"`
+	ToCompleteMedian int64 `json:"to_complete_median_ticks,omitempty"`
+	ToCompleteMax    int64 `json:"to_complete_max_ticks,omitempty"`
 }
 
 // Latency is the spread of send-to-apply times in real time.
@@ -209,6 +232,7 @@ type runFacts struct {
 	LiveSeries []float64 // the samples behind the sparklines
 	DelSeries  []float64
 	Faults     *faultTally // with faults only
+	TombsAll   int64       // the most tombstones all views kept at once, sampled
 }
 
 // userFigures are what a user reports of its run, as values: taken once
@@ -220,6 +244,17 @@ type userFigures struct {
 	Counts                Counts
 	Latency               *hist // real time only
 	Transport             transportCounts
+	Lags                  []int64 // Lags[k]: epochs this user knew stable k ticks after they ended
+	TombsPeak             int64
+	Heartbeats            int64
+	Late                  *lateFigures // a late joiner's way in; nil for others
+}
+
+// lateFigures are a late joiner's way in, in ticks from coming online:
+// to having the rooms, counting only ticks it was online (it can learn
+// nothing while it is away), and to a complete view.
+type lateFigures struct {
+	ToRooms, ToComplete int64 // ToComplete 0: never complete
 }
 
 // buildReport gathers the summary from values: the settings, what the run
@@ -229,7 +264,23 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	var lat histTotal
 	var tot Counts
 	var tx transportCounts
+	var lags []int64
+	var toRooms, toComplete []int64
 	for _, u := range users {
+		for k, n := range u.Lags {
+			for len(lags) <= k {
+				lags = append(lags, 0)
+			}
+			lags[k] += n
+		}
+		r.Stability.TombsPeak = max(r.Stability.TombsPeak, u.TombsPeak)
+		r.Stability.Heartbeats += u.Heartbeats
+		if u.Late != nil {
+			toRooms = append(toRooms, u.Late.ToRooms)
+			if u.Late.ToComplete > 0 {
+				toComplete = append(toComplete, u.Late.ToComplete)
+			}
+		}
 		tx.add(u.Transport)
 		r.Served += u.Ticks
 		r.Skipped += u.Skipped
@@ -260,20 +311,24 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 		r.Latency = &Latency{lat.quantile(0.50), lat.quantile(0.95), lat.quantile(0.99), lat.max}
 		r.latency = &lat
 	}
+	r.Stability.LagMedian, r.Stability.LagMax = countQuantile(lags, 0.5), countQuantile(lags, 1)
+	r.Stability.TombsPeakAll = run.TombsAll
 	r.liveSeries, r.deliverSeries = run.LiveSeries, run.DelSeries
 	r.LiveRooms = run.LiveRooms
 	r.Deliveries = run.Deliveries
+	r.Network = &NetFigures{Transmissions: tx.Transmissions, Lost: tx.Lost, Duplicated: tx.Duplicated, Retransmitted: tx.Retransmitted}
+	if r.Traffic.Delivered > 0 {
+		r.Network.PerDelivery = float64(tx.Transmissions) / float64(r.Traffic.Delivered)
+	}
 	if f := run.Faults; f != nil {
-		r.Network = &NetFigures{Transmissions: tx.Transmissions, Lost: tx.Lost, Duplicated: tx.Duplicated, Retransmitted: tx.Retransmitted}
-		if r.Traffic.Delivered > 0 {
-			r.Network.PerDelivery = float64(tx.Transmissions) / float64(r.Traffic.Delivered)
-		}
 		seconds := func(ticks int64) float64 { return (time.Duration(ticks) * c.Tick).Seconds() }
 		r.Faults = &FaultFigures{
 			Splits: f.Splits, SplitSeconds: seconds(f.SplitTicks),
 			Outages: f.Outages, OutageSeconds: seconds(f.AwayTicks),
 			LateJoiners: f.LateJoiners, RoomsLearned: tot.StateRooms,
 		}
+		r.Faults.ToRoomsMedian, r.Faults.ToRoomsMax = median(toRooms), slices.Max(append(toRooms, 0))
+		r.Faults.ToCompleteMedian, r.Faults.ToCompleteMax = median(toComplete), slices.Max(append(toComplete, 0))
 	}
 	r.Problems = check(views, &tot, r.Messages.Held)
 	r.Converged = len(r.Problems) == 0
@@ -287,6 +342,33 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 		}
 	}
 	return r
+}
+
+// countQuantile is the q-quantile of values counted by value: counts[k]
+// values are k. 0 when there are none.
+func countQuantile(counts []int64, q float64) int64 {
+	var n int64
+	for _, c := range counts {
+		n += c
+	}
+	rank := int64(math.Ceil(q * float64(n)))
+	var seen int64
+	for k, c := range counts {
+		seen += c
+		if c > 0 && seen >= max(rank, 1) {
+			return int64(k)
+		}
+	}
+	return 0
+}
+
+// median is the median of xs, the lower of the middle two; 0 when empty.
+func median(xs []int64) int64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	return s[(len(s)-1)/2]
 }
 
 // maxProblems caps how many differences the verdict lists.
@@ -400,14 +482,23 @@ func (r *Report) writeText(w io.Writer) error {
 	}
 	g := r.Messages
 	p("messages", "%d sent, %s of %d owed, %d late, %d held back", g.Sent, plural(g.Deliveries, "delivery"), g.Expected, g.Late, g.Held)
-	if n := r.Network; n != nil {
+	if n := r.Network; r.Faults != nil {
 		p("network", "%d transmissions: %d lost, %d duplicated, %d retransmitted; %.3g per delivery",
 			n.Transmissions, n.Lost, n.Duplicated, n.Retransmitted, n.PerDelivery)
+	} else if n != nil {
+		p("network", "%d transmissions, %.3g per delivery", n.Transmissions, n.PerDelivery)
 	}
 	if f := r.Faults; f != nil {
 		p("faults", "%s (%s), %s (%s), %s learned %s",
 			plural(f.Splits, "split"), fmtSeconds(f.SplitSeconds), plural(f.Outages, "outage"), fmtSeconds(f.OutageSeconds),
 			plural(f.LateJoiners, "late joiner"), plural(f.RoomsLearned, "live room"))
+	}
+	st := r.Stability
+	p("stability", "epochs known stable %s after they ended (median), %s at most; tombstones kept: at most %d in a view, %d in all at once; %s",
+		plural(st.LagMedian, "tick"), plural(st.LagMax, "tick"), st.TombsPeak, st.TombsPeakAll, plural(st.Heartbeats, "heartbeat"))
+	if f := r.Faults; f != nil && f.LateJoiners > 0 {
+		p("late", "joiners had the rooms %s online after coming online (median), %s at most; a complete view after %s (median), %s at most",
+			plural(f.ToRoomsMedian, "tick"), plural(f.ToRoomsMax, "tick"), plural(f.ToCompleteMedian, "tick"), plural(f.ToCompleteMax, "tick"))
 	}
 	if l := r.Latency; l != nil {
 		p("latency", "p50 %s, p95 %s, p99 %s, max %s (send to apply)", fmtDur(l.P50), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Max))

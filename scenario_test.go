@@ -147,8 +147,8 @@ func (s *scenario) do(cmd string) (string, error) {
 	case "deliver", "drop", "dup":
 		err = s.deliver(f)
 	case "tick":
-		s.tn.now += s.tn.tick
-		s.tn.ep.advance()
+		s.tn.now += s.tn.period
+		s.tn.tick++
 		us, e := s.uids(f[1:])
 		if e != nil {
 			return "", e
@@ -354,7 +354,7 @@ func (s *scenario) stabilize(b *strings.Builder) error {
 	tn := s.tn
 	tn.cut = nil
 	for u := int32(1); int(u) <= s.n; u++ {
-		if tn.away[u] && tn.p(u).cfg.latecomer && tn.p(u).stage == arrived && tn.p(u).stageAt == 0 {
+		if tn.away[u] && tn.p(u).stage == notYetOnline {
 			tn.join(u)
 		}
 		tn.away[u] = false
@@ -364,7 +364,7 @@ func (s *scenario) stabilize(b *strings.Builder) error {
 		for len(tn.flight) > 0 {
 			tn.deliver(0)
 		}
-		if tn.ep.quiescent() && h.quiet() {
+		if tn.late == 0 && h.quiet() {
 			s.rooms(b)
 			return nil
 		}

@@ -99,6 +99,7 @@ type Sim struct {
 	live     series        // live rooms per sample
 	delivers series        // deliveries per tick, per sample
 	sampled  int64         // deliveries at the last sample
+	tombsAll int64         // the most tombstones all views kept at once, as sampled
 }
 
 func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
@@ -208,7 +209,7 @@ func keepLost(cfg Config) int {
 // batched, so that start-up costs O(users) messages per user, not O(users²)
 // in all.
 func (s *Sim) startUsers(ctx context.Context) {
-	online := int32(s.cfg.Users - s.cfg.Join) // the others come late, unannounced
+	online := int32(s.cfg.Users - s.cfg.Join) // the others come late, and say so themselves
 	batch := int32(max(1, int(online)/256))
 	var announced int32 // every started user knows user_1..user_announced
 	for k := int32(1); k <= int32(s.cfg.Users); k++ {
@@ -220,11 +221,11 @@ func (s *Sim) startUsers(ctx context.Context) {
 			continue
 		}
 		if k > 1 {
-			u.UserChannel <- Online{First: 1, Last: k - 1}
+			u.UserChannel <- Online{Last: k - 1}
 		}
 		if k-announced >= batch || k == online {
 			for _, old := range s.users[:k-1] {
-				old.UserChannel <- Online{First: announced + 1, Last: k}
+				old.UserChannel <- Online{Last: k}
 			}
 			announced = k
 		}
@@ -246,7 +247,6 @@ func (s *Sim) newUser(k int32, late bool) *User {
 		rend:   s.rend,
 		quiet:  cfg.Quiet,
 		hidden: hidden,
-		listen: cfg.Join > 0,
 		faulty: cfg.faulty(),
 	}
 	if s.recording != nil {
@@ -260,14 +260,14 @@ func (s *Sim) newUser(k int32, late bool) *User {
 			lb.rec = s.recording
 			u.keep = lb
 		}
-		su := &stepUser{User: u, tick: cfg.Tick, port: newStepPort(s.net, k, rng, cfg.Seed, s.net.sched.(tickSchedule))}
+		su := &stepUser{User: u, tick: cfg.Tick, port: newStepPort(s.net, k, cfg.Seed, s.net.sched.(tickSchedule))}
 		u.EventChannel = su.port.inbox
 		first := s.first
 		s.running.Go(func() { su.run(first) })
 		return u
 	}
 	ru := &realUser{User: u, elapsed: s.elapsed, tick: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain,
-		port: newRealPort(s.net, k, rng, cfg.Seed)}
+		port: newRealPort(s.net, k, cfg.Seed)}
 	u.EventChannel = ru.port.inbox
 	s.lats = append(s.lats, ru.lat)
 	s.running.Go(ru.run)
@@ -303,19 +303,13 @@ func (s *Sim) applyFaults(t int64, now time.Duration, stopped bool) {
 	}
 }
 
-// announce tells everyone online before it that late joiner j is online,
-// and j who they are. The news is counted in flight until each has learned
-// it, and j waits for that before it asks for the rooms: see Peer.arrive.
+// announce counts late joiner j, now online, until its view is complete:
+// the drain waits for it. Nothing is said to anyone: j says hello itself.
 func (s *Sim) announce(j int32) {
 	if int(j) > len(s.users) {
 		return // stopped during start-up: j never started
 	}
-	e := s.net.ep.count(int64(j - 1))
-	s.net.ep.latePending(j, e)
-	for _, old := range s.users[:j-1] {
-		old.UserChannel <- Online{First: j, Last: j, Epoch: e}
-	}
-	s.users[j-1].UserChannel <- Online{First: 1, Last: j - 1}
+	s.net.fl.late.Add(1)
 }
 
 // runReal starts the ticker, which ticks every user at its own random
@@ -395,30 +389,39 @@ func isClosed(c <-chan struct{}) bool {
 	}
 }
 
-// sample adds the users' live rooms (the mean over views) and the
-// deliveries since the last sample to the sparklines, and returns the
-// live rooms and the deliveries so far.
-func (s *Sim) sample() (live float64, deliveries int64) {
-	live, deliveries = s.gauge()
-	s.live.add(live)
-	s.delivers.add(float64(deliveries - s.sampled))
-	s.sampled = deliveries
-	return live, deliveries
+// gauges are the users' figures as they last published them: live rooms
+// (the mean over views), deliveries so far, and tombstones kept now.
+type gauges struct {
+	live              float64
+	deliveries, tombs int64
 }
 
-// gauge is the users' live rooms (the mean over views) and deliveries so
-// far, as they last published them.
-func (s *Sim) gauge() (live float64, deliveries int64) {
+// sample adds the users' live rooms and the deliveries since the last
+// sample to the sparklines, notes the most tombstones kept at once, and
+// returns the gauges.
+func (s *Sim) sample() gauges {
+	g := s.gauge()
+	s.live.add(g.live)
+	s.delivers.add(float64(g.deliveries - s.sampled))
+	s.sampled = g.deliveries
+	s.tombsAll = max(s.tombsAll, g.tombs)
+	return g
+}
+
+// gauge reads the users' gauges.
+func (s *Sim) gauge() gauges {
+	var g gauges
 	var rooms int64
 	for _, u := range s.users {
-		l, d := u.gauge()
+		l, d, t := u.gauge()
 		rooms += l
-		deliveries += d
+		g.deliveries += d
+		g.tombs += t
 	}
 	if len(s.users) > 0 {
-		live = float64(rooms) / float64(len(s.users))
+		g.live = float64(rooms) / float64(len(s.users))
 	}
-	return live, deliveries
+	return g
 }
 
 // sampleReal samples once a tick in real time, and writes a progress line
@@ -448,13 +451,12 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 		case <-tk.C:
 			s.sample()
 		case <-memC:
-			if s.mem.over(s.net.ep.inflight.Load()) && !isClosed(s.memHit) {
+			if s.mem.over(s.net.fl.inflight.Load()) && !isClosed(s.memHit) {
 				close(s.memHit)
 			}
 		case <-statsC:
-			live, deliveries := s.gauge()
 			now := s.elapsed.now()
-			s.printStats(now, int64(now/s.cfg.Tick), live, deliveries, now)
+			s.printStats(now, int64(now/s.cfg.Tick), s.gauge(), now)
 		}
 	}
 }
@@ -477,7 +479,7 @@ func (s *Sim) report() *Report {
 	facts := runFacts{
 		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,
 		LiveRooms: s.live.spark(), Deliveries: s.delivers.spark(),
-		LiveSeries: s.live.averages(), DelSeries: s.delivers.averages(),
+		LiveSeries: s.live.averages(), DelSeries: s.delivers.averages(), TombsAll: s.tombsAll,
 	}
 	if s.nemesis != nil {
 		facts.Faults = &s.nemesis.tally
@@ -500,13 +502,13 @@ func (s *Sim) memoryReached(t int64) {
 }
 
 // printStats writes one progress line to stderr, never into the log.
-func (s *Sim) printStats(now time.Duration, ticks int64, live float64, deliveries int64, wall time.Duration) {
+func (s *Sim) printStats(now time.Duration, ticks int64, g gauges, wall time.Duration) {
 	rate := 0.0
 	if wall > 0 {
-		rate = float64(deliveries) / wall.Seconds()
+		rate = float64(g.deliveries) / wall.Seconds()
 	}
-	fmt.Fprintf(s.stderr, "chatsim: %s tick %d, live rooms %.1f, deliveries %d (%.0f/s), memory %s\n",
-		clockString(now), ticks, live, deliveries, rate, bytesString(heapBytes()))
+	fmt.Fprintf(s.stderr, "chatsim: %s tick %d, live rooms %.1f, deliveries %d (%.0f/s), tombstones %d, memory %s\n",
+		clockString(now), ticks, g.live, g.deliveries, rate, g.tombs, bytesString(heapBytes()))
 }
 
 // heapBytes is the memory held by live heap objects.

@@ -10,8 +10,8 @@ import (
 // another user's state. The loop itself is the mode's: realUser in real
 // time, stepUser in lockstep; this is what they share.
 //
-// UserChannel brings news of users coming online; EventChannel brings room
-// events from peers, and the run's markers (a tick, the stop, the start of
+// UserChannel brings news of the users online at the start; EventChannel
+// brings room events from peers, and the run's markers (a tick, the stop, the start of
 // a lockstep round) behind them. Each user sends from its own loop, never
 // from a goroutine per send, so the events of one sender reach each
 // recipient in the order they were sent (unless a delay is injected on
@@ -27,7 +27,6 @@ type User struct {
 	rend   renderer
 	quiet  bool // print no records: they are kept for a page, or not made
 	hidden bool // -follow leaves this user's lines out
-	listen bool // news of late joiners may come at any time
 	faulty bool
 	buf    []byte // rendering scratch
 	missed int64  // real time: tick markers a second one replaced before they ran
@@ -35,7 +34,7 @@ type User struct {
 
 	// What the sampler reads while the user runs; the owner stores, others
 	// load.
-	liveGauge, deliveriesGauge atomic.Int64
+	liveGauge, deliveriesGauge, tombsGauge atomic.Int64
 }
 
 // lineWriter takes a user's rendered log lines: the run's sink in real
@@ -77,22 +76,35 @@ func (u *User) keepOrStop() {
 func (u *User) publish() {
 	u.deliveriesGauge.Store(u.peer.view.Deliveries)
 	u.liveGauge.Store(int64(u.peer.view.LiveCount()))
+	u.tombsGauge.Store(int64(u.peer.view.tombs.len()))
 }
 
-// gauge is the user's live rooms and deliveries as last published.
-func (u *User) gauge() (live, deliveries int64) {
-	return u.liveGauge.Load(), u.deliveriesGauge.Load()
+// gauge is the user's live rooms, deliveries and tombstones as last
+// published.
+func (u *User) gauge() (live, deliveries, tombs int64) {
+	return u.liveGauge.Load(), u.deliveriesGauge.Load(), u.tombsGauge.Load()
 }
 
 // figures reports the user's figures, with its port's. Call it once the
 // user has exited.
 func (u *User) figures(p *Port, lat *hist) userFigures {
-	return userFigures{
-		Ticks: u.peer.ticks, Skipped: u.peer.skipped + u.missed, Acted: u.peer.acted,
-		Sent:      p.sent,
-		Held:      int64(u.peer.view.HeldCount()),
-		Counts:    u.peer.view.Counts,
-		Latency:   lat,
-		Transport: p.tx,
+	pr := u.peer
+	f := userFigures{
+		Ticks: pr.ticks, Skipped: pr.skipped + u.missed, Acted: pr.acted,
+		Sent:       p.sent,
+		Held:       int64(pr.view.HeldCount()),
+		Counts:     pr.view.Counts,
+		Latency:    lat,
+		Transport:  p.tx,
+		Lags:       pr.stab.lags,
+		TombsPeak:  int64(pr.tombsPeak),
+		Heartbeats: pr.heartbeats,
 	}
+	if pr.cfg.latecomer && pr.roomsAt != 0 {
+		f.Late = &lateFigures{ToRooms: int64(pr.roomsAt - pr.onlineAt - pr.awayTicks)}
+		if pr.doneTick != 0 {
+			f.Late.ToComplete = int64(pr.doneTick - pr.onlineAt)
+		}
+	}
+	return f
 }
