@@ -608,7 +608,7 @@ func (v *View) Snapshot() []RoomState {
 
 // ApplyState merges a peer's snapshot, ev.State, into the view: each group
 // takes the greater of the two states, as if the events that made the
-// peer's had arrived, so a snapshot merged with events in any order
+// peer's had settled, so a snapshot merged with events in any order
 // converges. A room learned only this way keeps its membership unknown
 // until its create arrives (adopt); a late joiner is in no room created
 // before the others knew it, and gets the create of every room that has it.
@@ -731,10 +731,10 @@ type epochRun struct {
 	n int
 }
 
-// push adds a tomb for a close applied in epoch e.
 // len is how many tombs wait.
 func (q *reclaimQueue) len() int { return q.tombs.len() }
 
+// push adds a tomb for a close applied in epoch e.
 func (q *reclaimQueue) push(t tomb, e uint64) {
 	q.tombs.push(t)
 	addRun(&q.untilClosed, e, 1)

@@ -208,7 +208,8 @@ func (k EventKind) String() string {
 	return "marker"
 }
 
-// Event is one room event as its sender made it. It is immutable once sent:
+// Event is one event as its sender made it (a room event, or what a late
+// joiner, a heartbeat or the links send). It is immutable once sent:
 // one Event is shared by every recipient, so an action allocates one event
 // however many users it reaches.
 //
@@ -224,13 +225,14 @@ type Event struct {
 	Sent  time.Duration // simulation time of sending, since the start
 	Epoch uint64        // the sender's epoch: see stability
 
-	// What every transmission tells of stability: the stable epoch and
-	// horizon its sender knew, and on a broadcast, its report.
-	Stable, Horizon uint64
-	Report          *progress
+	// What every transmission tells of stability: the stable epoch, the
+	// reclaim point and the horizon its sender knew, and on a broadcast,
+	// its report.
+	Stable, Reclaim, Horizon uint64
+	Report                   *progress
 
-	State    []RoomState // StateEvent: every group the sender knows of
-	Complete uint64      // StateEvent: the sender's view has every create and close sent below it; 0 when it does not know
+	State  []RoomState // StateEvent: every group the sender knows of
+	Covers uint64      // StateEvent: the sender's view has every create and close sent below it; 0 when it does not know
 }
 
 // ID is the event's own stamp: a message id or, for a create, a room id.
@@ -243,9 +245,9 @@ func (e *Event) ID() Stamp { return Stamp{e.Clock, e.From} }
 //
 // With faults on, the links between users number what they carry: Seq is
 // the transmission's sequence number on its link (0 for an
-// acknowledgement; for a gap report, the first number that arrived past
+// acknowledgement; for a gap report, the first number that settled past
 // the gap), and
-// Ack acknowledges the reverse link: every number below it has arrived.
+// Ack acknowledges the reverse link: every number below it has settled.
 type Delivery struct {
 	Event    *Event
 	Due      time.Duration

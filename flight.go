@@ -19,7 +19,7 @@ import "sync/atomic"
 type flight struct {
 	inflight atomic.Int64 // deliveries admitted or counted and not yet applied
 	capacity int64
-	late     atomic.Int64 // late joiners online whose view is not yet complete
+	arriving atomic.Int64 // late joiners online whose view is not yet complete
 }
 
 // networkCapacity is how many deliveries per user the network carries at
@@ -48,4 +48,4 @@ func (f *flight) retire(k int64) { f.inflight.Add(-k) }
 
 // quiescent reports whether nothing is in flight and every late joiner's
 // view is complete.
-func (f *flight) quiescent() bool { return f.inflight.Load() == 0 && f.late.Load() == 0 }
+func (f *flight) quiescent() bool { return f.inflight.Load() == 0 && f.arriving.Load() == 0 }

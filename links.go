@@ -13,13 +13,13 @@ import (
 // A peer keeps a link to every other user, and each end numbers what it
 // sends on it from 1 (Delivery.Seq). Every transmission also carries the
 // cumulative acknowledgement of the other direction (Delivery.Ack: every
-// number below it has arrived), so acknowledgements ride on the traffic
+// number below it has settled), so acknowledgements ride on the traffic
 // that flows anyway: every create and close reaches every user. Then:
 //   - duplicates are recognised by number and dropped, so a payload is
 //     applied once however often it arrives;
 //   - a receiver that has seen a gap for longer than anything could be
 //     delayed reports it (a gap report: GapEvent, up to the first number
-//     that arrived past it), and the sender resends what is missing: one
+//     that settled past it), and the sender resends what is missing: one
 //     round trip repairs a loss;
 //   - a receiver that owes an acknowledgement and has sent nothing back for
 //     ackDelay sends one on its own, so that the sender can forget; one
@@ -54,8 +54,8 @@ type link struct {
 	probing bool            // probed since the last progress
 
 	// Receiving.
-	recvNext uint32        // everything below it has arrived, from 1
-	above    []uint32      // numbers above recvNext that have arrived, in order
+	recvNext uint32        // everything below it has settled, from 1
+	above    []uint32      // numbers above recvNext that have settled, in order
 	ackDue   bool          // an acknowledgement is owed to the peer
 	ackSince time.Duration // since when
 	gapSince time.Duration // when the gap below above[0] was first seen
@@ -204,7 +204,7 @@ func (ls *links) receive(l *link, d Delivery, now time.Duration) *Event {
 }
 
 // acknowledged takes the peer's acknowledgement: every number below ack
-// has arrived. What it covers is forgotten.
+// has settled. What it covers is forgotten.
 func (ls *links) acknowledged(l *link, ack uint32, now time.Duration) {
 	if ack <= l.acked {
 		return
@@ -251,7 +251,7 @@ func (ls *links) tend(out port, now time.Duration) {
 		l := &ls.table[r]
 		switch {
 		case len(l.above) > 0 && now-l.gapSince >= t.gapWait:
-			// What is below the first number that arrived past the gap is
+			// What is below the first number that settled past the gap is
 			// lost: report the gap, up to that number.
 			l.gapSince = now
 			ls.transmit(out, r, l, Delivery{Event: ls.gapEv, Seq: l.above[0]}, txControl, now)

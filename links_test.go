@@ -146,7 +146,7 @@ func TestNetworkFaults(t *testing.T) {
 		d := take(b)
 		n.faults.split.Store(&split{sides: []uint8{0, 1, 2}})
 		if b.arrives(d[0]) || b.tx.Lost != 1 {
-			t.Error("a transmission in flight when the network split arrived")
+			t.Error("a transmission in flight when the network split settled")
 		}
 		n.faults.split.Store(&split{sides: []uint8{0, 3, 2}}) // user_1 is a bridge
 		send(a)

@@ -100,9 +100,9 @@ func (p *stepPort) due(t int64) func(func(Delivery)) {
 // stepUser is a user's loop in lockstep, around its peer.
 type stepUser struct {
 	*User
-	port *stepPort
-	tick time.Duration
-	news []Online // news taken while waiting, learned when the round starts
+	port   *stepPort
+	period time.Duration
+	news   []Online // news taken while waiting, learned when the round starts
 }
 
 // round is one step of the lockstep coordinator. A user starts a round
@@ -125,12 +125,12 @@ func (u *stepUser) run(first *round) {
 		u.await(news)
 		news = nil
 		// Every announcement was sent before the first round started.
-		now := time.Duration(r.tick) * u.tick
+		now := time.Duration(r.tick) * u.period
 		for len(u.UserChannel) > 0 {
 			u.news = append(u.news, <-u.UserChannel)
 		}
 		for _, o := range u.news {
-			u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.tick), Last: o.Last}, u)
+			u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.period), Last: o.Last}, u)
 		}
 		u.news = u.news[:0]
 		u.keepOrStop() // the recording filled up in the last round
@@ -192,7 +192,7 @@ func (u *stepUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 func (u *stepUser) admit(int64) bool { return true }
 func (u *stepUser) release()         {}
 func (u *stepUser) dropped()         { u.port.lose() }
-func (u *stepUser) caughtUp()        { u.port.net.fl.late.Add(-1) }
+func (u *stepUser) caughtUp()        { u.port.net.fl.arriving.Add(-1) }
 
 func (u *stepUser) applied(ev *Event, _ time.Duration) {
 	if runCounts(ev) {

@@ -96,7 +96,7 @@ type Port struct {
 	inbox chan Delivery
 	delay *rand.Rand // the delays this port's transmissions meet, in the order sent
 	frng  *rand.Rand // the faults they meet
-	hold  func(Delivery)
+	stash func(Delivery)
 
 	// Deliveries sent and applied. Both change only while the owner works
 	// on a round, so the run can read them between rounds: their sums
@@ -126,10 +126,10 @@ func (c *transportCounts) add(o transportCounts) {
 // transmissions meet are drawn from sources of the port's own, derived
 // from seed, in the order it sends: the network's chance is not the
 // user's, so it never moves the user's choices, and a lockstep run
-// replays. hold keeps what reaches the port's inbox while its owner is
+// replays. stash keeps what reaches the port's inbox while its owner is
 // blocked sending.
-func (n *Network) connect(uid int32, seed uint64, hold func(Delivery)) *Port {
-	p := &Port{net: n, uid: uid, inbox: n.inboxes[uid], hold: hold,
+func (n *Network) connect(uid int32, seed uint64, stash func(Delivery)) *Port {
+	p := &Port{net: n, uid: uid, inbox: n.inboxes[uid], stash: stash,
 		delay: rand.New(rand.NewPCG(seed, uint64(uid)<<32|0xde1a))}
 	if n.faults != nil {
 		p.frng = rand.New(rand.NewPCG(seed, uint64(uid)<<32|0xfa17))
@@ -180,7 +180,7 @@ func (p *Port) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 // keeps receiving its own inbox while it waits: two users sending to each
 // other with full inboxes both make room for each other, so sends never
 // deadlock, and no goroutine is spawned per send. What it receives
-// meanwhile it keeps, in order, for its owner (hold).
+// meanwhile it keeps, in order, for its owner (stash).
 func (p *Port) put(r int32, d Delivery) {
 	ch := p.net.inboxes[r]
 	select {
@@ -193,7 +193,7 @@ func (p *Port) put(r int32, d Delivery) {
 		case ch <- d:
 			return
 		case in := <-p.inbox:
-			p.hold(in)
+			p.stash(in)
 		}
 	}
 }
@@ -256,7 +256,7 @@ func runCounts(ev *Event) bool { return ev.Kind != HeartbeatEvent }
 // whose view is not yet complete. Lockstep reads it between rounds, when
 // no user is working.
 func (n *Network) outstanding() int64 {
-	k := n.fl.late.Load()
+	k := n.fl.arriving.Load()
 	for _, p := range n.ports {
 		k += p.sent - p.applied
 	}

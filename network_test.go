@@ -45,7 +45,7 @@ func TestAdmissionRefusesWhenFull(t *testing.T) {
 	if !f.quiescent() {
 		t.Error("not quiescent with nothing in flight")
 	}
-	f.late.Add(1)
+	f.arriving.Add(1)
 	if f.quiescent() {
 		t.Error("quiescent while a late joiner's view is not complete")
 	}
@@ -79,7 +79,7 @@ func TestSendWhileBothInboxesFull(t *testing.T) {
 				for {
 					select {
 					case d := <-c.p.inbox:
-						c.p.hold(d)
+						c.p.stash(d)
 					case <-stop:
 						return
 					}
@@ -97,7 +97,7 @@ func TestSendWhileBothInboxesFull(t *testing.T) {
 			other *Event
 		}{{a, evB}, {b, evA}} {
 			for len(c.p.inbox) > 0 {
-				c.p.hold(<-c.p.inbox)
+				c.p.stash(<-c.p.inbox)
 			}
 			var got []*Event
 			for c.p.backlog.len() > 0 {

@@ -195,7 +195,7 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 		l := pageLane{UID: u, Name: uidName(u), Y: y(u)}
 		if u > joiners {
 			l.Joiner = true
-			switch at := h.arrived[u]; {
+			switch at := h.settled[u]; {
 			case at < 0 || at > h.shown.To:
 				start[u] = h.shown.To
 			case at > h.shown.From:

@@ -32,11 +32,11 @@ type Peer struct {
 	links *links     // nil without faults
 	stab  *stability
 
-	tick          uint64        // the user's own tick, as of its last
-	online        bool          // as it last noticed, at a tick
-	awaySince     time.Duration // the start of its last outage
-	lastBroadcast uint64        // the tick of its last broadcast, which carried a report
-	replyTo       []int32       // users that asked for this user's rooms
+	tick       uint64        // the user's own tick, as of its last tick input
+	online     bool          // as it last noticed, at a tick
+	awaySince  time.Duration // the start of its last outage
+	lastReport uint64        // the tick of its last report
+	replyTo    []int32       // users that asked for this user's rooms
 
 	// A late joiner's way in: see arrival.
 	stage     arrival
@@ -103,11 +103,11 @@ const (
 // answer comes from a peer whose view is complete past coverTo; a room's
 // state is a max-register per group, so each answer merged with whatever
 // reached the joiner converges. Until its view is complete the joiner may
-// act on a room that is closed elsewhere: see lateFloor.
+// act on a room that is closed elsewhere: see latecomerGuard.
 type arrival uint8
 
 const (
-	arrived    arrival = iota // online from the start, or its view is complete
+	settled    arrival = iota // online from the start, or its view is complete
 	awaitRooms                // asked; until the rooms come
 	catchingUp                // has rooms; until its view is complete
 	notYetOnline
@@ -179,7 +179,7 @@ const (
 type actChoice uint8
 
 const (
-	actNone actChoice = iota // tend only: the drain
+	actNone actChoice = iota // tend only: a tick in the drain
 	actSkip                  // a tick not served: late, or stopping
 	actRoll                  // roll for an action
 )
@@ -253,7 +253,7 @@ func (p *Peer) onTick(in Input, out port) {
 
 // canAct reports whether the user may act: it is online and, if it came
 // late, has the rooms.
-func (p *Peer) canAct() bool { return p.online && (p.stage == arrived || p.stage == catchingUp) }
+func (p *Peer) canAct() bool { return p.online && (p.stage == settled || p.stage == catchingUp) }
 
 // presence notices, at a tick, whether the user has gone offline or come
 // online, and logs it. A user back from an outage kept its memory; it
@@ -361,8 +361,8 @@ func (p *Peer) broadcast(ev *Event, now time.Duration, out port) {
 	if counted(ev.Kind) {
 		p.stab.count(ev.Epoch, int64(p.view.Known()-1), true)
 	}
-	if ev.Report = p.stab.report(p.view.epoch, p.lateNote()); ev.Report != nil {
-		p.lastBroadcast = p.tick
+	if ev.Report = p.stab.report(p.view.epoch, p.arrivalNote()); ev.Report != nil {
+		p.lastReport = p.tick
 	}
 	p.stamp(ev)
 	for r := range recipients(ev, p.uid, p.view.Known()) {
@@ -371,18 +371,20 @@ func (p *Peer) broadcast(ev *Event, now time.Duration, out port) {
 }
 
 // stamp sets what every transmission of ev tells its recipients of
-// stability: the stable epoch and horizon its sender knows.
+// stability: the stable epoch, reclaim point and horizon its sender
+// knows.
 func (p *Peer) stamp(ev *Event) *Event {
-	ev.Stable, ev.Horizon = p.stab.stable, p.stab.horizon
+	ev.Stable = p.stab.stable
+	ev.Reclaim, ev.Horizon = p.stab.reclaim()
 	return ev
 }
 
-// lateNote is this user's word on its own way in, for its reports.
-func (p *Peer) lateNote() lateNote {
+// arrivalNote is this user's word on its own way in, for its reports.
+func (p *Peer) arrivalNote() arrivalNote {
 	if !p.cfg.latecomer {
-		return lateNote{}
+		return arrivalNote{}
 	}
-	return lateNote{Hello: p.helloAt, Done: p.doneAt}
+	return arrivalNote{Hello: p.helloAt, Done: p.doneAt}
 }
 
 // counted reports whether events of kind k are counted for stability:
@@ -436,10 +438,10 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 			return
 		}
 	}
-	p.stab.heard(ev.Stable, ev.Horizon, p.tick)
+	p.stab.heard(ev.Stable, ev.Reclaim, ev.Horizon, p.tick)
 	if r := ev.Report; r != nil {
 		p.stab.take(r)
-		p.stab.noteLate(ev.From, r.Late)
+		p.stab.noteArrival(ev.From, r.Arrival)
 	}
 	switch ev.Kind {
 	case HelloEvent:
@@ -460,7 +462,7 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 
 // takeState merges a peer's rooms, on a late joiner's way in.
 func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
-	if p.stage == arrived {
+	if p.stage == settled {
 		return // an answer to a question asked before the view was complete
 	}
 	first := p.stage == awaitRooms
@@ -468,8 +470,8 @@ func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
 	if first {
 		p.stage, p.roomsAt = catchingUp, p.tick
 	}
-	if p.coverTo != 0 && ev.Complete > p.coverTo {
-		p.stage, p.doneAt, p.doneTick = arrived, p.view.epoch, p.tick
+	if p.coverTo != 0 && ev.Covers > p.coverTo {
+		p.stage, p.doneAt, p.doneTick = settled, p.view.epoch, p.tick
 		out.caughtUp()
 	}
 }
@@ -482,11 +484,11 @@ func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
 func (p *Peer) tend(now time.Duration, serving bool, out port) {
 	// A late joiner asked may be one itself: it answers once it has rooms,
 	// and says whether its view is complete.
-	if p.stage == arrived || p.stage == catchingUp {
+	if p.stage == settled || p.stage == catchingUp {
 		for _, r := range p.replyTo {
 			st := &Event{Kind: StateEvent, From: p.uid, Clock: p.view.clock, Sent: now, Epoch: p.view.epoch, State: p.view.Snapshot()}
-			if p.stage == arrived {
-				st.Complete = p.stab.stable
+			if p.stage == settled {
+				st.Covers = p.stab.stable
 			}
 			p.send(r, p.stamp(st), out)
 		}
@@ -507,7 +509,7 @@ func (p *Peer) tend(now time.Duration, serving bool, out port) {
 	}
 	// A heartbeat is a broadcast like an action's, and waits like one for
 	// a network with room for it.
-	if p.tick >= p.lastBroadcast+heartbeatTicks && p.owesReport(serving) && out.admit(int64(p.view.Known()-1)) {
+	if p.tick >= p.lastReport+heartbeatTicks && p.view.epoch > p.stab.pos && p.owesReport(serving) && out.admit(int64(p.view.Known()-1)) {
 		p.heartbeats++
 		p.broadcast(&Event{Kind: HeartbeatEvent, From: p.uid, Sent: now, Epoch: p.view.epoch}, now, out)
 		out.release()
@@ -527,7 +529,7 @@ func (p *Peer) tend(now time.Duration, serving bool, out port) {
 // behind, so the drain falls quiet.)
 func (p *Peer) owesReport(serving bool) bool {
 	s := p.stab
-	if len(s.late) > 0 || p.stage != arrived || p.cfg.latecomer && s.stable <= p.doneAt || s.maxPos > s.pos+heartbeatTicks {
+	if len(s.guards) > 0 || p.stage != settled || p.cfg.latecomer && s.stable <= p.doneAt || s.maxPos > s.pos+heartbeatTicks {
 		return true
 	}
 	return serving && len(s.pending) > 0

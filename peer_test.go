@@ -263,3 +263,89 @@ func FuzzPeers(f *testing.F) {
 		}
 	})
 }
+
+// route delivers what is in flight, including what deliveries make:
+// drop loses a transmission, hold keeps it in flight.
+func (tn *testNet) route(drop, hold func(inTransit) bool) {
+	var kept []inTransit
+	for len(tn.flight) > 0 {
+		tr := tn.flight[0]
+		tn.flight = tn.flight[1:]
+		switch {
+		case drop != nil && drop(tr):
+		case hold != nil && hold(tr):
+			kept = append(kept, tr)
+		default:
+			tn.arrive(tr)
+		}
+	}
+	tn.flight = kept
+}
+
+// lateFloorStory is users 1 to 3 online from the start and the last late
+// ones: user 1 creates a room for g, with user 4 in it, once it knows user
+// 4; user 2 closes it before it has heard user 4's hello, so the close
+// never reaches user 4; user 4's questions for the rooms are lost, so it
+// keeps g live and its view stays incomplete. The others may reclaim g's
+// tombstone by the stable epoch; then user 4 sends to g. Every message
+// must still be delivered: no view may reclaim what a late joiner's sends
+// could need while its view is incomplete.
+func lateFloorStory(t *testing.T, n int, hold func(inTransit) bool) *testNet {
+	tn := newTestNet(t, n, n-3, true, 1)
+	for range 3 {
+		tn.tickAll(actNone)
+		tn.route(nil, nil)
+	}
+	setup := func(tr inTransit) bool {
+		return tr.to == 2 && tr.d.Event.Kind == HelloEvent || tr.from == 4 && tr.to == 2 || hold != nil && hold(tr)
+	}
+	for j := int32(4); int(j) <= n; j++ {
+		tn.join(j)
+		tn.tickAll(actNone)
+		tn.route(nil, setup)
+	}
+	members := []int32{1, 2}
+	for j := int32(4); int(j) <= n; j++ {
+		members = append(members, j)
+	}
+	g := newGroup(n, members...)
+	tn.p(1).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: CreateEvent, Group: g}}, tn.ports[1])
+	room := unpack(tn.p(1).view.joined[0].packed)
+	tn.route(nil, setup)
+	tn.p(2).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: CloseEvent, Room: room}}, tn.ports[2])
+	questions := func(tr inTransit) bool {
+		k := tr.d.Event.Kind
+		return k == StateRequestEvent && tr.from == 4 || k == StateEvent && tr.to == 4
+	}
+	for range 300 {
+		tn.tickAll(actNone)
+		tn.route(questions, hold)
+	}
+	if tn.p(4).view.RoomIndex(room) < 0 {
+		t.Fatalf("user_4 does not have %s live: the story did not happen", room)
+	}
+	tn.p(4).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: MessageEvent, Room: room}}, tn.ports[4])
+	for range 400 {
+		tn.tickAll(actNone)
+		tn.route(nil, nil)
+	}
+	for _, p := range tn.peers[1:] {
+		if h := p.view.HeldCount(); h > 0 {
+			t.Errorf("%s holds %d message(s) forever", uidName(p.uid), h)
+		}
+	}
+	return tn
+}
+
+// A late joiner that acts on an incomplete view holds reclaiming back.
+func TestLateJoinerHoldsReclaiming(t *testing.T) {
+	lateFloorStory(t, 4, nil)
+}
+
+// A later joiner, which learns the stable epoch by word of mouth and the
+// earlier joiner's floor only from the earlier one, reclaims no more than
+// the users that know the floor: what it hears is the reclaim point they
+// computed, not their stable epoch alone.
+func TestLaterJoinerKeepsTheGuard(t *testing.T) {
+	lateFloorStory(t, 5, func(tr inTransit) bool { return tr.from == 4 && tr.to == 5 })
+}

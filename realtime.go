@@ -87,7 +87,7 @@ type realUser struct {
 	*User
 	port     *realPort
 	elapsed  simTime
-	tick     time.Duration
+	period   time.Duration
 	drain    *drain
 	lat      *hist         // send-to-apply latency
 	stopping bool          // the stop marker has come
@@ -191,7 +191,7 @@ func (u *realUser) runTick(now time.Duration) {
 	switch {
 	case u.stopping && u.faulty:
 		act = actNone
-	case u.stopping || now-at >= u.tick:
+	case u.stopping || now-at >= u.period:
 		act = actSkip
 	}
 	u.peer.Step(Input{Kind: tickInput, Now: now, Tick: u.tickNum, Due: u.port.due(now), Act: act, Away: u.port.away()}, u)
@@ -327,7 +327,7 @@ func (u *realUser) applied(ev *Event, now time.Duration) {
 }
 
 func (u *realUser) dropped()  { u.port.lose() }
-func (u *realUser) caughtUp() { u.port.net.fl.late.Add(-1) }
+func (u *realUser) caughtUp() { u.port.net.fl.arriving.Add(-1) }
 
 // drain is the end of a real-time run, in two steps. First every user
 // stops acting; the network carries on (with faults, retransmissions win

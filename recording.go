@@ -24,7 +24,7 @@ type recording struct {
 	drawn    int               // deliveries kept
 	others   int               // other records kept
 	online   []bool            // online[u]: user_u's first online record has come
-	arrived  []time.Duration   // arrived[u]: when user_u came online, or -1
+	settled  []time.Duration   // settled[u]: when user_u came online, or -1
 	before   *Record           // the last network record before the window
 	fast     bool              // lockstep: records come in a fixed order, sends before what they sent
 	sent     map[eventKey]bool // the sendings kept
@@ -50,9 +50,9 @@ const maxDrawn = 5000
 
 func newRecording(w timeWindow, maxDeliveries, users int, fast bool) *recording {
 	rc := &recording{window: w, maxDrawn: maxDeliveries, cut: -1, online: make([]bool, users+1),
-		arrived: make([]time.Duration, users+1), fast: fast, sent: make(map[eventKey]bool)}
-	for i := range rc.arrived {
-		rc.arrived[i] = -1
+		settled: make([]time.Duration, users+1), fast: fast, sent: make(map[eventKey]bool)}
+	for i := range rc.settled {
+		rc.settled[i] = -1
 	}
 	return rc
 }
@@ -97,7 +97,7 @@ func (rc *recording) keepOne(r *Record) {
 			return
 		}
 		rc.online[r.User] = true
-		rc.arrived[r.User] = r.T
+		rc.settled[r.User] = r.T
 	}
 	if r.User == 0 && r.T < rc.window.From {
 		// The network's last word before the window: a split that
@@ -151,7 +151,7 @@ type timeline struct {
 	shown   timeWindow      // what the records cover: From to To (included when the caps cut there)
 	capped  bool            // the caps ended the stretch shown
 	end     time.Duration   // the run's last log record
-	arrived []time.Duration // arrived[u]: when user_u came online, or -1
+	settled []time.Duration // settled[u]: when user_u came online, or -1
 	users   int
 }
 
@@ -160,7 +160,7 @@ func (rc *recording) history(users int) *timeline {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	h := &timeline{users: users, shown: rc.window, recs: slices.Clone(rc.recs), capped: rc.capped, end: rc.horizon,
-		arrived: slices.Clone(rc.arrived), perPort: rc.perPort}
+		settled: slices.Clone(rc.settled), perPort: rc.perPort}
 	if b := rc.before; b != nil {
 		h.recs = append(h.recs, *b)
 	}

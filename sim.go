@@ -260,13 +260,13 @@ func (s *Sim) newUser(k int32, late bool) *User {
 			lb.rec = s.recording
 			u.keep = lb
 		}
-		su := &stepUser{User: u, tick: cfg.Tick, port: newStepPort(s.net, k, cfg.Seed, s.net.sched.(tickSchedule))}
+		su := &stepUser{User: u, period: cfg.Tick, port: newStepPort(s.net, k, cfg.Seed, s.net.sched.(tickSchedule))}
 		u.EventChannel = su.port.inbox
 		first := s.first
 		s.running.Go(func() { su.run(first) })
 		return u
 	}
-	ru := &realUser{User: u, elapsed: s.elapsed, tick: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain,
+	ru := &realUser{User: u, elapsed: s.elapsed, period: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain,
 		port: newRealPort(s.net, k, cfg.Seed)}
 	u.EventChannel = ru.port.inbox
 	s.lats = append(s.lats, ru.lat)
@@ -309,7 +309,7 @@ func (s *Sim) announce(j int32) {
 	if int(j) > len(s.users) {
 		return // stopped during start-up: j never started
 	}
-	s.net.fl.late.Add(1)
+	s.net.fl.arriving.Add(1)
 }
 
 // runReal starts the ticker, which ticks every user at its own random

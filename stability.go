@@ -13,10 +13,11 @@ package main
 // No user can count what is in flight across the network, so each learns
 // W from what the others tell it. Every broadcast (a create, a close, a
 // late joiner's hello, a heartbeat) carries its sender's report: how many
-// room events it sent and applied, by epoch, since its last report, and
-// its position (every room event it sent in an epoch below the position is
-// in its reports so far), with the position of its previous report. A
-// peer sums the reports it takes: per epoch, sent minus applied (balance),
+// counted events (those that change rooms, messages, and a late joiner's
+// hello: see counted) it sent and applied, by epoch, since its last
+// report, and its position (every counted event it sent in an epoch below
+// the position is in its reports so far), with the position of its
+// previous report. A peer sums the reports it takes: per epoch, sent minus applied (balance),
 // and how many users' reports have reached each position (positions).
 // Epoch e is complete once every user's position is past e (no more sends
 // of e will be reported) and its balance is zero (every send of e is
@@ -28,7 +29,7 @@ package main
 // Reports may arrive in any order over links that repair loss: a report
 // moves its sender from the previous position to the new one, so the
 // positions count each user once, at the end of the run of its reports
-// that has arrived without a gap. That is never later than its true
+// that has settled without a gap. That is never later than its true
 // position, so W is never early.
 //
 // Every user of the run is counted, from the start: the membership is
@@ -39,14 +40,16 @@ package main
 // sent before the others knew of it, so it counts nothing itself: it
 // learns W and H from the others' word, since every transmission carries
 // its sender's (W, H), and any user's W is a fact about all. Taking the
-// greater W and the greater H keeps them a valid pair.
+// greater W and the greater H keeps them a valid pair. It learns the point
+// to reclaim by in the same way (see reclaim).
 //
-// A late joiner also holds back reclaiming, for a while: see lateFloor.
+// A late joiner also holds back reclaiming, for a while: see latecomerGuard.
 type stability struct {
 	counting bool // sums reports; a late joiner does not
 	members  int
 
 	stable, horizon uint64 // W and H, as known
+	reclaimHeard    uint64 // the greatest reclaim point another user told
 	pos             uint64 // the position of this user's last report
 	pending         []epochCount
 	maxPos          uint64 // the greatest position reported: a horizon
@@ -55,7 +58,7 @@ type stability struct {
 	positions []int32 // users whose reports have reached each position, from base
 	balance   []int64 // sent minus applied, by epoch, from base
 
-	late []lateFloor // late joiners that may still send about what they did not know
+	guards []latecomerGuard // late joiners that may still send about what they did not know
 
 	lags []int64 // lags[k]: epochs known stable k ticks after they ended
 }
@@ -72,23 +75,25 @@ type epochCount struct {
 type progress struct {
 	Prev, Pos uint64
 	Counts    []epochCount
-	Late      lateNote // the sender's own way in, if it came late
+	Arrival   arrivalNote // the sender's own way in, if it came late
 }
 
-// lateNote is a late joiner's word on its way in: the epoch of its hello,
+// arrivalNote is a late joiner's word on its way in: the epoch of its hello,
 // and once its view is complete, the epoch it was complete in.
-type lateNote struct {
+type arrivalNote struct {
 	Hello, Done uint64
 }
 
-// lateFloor is a late joiner that may still send about rooms it does not
-// know are closed: until its view is complete it may act on a state
+// latecomerGuard is a late joiner that may still send about rooms it does
+// not know are closed: until its view is complete it may act on a state
 // transfer that missed a close, and send to a closed incarnation or create
-// below it. No view reclaims what such a send could need: a tombstone
-// whose phases began at or after the joiner's hello waits until the
-// joiner's view is complete and everything it sent until then is stable.
-// (A tombstone of an earlier close is in every state the joiner can get.)
-type lateFloor struct {
+// below it. No view reclaims what such a send could need: reclaiming is
+// held at the joiner's hello until its view is complete and everything it
+// sent until then is stable. A tombstone whose second phase ends before the
+// hello is safe to forget: its close was applied, and reported, by every
+// user that could answer the joiner before it could answer, and every send
+// it outlived was sent before anyone knew of the joiner.
+type latecomerGuard struct {
 	uid         int32
 	hello, done uint64
 }
@@ -127,13 +132,13 @@ func (s *stability) count(e uint64, k int64, sent bool) {
 // report makes this user's report at epoch now, and takes it itself; or
 // makes none, if it has reported in this epoch already. Positions rise
 // from report to report, so that a report tells which came before it: a
-// report whose previous has not arrived leaves its sender where the
-// arrived ones do.
-func (s *stability) report(now uint64, late lateNote) *progress {
+// report whose previous has not settled leaves its sender where the
+// settled ones do.
+func (s *stability) report(now uint64, late arrivalNote) *progress {
 	if now <= s.pos {
 		return nil
 	}
-	r := &progress{Prev: s.pos, Pos: now, Counts: s.pending, Late: late}
+	r := &progress{Prev: s.pos, Pos: now, Counts: s.pending, Arrival: late}
 	s.pending = nil
 	s.pos = r.Pos
 	s.take(r)
@@ -167,8 +172,10 @@ func (s *stability) at(e uint64) {
 	}
 }
 
-// heard takes the stable epoch and horizon another user knows.
-func (s *stability) heard(stable, horizon uint64, tick uint64) {
+// heard takes the stable epoch, reclaim point and horizon another user
+// knows.
+func (s *stability) heard(stable, reclaim, horizon uint64, tick uint64) {
+	s.reclaimHeard = max(s.reclaimHeard, reclaim)
 	if stable > s.stable {
 		s.advance(stable, max(s.horizon, horizon), tick)
 	} else {
@@ -217,14 +224,14 @@ func (s *stability) advance(w, h uint64, tick uint64) {
 		s.lags[lag]++
 	}
 	s.stable, s.horizon = w, max(s.horizon, h)
-	s.late = removeDone(s.late, w)
+	s.guards = removeDone(s.guards, w)
 }
 
 // removeDone drops the late joiners whose view is complete and whose
 // sends until then are all stable.
-func removeDone(late []lateFloor, w uint64) []lateFloor {
-	out := late[:0]
-	for _, l := range late {
+func removeDone(guards []latecomerGuard, w uint64) []latecomerGuard {
+	out := guards[:0]
+	for _, l := range guards {
 		if l.done == 0 || w <= l.done {
 			out = append(out, l)
 		}
@@ -232,30 +239,40 @@ func removeDone(late []lateFloor, w uint64) []lateFloor {
 	return out
 }
 
-// noteLate takes a late joiner's word on its way in.
-func (s *stability) noteLate(uid int32, n lateNote) {
+// noteArrival takes a late joiner's word on its way in.
+func (s *stability) noteArrival(uid int32, n arrivalNote) {
 	if n.Hello == 0 {
 		return
 	}
-	for i := range s.late {
-		if s.late[i].uid == uid {
-			s.late[i].done = max(s.late[i].done, n.Done)
-			s.late = removeDone(s.late, s.stable)
+	for i := range s.guards {
+		if s.guards[i].uid == uid {
+			s.guards[i].done = max(s.guards[i].done, n.Done)
+			s.guards = removeDone(s.guards, s.stable)
 			return
 		}
 	}
 	if n.Done != 0 && s.stable > n.Done {
 		return // long done
 	}
-	s.late = append(s.late, lateFloor{uid, n.Hello, n.Done})
+	s.guards = append(s.guards, latecomerGuard{uid, n.Hello, n.Done})
 }
 
-// reclaim is the stable epoch and horizon views reclaim by: W held at the
-// hello of the oldest late joiner still in the floor.
-func (s *stability) reclaim() (stable, horizon uint64) {
-	w := s.stable
-	for _, l := range s.late {
-		w = min(w, l.hello)
+// reclaim is the epoch views reclaim by, and the horizon: W held at the
+// hello of the oldest late joiner still guarded, as this user knows them,
+// or the greatest such point another user computed and told. Only a user
+// that counts can be sure it knows every guard: every user
+// online from the start has applied a joiner's hello before W can pass it.
+// A late joiner may not have heard of an earlier one at all, so it reclaims
+// by what it is told alone. Each point told is safe for every view, so the
+// greatest is too.
+func (s *stability) reclaim() (reclaim, horizon uint64) {
+	r := s.reclaimHeard
+	if s.counting {
+		w := s.stable
+		for _, l := range s.guards {
+			w = min(w, l.hello)
+		}
+		r = max(r, w)
 	}
-	return w, s.horizon
+	return r, s.horizon
 }

@@ -13,7 +13,7 @@ import (
 // gaps, as links let them through. The truth is what actually happened:
 // the least epoch with a send not yet applied, or in which a user may
 // still send. The observer's stable epoch must never pass it, and once
-// every report has arrived and every user has moved on, must reach it.
+// every report has settled and every user has moved on, must reach it.
 type reportWorld struct {
 	rng      *rand.Rand
 	obs      *stability
@@ -59,7 +59,7 @@ func (w *reportWorld) step(t *testing.T) {
 	case 2: // move on
 		w.epochs[i] += uint64(1 + w.rng.IntN(2))
 	case 3: // report
-		if r := w.users[i].report(w.epochs[i], lateNote{}); r != nil {
+		if r := w.users[i].report(w.epochs[i], arrivalNote{}); r != nil {
 			w.queued[i] = append(w.queued[i], r)
 		}
 	case 4: // a report reaches the observer, in any order
@@ -93,7 +93,7 @@ func TestStabilityNeverEarly(t *testing.T) {
 			}
 			for i := range w.users {
 				w.epochs[i] = slices.Max(w.epochs) + 1
-				w.queued[i] = append(w.queued[i], w.users[i].report(w.epochs[i], lateNote{}))
+				w.queued[i] = append(w.queued[i], w.users[i].report(w.epochs[i], arrivalNote{}))
 				for _, r := range w.queued[i] {
 					w.obs.take(r)
 				}
@@ -111,33 +111,33 @@ func TestStabilityNeverEarly(t *testing.T) {
 // that goes with it only grows.
 func TestStabilityHeard(t *testing.T) {
 	s := newStability(3, false)
-	s.heard(5, 7, 10)
-	s.heard(4, 9, 11) // an older word: the horizon is still a horizon for 5
+	s.heard(5, 3, 7, 10)
+	s.heard(4, 4, 9, 11) // an older word: the horizon is still a horizon for 5
 	if s.stable != 5 || s.horizon != 9 {
 		t.Errorf("stable %d, horizon %d; want 5 and 9", s.stable, s.horizon)
 	}
-	if w, h := s.reclaim(); w != 5 || h != 9 {
-		t.Errorf("reclaim %d, %d", w, h)
+	if w, h := s.reclaim(); w != 4 || h != 9 {
+		t.Errorf("reclaim %d, %d; want the greatest point told, 4, and 9", w, h)
 	}
 }
 
 // A late joiner holds reclaiming at its hello until its view is complete
 // and everything it sent until then is stable.
 func TestStabilityLateFloor(t *testing.T) {
-	s := newStability(3, false)
-	s.heard(10, 12, 20)
-	s.noteLate(3, lateNote{Hello: 8})
+	s := newStability(3, true)
+	s.heard(10, 0, 12, 20)
+	s.noteArrival(3, arrivalNote{Hello: 8})
 	if w, _ := s.reclaim(); w != 8 {
 		t.Fatalf("reclaim %d while the joiner's view is incomplete, want 8", w)
 	}
-	s.noteLate(3, lateNote{Hello: 8, Done: 15})
-	s.heard(15, 16, 21)
+	s.noteArrival(3, arrivalNote{Hello: 8, Done: 15})
+	s.heard(15, 0, 16, 21)
 	if w, _ := s.reclaim(); w != 8 {
 		t.Fatalf("reclaim %d before the joiner's sends until done are stable, want 8", w)
 	}
-	s.heard(16, 17, 22)
-	if w, _ := s.reclaim(); w != 16 || len(s.late) != 0 {
-		t.Errorf("reclaim %d, floor %v once done is stable", w, s.late)
+	s.heard(16, 0, 17, 22)
+	if w, _ := s.reclaim(); w != 16 || len(s.guards) != 0 {
+		t.Errorf("reclaim %d, floor %v once done is stable", w, s.guards)
 	}
 }
 
