@@ -247,7 +247,7 @@ func (p *Peer) onTick(in Input, out port) {
 		}
 	}
 	if p.online {
-		p.tend(now, in.Act == actRoll, out)
+		p.tend(now, in.Act, out)
 	}
 }
 
@@ -478,10 +478,8 @@ func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
 
 // tend sends what the user owes beyond its actions: its rooms to users
 // that asked, a late joiner's questions, a heartbeat, and what the links
-// owe. serving is false in the drain, and on a tick the user is too late
-// for: then only a late joiner's way in gets a heartbeat, so that a user
-// behind adds no load it can spare.
-func (p *Peer) tend(now time.Duration, serving bool, out port) {
+// owe. act is what the run lets the user do on this tick: see owesReport.
+func (p *Peer) tend(now time.Duration, act actChoice, out port) {
 	// A late joiner asked may be one itself: it answers once it has rooms,
 	// and says whether its view is complete.
 	if p.stage == settled || p.stage == catchingUp {
@@ -509,7 +507,11 @@ func (p *Peer) tend(now time.Duration, serving bool, out port) {
 	}
 	// A heartbeat is a broadcast like an action's, and waits like one for
 	// a network with room for it.
-	if p.tick >= p.lastReport+heartbeatTicks && p.view.epoch > p.stab.pos && p.owesReport(serving) && out.admit(int64(p.view.Known()-1)) {
+	every := uint64(heartbeatTicks)
+	if act == actNone {
+		every = drainHeartbeatTicks
+	}
+	if p.tick >= p.lastReport+every && p.view.epoch > p.stab.pos && p.owesReport(act) && out.admit(int64(p.view.Known()-1)) {
 		p.heartbeats++
 		p.broadcast(&Event{Kind: HeartbeatEvent, From: p.uid, Sent: now, Epoch: p.view.epoch}, now, out)
 		out.release()
@@ -520,19 +522,25 @@ func (p *Peer) tend(now time.Duration, serving bool, out port) {
 }
 
 // owesReport reports whether the user has something to tell that others'
-// stability waits for: a late joiner's way in, its own or another's,
-// until it is stable (others hold reclaiming back for it); a position so
-// far behind the others' that it holds them back; and while it serves
-// ticks, what it sent or applied since its last report. A user that has
-// none of these stays quiet: in a run gone quiet, nothing waits for it.
-// (Once every position is within a heartbeat of the greatest, no one is
-// behind, so the drain falls quiet.)
-func (p *Peer) owesReport(serving bool) bool {
+// stability waits for, on a tick when the run lets it act: a late joiner's
+// way in, its own or another's, until it is stable (others hold
+// reclaiming back for it); in the drain too, a position so far behind the
+// others' that it holds them back; and while it serves its ticks, what it
+// sent or applied since its last report. On a tick it is too late to
+// serve, a user adds no load it can spare. A user that has none of these
+// stays quiet: in a run gone quiet, nothing waits for it (once every
+// position is within a heartbeat of the greatest, no one is behind).
+func (p *Peer) owesReport(act actChoice) bool {
 	s := p.stab
-	if len(s.guards) > 0 || p.stage != settled || p.cfg.latecomer && s.stable <= p.doneAt || s.maxPos > s.pos+heartbeatTicks {
+	switch {
+	case len(s.guards) > 0 || p.stage != settled || p.cfg.latecomer && s.stable <= p.doneAt:
+		return true
+	case act == actSkip:
+		return false
+	case act == actNone && s.maxPos > s.pos+drainHeartbeatTicks, s.maxPos > s.pos+heartbeatTicks:
 		return true
 	}
-	return serving && len(s.pending) > 0
+	return act == actRoll && len(s.pending) > 0
 }
 
 // Records are the log records made since the last ResetRecords.

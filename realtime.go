@@ -284,10 +284,12 @@ func (u *realUser) drainOut() {
 // The peer's port, as the real-time network: see port. What the peer
 // sends is counted in flight until applied: within the room admit
 // reserved, or on its own, for what no one may refuse (a hello, a state
-// transfer).
+// transfer). A heartbeat waits for room like an action, but is not
+// counted: the drain does not wait for heartbeats, which come as long as
+// users tick.
 
 func (u *realUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
-	if k == txFirst {
+	if k == txFirst && runCounts(d.Event) {
 		u.trace.sending(u.UID, d.Event)
 		if r := &u.port.reserved; r.used < r.k {
 			r.used++
@@ -314,11 +316,11 @@ func (u *realUser) release() {
 }
 
 func (u *realUser) applied(ev *Event, now time.Duration) {
-	p := u.port
-	p.unretired++
 	if !runCounts(ev) {
 		return
 	}
+	p := u.port
+	p.unretired++
 	p.applied++
 	if ev.Kind <= CloseEvent {
 		u.lat.add(now - ev.Sent)
