@@ -330,7 +330,8 @@ func TestE2EInterruptWritesPage(t *testing.T) {
 
 // The binary in real time with every fault, stopped by Ctrl-C in the
 // middle of outages and splits: the JSON log it prints, start to summary,
-// tells no effect before its cause (see checkLogOrder).
+// tells no effect before its cause (see checkLogOrder), and stderr says
+// why the stop takes a while.
 func TestE2ELogOrderAfterInterrupt(t *testing.T) {
 	cmd, r, _, errs := startPipe(t, "-json", "-users", "30", "-tick", "20ms", "-delay", "40ms", "-loss", "0.3", "-dup", "0.2",
 		"-partition", "300ms", "-offline", "200ms", "-join", "6")
@@ -352,4 +353,8 @@ func TestE2ELogOrderAfterInterrupt(t *testing.T) {
 		t.Fatalf("exit %d after Ctrl-C: %s", code, errs.String())
 	}
 	requireOrdered(t, log.String())
+	// With faults the drain takes a while, and the user is told why.
+	if want := "chatsim: interrupted: stopping; the faults end and users deliver what is still in flight"; !strings.HasPrefix(errs.String(), want) {
+		t.Errorf("stderr %q, want it to start %q", errs.String(), want)
+	}
 }

@@ -66,3 +66,47 @@ func firstDiff(want, got string) string {
 	}
 	return fmt.Sprintf("want %d lines, got %d", len(w), len(g))
 }
+
+// docSamples are the samples of output the docs quote from a golden run:
+// the code block after intro in doc, every line of which is a line of
+// golden, but for lines cut short with "...". They go stale when the
+// output changes; this says where.
+var docSamples = []struct{ doc, intro, golden string }{
+	{"README.md", "Each line is one user's view of one thing", "fast.golden"},
+	{"README.md", "When the run ends, the summary:", "fast.golden"},
+	{"docs/faults.md", "faults the summary has these lines", "faults.golden"},
+	{"docs/log.md", "with every figure of the\ntext summary.", "fast.jsonl.golden"},
+}
+
+// The docs quote the golden runs as they are.
+func TestDocSamples(t *testing.T) {
+	for _, d := range docSamples {
+		doc, err := os.ReadFile(d.doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden, err := os.ReadFile(filepath.Join("testdata", d.golden))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := make(map[string]bool)
+		for l := range strings.Lines(string(golden)) {
+			lines[strings.TrimSuffix(l, "\n")] = true
+		}
+		_, after, ok := strings.Cut(string(doc), d.intro)
+		if !ok {
+			t.Errorf("%s: no %q", d.doc, d.intro)
+			continue
+		}
+		_, block, _ := strings.Cut(after, "```\n")
+		block, _, _ = strings.Cut(block, "```")
+		if strings.TrimSpace(block) == "" {
+			t.Errorf("%s: no sample after %q", d.doc, d.intro)
+		}
+		for l := range strings.Lines(block) {
+			if l = strings.TrimSuffix(l, "\n"); l != "" && !lines[l] && !strings.Contains(l, "...") {
+				t.Errorf("%s quotes a line that testdata/%s lacks:\n%s", d.doc, d.golden, l)
+			}
+		}
+	}
+}

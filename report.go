@@ -15,8 +15,9 @@ type Report struct {
 	Settings
 	Online   int     `json:"online"` // users that came online: all of them, unless stopped during start-up
 	Stopped  string  `json:"stopped"`
-	RunTime  float64 `json:"run_time"` // seconds; simulated in fast mode
-	Ticks    int64   `json:"ticks"`    // ticks run: per user in fast mode; in real time the most any user had, served or skipped
+	RunTime  float64 `json:"run_time"`             // seconds; simulated in fast mode
+	Drain    float64 `json:"drain_time,omitempty"` // real time: seconds from the stop to the end of the drain
+	Ticks    int64   `json:"ticks"`                // ticks run: per user in fast mode; in real time the most any user had, served or skipped
 	Served   int64   `json:"ticks_served"`
 	Skipped  int64   `json:"ticks_skipped"`
 	Actions  Actions `json:"actions"`
@@ -181,6 +182,7 @@ type NetFigures struct {
 type Stability struct {
 	LagMedian    int64 `json:"lag_median_ticks"`
 	LagMax       int64 `json:"lag_max_ticks"`
+	Known        int64 `json:"known_stable"`        // (user, epoch) pairs known stable; 0: the lag figures mean nothing yet
 	TombsPeak    int64 `json:"tombstones_peak"`     // the most one view kept at once
 	TombsPeakAll int64 `json:"tombstones_peak_all"` // the most all views kept at once, sampled each tick
 	Heartbeats   int64 `json:"heartbeats"`
@@ -297,6 +299,7 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 		r.Ticks = run.FastTicks
 	}
 	if !c.Fast && run.Wall > 0 {
+		r.Drain = max(run.Wall-run.RunTime, 0).Seconds()
 		r.Traffic.PerSecond = float64(r.Traffic.Delivered) / run.Wall.Seconds()
 	}
 	r.Actions.Create = Action{tot.Creates, tot.CreateFailed}
@@ -312,6 +315,9 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 		r.latency = &lat
 	}
 	r.Stability.LagMedian, r.Stability.LagMax = countQuantile(lags, 0.5), countQuantile(lags, 1)
+	for _, n := range lags {
+		r.Stability.Known += n
+	}
 	r.Stability.TombsPeakAll = run.TombsAll
 	r.liveSeries, r.deliverSeries = run.LiveSeries, run.DelSeries
 	r.LiveRooms = run.LiveRooms
@@ -451,6 +457,26 @@ func diffRooms(a, b []Stamp) string {
 	return ""
 }
 
+// faultsDone says what the faults asked for did, and nothing of those not
+// asked for; "" without partitions, outages or late joiners.
+func (r *Report) faultsDone() string {
+	f := r.Faults
+	if f == nil {
+		return ""
+	}
+	var parts []string
+	if r.Partition != "" {
+		parts = append(parts, fmt.Sprintf("%s (%s)", plural(f.Splits, "split"), fmtSeconds(f.SplitSeconds)))
+	}
+	if r.Offline != "" {
+		parts = append(parts, fmt.Sprintf("%s (%s)", plural(f.Outages, "outage"), fmtSeconds(f.OutageSeconds)))
+	}
+	if r.Join > 0 {
+		parts = append(parts, fmt.Sprintf("%s learned %s", plural(f.LateJoiners, "late joiner"), plural(f.RoomsLearned, "live room")))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // writeText prints the summary for people.
 func (r *Report) writeText(w io.Writer) error {
 	var b strings.Builder
@@ -467,7 +493,11 @@ func (r *Report) writeText(w io.Writer) error {
 		online = fmt.Sprintf(" (%d came online before the stop)", r.Online)
 	}
 	p("users", "%d%s, %s, tick %s, chance %g%s", r.Users, online, mode, r.Tick, r.Chance, r.faultText())
-	p("run", "%s, %s, %s", fmtSeconds(r.RunTime), plural(r.Ticks, "tick"), r.Stopped)
+	drain := ""
+	if r.Drain >= 0.0005 { // shown when it rounds to a millisecond or more
+		drain = ", then " + fmtSeconds(r.Drain) + " to drain"
+	}
+	p("run", "%s, %s, %s%s", fmtSeconds(r.RunTime), plural(r.Ticks, "tick"), r.Stopped, drain)
 	p("ticks", "%d served, %d skipped under load", r.Served, r.Skipped)
 	a := r.Actions
 	p("actions", "%d: create %d (%d failed), message %d (%d failed), close %d (%d failed)",
@@ -476,7 +506,7 @@ func (r *Report) writeText(w io.Writer) error {
 	p("rooms", "%d created: %d closed, %s resolved, %d live at the end",
 		m.Created, m.Closed, plural(m.Duplicates, "concurrent duplicate"), m.Live)
 	if r.Traffic.PerSecond > 0 {
-		p("traffic", "%d events delivered, %s a second", r.Traffic.Delivered, fmtCount(r.Traffic.PerSecond))
+		p("traffic", "%d events delivered, %s a second (run and drain)", r.Traffic.Delivered, fmtCount(r.Traffic.PerSecond))
 	} else {
 		p("traffic", "%d events delivered", r.Traffic.Delivered)
 	}
@@ -488,14 +518,16 @@ func (r *Report) writeText(w io.Writer) error {
 	} else if n != nil {
 		p("network", "%d transmissions, %.3g per delivery", n.Transmissions, n.PerDelivery)
 	}
-	if f := r.Faults; f != nil {
-		p("faults", "%s (%s), %s (%s), %s learned %s",
-			plural(f.Splits, "split"), fmtSeconds(f.SplitSeconds), plural(f.Outages, "outage"), fmtSeconds(f.OutageSeconds),
-			plural(f.LateJoiners, "late joiner"), plural(f.RoomsLearned, "live room"))
+	if s := r.faultsDone(); s != "" {
+		p("faults", "%s", s)
 	}
 	st := r.Stability
-	p("stability", "epochs known stable %s after they ended (median), %s at most; tombstones kept: at most %d in a view, %d in all at once; %s",
-		plural(st.LagMedian, "tick"), plural(st.LagMax, "tick"), st.TombsPeak, st.TombsPeakAll, plural(st.Heartbeats, "heartbeat"))
+	known := "no epoch known stable yet"
+	if st.Known > 0 {
+		known = fmt.Sprintf("epochs known stable %s after they ended (median), %s at most", plural(st.LagMedian, "tick"), plural(st.LagMax, "tick"))
+	}
+	p("stability", "%s; tombstones kept: at most %d in a view, %d in all at once; %s",
+		known, st.TombsPeak, st.TombsPeakAll, plural(st.Heartbeats, "heartbeat"))
 	if f := r.Faults; f != nil && f.LateJoiners > 0 {
 		p("late", "joiners had the rooms %s online after coming online (median), %s at most; a complete view after %s (median), %s at most",
 			plural(f.ToRoomsMedian, "tick"), plural(f.ToRoomsMax, "tick"), plural(f.ToCompleteMedian, "tick"), plural(f.ToCompleteMax, "tick"))

@@ -155,3 +155,33 @@ func TestBuildReportFromValues(t *testing.T) {
 		}
 	})
 }
+
+// The summary says only what happened: the faults asked for, no lag before
+// any epoch was known stable, and the drain's time when there was one.
+func TestSummarySaysOnlyWhatHappened(t *testing.T) {
+	text := func(c Config, run runFacts, users []userFigures) string {
+		t.Helper()
+		var b bytes.Buffer
+		if err := buildReport(c, run, users, nil).writeText(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	c := Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3, Offline: 10 * time.Second}
+	run := runFacts{Online: 2, RunTime: 10 * time.Second, Wall: 13 * time.Second, Faults: &faultTally{Outages: 3, AwayTicks: 7}}
+	s := text(c, run, []userFigures{{Ticks: 10}, {Ticks: 10}})
+	for _, want := range []string{"faults      3 outages (7s)\n", "no epoch known stable yet;", ", then 3s to drain"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("summary lacks %q:\n%s", want, s)
+		}
+	}
+	for _, not := range []string{"split", "late joiner", "0 ticks after"} {
+		if strings.Contains(s, not) {
+			t.Errorf("summary says %q:\n%s", not, s)
+		}
+	}
+	s = text(Config{Users: 2, Tick: time.Second, Fast: true}, runFacts{}, []userFigures{{Lags: []int64{0, 0, 3}}, {Lags: []int64{0, 1}}})
+	if !strings.Contains(s, "epochs known stable 2 ticks after they ended (median), 2 ticks at most") || strings.Contains(s, "drain") {
+		t.Errorf("stability or drain:\n%s", s)
+	}
+}

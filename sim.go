@@ -333,6 +333,9 @@ func (s *Sim) runReal(ctx context.Context) {
 	tickerStop, stopping := make(chan struct{}), make(chan struct{})
 	var ticker sync.WaitGroup
 	s.dropped = make([]int64, len(s.users))
+	// With faults the drain can take a while: say why, unless the reason
+	// to stop said so already or the output is gone.
+	said := false
 	if ctx.Err() == nil {
 		// Every user is online: start the ticker.
 		ticker.Go(func() { s.runTicker(stopping, tickerStop) })
@@ -342,15 +345,19 @@ func (s *Sim) runReal(ctx context.Context) {
 		case <-end:
 			s.stopped = "duration reached"
 		case <-s.out.broken:
-			s.stopped = "output failed"
+			s.stopped, said = "output failed", true
 		case <-s.memHit:
 			s.memoryReached(int64(time.Since(s.started)/s.cfg.Tick) + 1) // the tick that would come next
+			said = true
 		}
 	} else {
 		s.stopped = "interrupted"
 		if s.nemesis != nil {
 			ticker.Go(func() { s.runTicker(stopping, tickerStop) })
 		}
+	}
+	if s.nemesis != nil && !said {
+		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (retransmissions, late joiners' rooms), then the summary\n", s.stopped)
 	}
 	close(stopping)
 	if s.nemesis == nil {
