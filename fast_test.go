@@ -145,17 +145,22 @@ var jsonSchema = map[string][]string{
 	"catch_up":       {"t", "user", "kind", "by", "rooms"},
 	"split":          {"t", "kind", "sides"},
 	"heal":           {"t", "kind"},
+	"clog":           {"t", "kind", "by", "clogged", "lasts"},
+	"unclog":         {"t", "kind", "by", "clogged", "lasts"},
 	"final":          {"kind", "user", "rooms"},
 	"summary": {"kind", "seed", "users", "online", "mode", "tick", "chance", "stopped", "run_time", "ticks", "ticks_served",
 		"ticks_skipped", "actions", "traffic", "rooms", "messages", "stability", "live_rooms", "deliveries_per_tick", "converged"},
 }
 
 var jsonOptional = map[string][]string{
-	"start":         {"delay", "loss", "dup", "partition", "offline", "join", "follow"},
+	"start":         {"delay", "loss", "dup", "partition", "offline", "clog", "join", "follow"},
+	"split":         {"one_way"},
+	"clog":          {"peer"},
+	"unclog":        {"peer"},
 	"online":        {"peer_to"},
 	"create_failed": {"room", "members"},
 	"receive":       {"held"},
-	"summary":       {"delay", "loss", "dup", "partition", "offline", "join", "latency", "network", "faults", "problems"},
+	"summary":       {"delay", "loss", "dup", "partition", "offline", "clog", "join", "latency", "network", "faults", "problems"},
 }
 
 var (
@@ -282,6 +287,14 @@ func checkField(t *testing.T, line int, f string, v any) {
 		if x, ok := v.(float64); !ok || x < 0 {
 			bad()
 		}
+	case "lasts":
+		if x, ok := v.(float64); !ok || x <= 0 {
+			bad()
+		}
+	case "clogged":
+		if s, ok := v.(string); !ok || s != "out" && s != "in" && s != "pair" {
+			bad()
+		}
 	case "sides":
 		a, ok := v.([]any)
 		if !ok || len(a) != 2 {
@@ -304,7 +317,7 @@ func checkField(t *testing.T, line int, f string, v any) {
 				checkField(t, line, "room", r)
 			}
 		}
-	case "late", "held", "converged":
+	case "late", "held", "converged", "one_way":
 		if _, ok := v.(bool); !ok {
 			bad()
 		}
@@ -322,9 +335,9 @@ func TestJSONSchema(t *testing.T) {
 	})
 	t.Run("faults", func(t *testing.T) {
 		out := runArgs(t, "-fast", "-json", "-users", "8", "-duration", "120s", "-seed", "4", "-delay", "2s", "-chance", "0.5",
-			"-loss", "0.2", "-dup", "0.1", "-partition", "10s", "-offline", "10s", "-join", "2")
+			"-loss", "0.2", "-dup", "0.1", "-partition", "10s", "-offline", "10s", "-clog", "10s", "-join", "2")
 		checkJSONLines(t, out)
-		for _, k := range []string{`"kind":"split"`, `"kind":"heal"`, `"kind":"offline"`, `"kind":"back"`, `"kind":"state"`, `"network":{"transmissions":`, `"faults":{"splits":`} {
+		for _, k := range []string{`"kind":"split"`, `"one_way":true`, `"kind":"heal"`, `"kind":"clog"`, `"kind":"unclog"`, `"kind":"offline"`, `"kind":"back"`, `"kind":"state"`, `"network":{"transmissions":`, `"faults":{"splits":`} {
 			if !strings.Contains(out, k) {
 				t.Errorf("the run has no %s", k)
 			}

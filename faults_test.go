@@ -22,6 +22,7 @@ func faultConfig(seed uint64) Config {
 		Dup:       float64(seed%3) / 10,
 		Partition: time.Duration(2+seed%9) * time.Second,
 		Offline:   time.Duration(2+seed%7) * time.Second,
+		Clog:      time.Duration(seed%5) * time.Second,
 		Join:      1 + int(seed)%(users-2),
 	}
 }
@@ -51,6 +52,9 @@ func TestFaultSweep(t *testing.T) {
 			net.Retransmitted += rep.Network.Retransmitted
 			tally.Splits += rep.Faults.Splits
 			tally.Outages += rep.Faults.Outages
+			tally.Clogs += rep.Faults.Clogs
+			tally.OneWay += rep.Faults.OneWay
+			net.Held += rep.Network.Held
 			tally.RoomsLearned += rep.Faults.RoomsLearned
 			ran++
 		})
@@ -58,7 +62,8 @@ func TestFaultSweep(t *testing.T) {
 	if ran < 200 {
 		return // one case was asked for: the totals do not apply
 	}
-	if net.Lost == 0 || net.Duplicated == 0 || net.Retransmitted == 0 || tally.Splits == 0 || tally.Outages == 0 || tally.RoomsLearned == 0 {
+	if net.Lost == 0 || net.Duplicated == 0 || net.Retransmitted == 0 || net.Held == 0 || tally.Splits == 0 || tally.OneWay == 0 ||
+		tally.Outages == 0 || tally.Clogs == 0 || tally.RoomsLearned == 0 {
 		t.Errorf("faults not exercised: %+v %+v", net, tally)
 	}
 }
@@ -68,7 +73,7 @@ func TestFaultSweep(t *testing.T) {
 func TestFaultsAreDeterministic(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	args := []string{"-fast", "-json", "-users", "12", "-duration", "90s", "-seed", "5", "-delay", "2s",
-		"-loss", "0.3", "-dup", "0.2", "-partition", "8s", "-offline", "8s", "-join", "3"}
+		"-loss", "0.3", "-dup", "0.2", "-partition", "8s", "-offline", "8s", "-clog", "8s", "-join", "3"}
 	want := runArgs(t, args...)
 	for _, procs := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
@@ -87,13 +92,13 @@ func TestFaultsAreDeterministic(t *testing.T) {
 func TestRealTimeFaults(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := Config{Users: 8, Seed: 5, Tick: time.Second, Chance: 0.5, Duration: 5 * time.Minute, Delay: 2 * time.Second,
-			Loss: 0.2, Dup: 0.1, Partition: 20 * time.Second, Offline: 20 * time.Second, Join: 2}
+			Loss: 0.2, Dup: 0.1, Partition: 20 * time.Second, Offline: 20 * time.Second, Clog: 20 * time.Second, Join: 2}
 		rep, out := simulate(t, context.Background(), cfg)
 		requireConverged(t, rep)
-		if rep.Faults.Splits == 0 || rep.Faults.Outages == 0 || rep.Faults.LateJoiners != 2 || rep.Network.Retransmitted == 0 {
+		if rep.Faults.Splits == 0 || rep.Faults.Outages == 0 || rep.Faults.Clogs == 0 || rep.Faults.LateJoiners != 2 || rep.Network.Retransmitted == 0 || rep.Network.Held == 0 {
 			t.Errorf("faults %+v, network %+v", rep.Faults, rep.Network)
 		}
-		for _, want := range []string{" network] the network split: ", " network] the network healed", "] I went offline",
+		for _, want := range []string{" network] the network split", " network] the network healed", " are clogged for ", " are clear again after ", "] I went offline",
 			"] I am back after ", "] I came online late and learned ", "] user_8 is online"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("the log has no %q", want)
@@ -113,7 +118,7 @@ func TestInterruptHealsFaults(t *testing.T) {
 			cancel()
 		}()
 		cfg := Config{Users: 10, Seed: 2, Tick: time.Second, Chance: 0.6, Duration: time.Hour, Loss: 0.3,
-			Partition: time.Hour, Offline: time.Hour, Join: 4}
+			Partition: time.Hour, Offline: time.Hour, Clog: time.Hour, Join: 4}
 		rep, _ := simulate(t, ctx, cfg)
 		requireConverged(t, rep)
 		if rep.Stopped != "interrupted" || rep.Faults.LateJoiners != 4 || rep.Online != 10 {

@@ -25,7 +25,7 @@ var goldenRuns = []struct {
 
 // faultArgs is a small fast run with every fault.
 var faultArgs = []string{"-fast", "-users", "6", "-duration", "60s", "-seed", "3", "-delay", "2s",
-	"-loss", "0.2", "-dup", "0.1", "-partition", "10s", "-offline", "10s", "-join", "2"}
+	"-loss", "0.2", "-dup", "0.1", "-partition", "10s", "-offline", "10s", "-clog", "10s", "-join", "2"}
 
 // A fast run is a function of its flags and seed: it matches the output
 // checked in under testdata/ byte for byte. go test -run Golden -update
@@ -74,8 +74,10 @@ func firstDiff(want, got string) string {
 var docSamples = []struct{ doc, intro, golden string }{
 	{"README.md", "Each line is one user's view of one thing", "fast.golden"},
 	{"README.md", "When the run ends, the summary:", "fast.golden"},
+	{"docs/faults.md", "### What the log and the summary say", "faults.golden"},
 	{"docs/faults.md", "faults the summary has these lines", "faults.golden"},
 	{"docs/log.md", "with every figure of the\ntext summary.", "fast.jsonl.golden"},
+	{"docs/log.md", "when there are late joiners (lines from the", "faults.jsonl.golden"},
 }
 
 // The docs quote the golden runs as they are.

@@ -88,6 +88,18 @@ var recordKinds = [numKinds]kindSpec{
 	KindState: {name: "state", class: "c-other", shape: "star", text: stateText},
 	KindSplit: {name: "split", text: splitText},
 	KindHeal:  {name: "heal", text: func(r *renderer, b []byte, _ *Record) []byte { return r.styled(b, styleNet, "the network healed") }},
+	KindClog: {name: "clog", text: func(r *renderer, b []byte, rec *Record) []byte {
+		b = r.start(b, styleNet)
+		b = appendClogged(r, b, rec)
+		b = append(b, " clogged for "...)
+		return r.end(append(b, fmtDur(rec.Lasts)...))
+	}},
+	KindUnclog: {name: "unclog", text: func(r *renderer, b []byte, rec *Record) []byte {
+		b = r.start(b, styleNet)
+		b = appendClogged(r, b, rec)
+		b = append(b, " clear again after "...)
+		return r.end(append(b, fmtDur(rec.Lasts)...))
+	}},
 	KindCatchUp: {name: "catch_up", class: "c-other", shape: "star", text: func(r *renderer, b []byte, rec *Record) []byte {
 		b = r.uid(append(b, "I caught up with "...), rec.By)
 		return liveChats(append(b, ": "...), len(rec.Rooms))
@@ -232,20 +244,58 @@ func liveChats(b []byte, n int) []byte {
 }
 
 func splitText(r *renderer, b []byte, rec *Record) []byte {
-	b = r.styled(b, styleNet, "the network split:")
-	b = append(b, ' ')
-	for i, side := range rec.Sides {
-		if i > 0 {
-			b = append(b, " | "...)
-		}
+	users := func(b []byte, side []int32) []byte {
 		for j, u := range side {
 			if j > 0 {
 				b = append(b, ", "...)
 			}
 			b = r.uid(b, u)
 		}
+		return b
+	}
+	if rec.OneWay {
+		b = r.styled(b, styleNet, "the network split one way:")
+		b = users(append(b, " sends from "...), rec.Sides[0])
+		b = append(b, " reach "...)
+		b = users(b, rec.Sides[1])
+		return append(b, ", but none come back"...)
+	}
+	b = r.styled(b, styleNet, "the network split:")
+	b = append(b, ' ')
+	for i, side := range rec.Sides {
+		if i > 0 {
+			b = append(b, " | "...)
+		}
+		b = users(b, side)
 	}
 	return b
+}
+
+// appendClogged names the traffic a clog holds, with its verb.
+func appendClogged(r *renderer, b []byte, rec *Record) []byte {
+	switch rec.Clog {
+	case clogOut:
+		b = r.uid(append(b, "the sends of "...), rec.By)
+		return append(b, " are"...)
+	case clogIn:
+		b = r.uid(append(b, "the sends to "...), rec.By)
+		return append(b, " are"...)
+	default:
+		b = r.uid(append(b, "the sends of "...), rec.By)
+		b = r.uid(append(b, " to "...), rec.Peer)
+		return append(b, " are"...)
+	}
+}
+
+// String names a clog's direction in JSON.
+func (d clogDir) String() string {
+	switch d {
+	case clogOut:
+		return "out"
+	case clogIn:
+		return "in"
+	}
+	return "pair"
 }
 
 // kindClass is the page's colour class of an event kind.

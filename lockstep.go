@@ -145,6 +145,7 @@ func (u *stepUser) run(first *round) {
 		if r.act {
 			act = actRoll
 		}
+		u.port.unclog(now)
 		u.peer.Step(Input{Kind: tickInput, Now: now, Tick: uint64(r.tick), Due: u.port.due(r.tick), Act: act, Away: u.port.away()}, u)
 		u.trace.end()
 		u.flushLog()

@@ -185,6 +185,9 @@ type jsonRecord struct {
 	Away        float64    `json:"away,omitempty"`
 	Rooms       *[]string  `json:"rooms,omitempty"`
 	Sides       [][]string `json:"sides,omitempty"`
+	OneWay      bool       `json:"one_way,omitempty"` // split: only the first side reaches the second
+	Clog        string     `json:"clogged,omitempty"` // clog, unclog: "out" of by, "in" to by, or "pair" from by to peer
+	Lasts       float64    `json:"lasts,omitempty"`   // clog: seconds it will last; unclog: it lasted
 }
 
 func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
@@ -235,6 +238,10 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	if rec.Kind == KindReceive {
 		j.Late, j.Held = &rec.Late, rec.Held
 	}
+	if rec.Kind == KindClog || rec.Kind == KindUnclog {
+		j.Clog, j.Lasts = rec.Clog.String(), rec.Lasts.Seconds()
+	}
+	j.OneWay = rec.OneWay
 	return appendJSONLine(b, j)
 }
 

@@ -201,7 +201,7 @@ func TestLogOrderFast(t *testing.T) {
 		c := faultConfig(seed)
 		runs = append(runs, []string{"-users", fmt.Sprint(c.Users), "-duration", "60s", "-seed", fmt.Sprint(seed),
 			"-delay", c.Delay.String(), "-loss", fmt.Sprint(c.Loss), "-dup", fmt.Sprint(c.Dup),
-			"-partition", c.Partition.String(), "-offline", c.Offline.String(), "-join", fmt.Sprint(c.Join), "-chance", "0.5"})
+			"-partition", c.Partition.String(), "-offline", c.Offline.String(), "-clog", c.Clog.String(), "-join", fmt.Sprint(c.Join), "-chance", "0.5"})
 	}
 	for _, args := range runs {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -224,7 +224,7 @@ func TestLogOrderRealTime(t *testing.T) {
 		runs = append(runs,
 			run{cfg: Config{Users: 30, Seed: seed, Tick: 20 * time.Millisecond, Chance: 0.3, Offline: 200 * time.Millisecond, Duration: 3 * time.Second}},
 			run{cfg: Config{Users: 20, Seed: seed, Tick: 20 * time.Millisecond, Chance: 0.3, Delay: 40 * time.Millisecond, Loss: 0.3, Dup: 0.2,
-				Partition: 300 * time.Millisecond, Offline: 200 * time.Millisecond, Join: 6, Duration: time.Hour}, stop: 3 * time.Second})
+				Partition: 300 * time.Millisecond, Offline: 200 * time.Millisecond, Clog: 100 * time.Millisecond, Join: 6, Duration: time.Hour}, stop: 3 * time.Second})
 	}
 	for _, r := range runs {
 		r.cfg.JSON = true

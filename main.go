@@ -187,8 +187,9 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.Var(&durValue{&cfg.Stats, 0, maxSimTime, "from 0 (none) to 876000h, like 10s"}, "stats", "write a progress line to stderr every `D` (simulated with -fast)")
 	fs.Var(&chanceValue{&cfg.Loss, maxFault}, "loss", "lose each transmission with chance `P`, from 0 to 0.9")
 	fs.Var(&chanceValue{&cfg.Dup, maxFault}, "dup", "deliver each transmission twice with chance `P`, from 0 to 0.9")
-	fs.Var(&durValue{&cfg.Partition, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "partition", "split the network now and then, each split and each healed period lasting up to `D` (at most 24h)")
+	fs.Var(&durValue{&cfg.Partition, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "partition", "split the network now and then (half the splits one way: one side reaches the other, nothing comes back), each split and each healed period lasting up to `D` (at most 24h)")
 	fs.Var(&durValue{&cfg.Offline, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "offline", "take users offline now and then (about one in ten at a time), each for up to `D` (at most 24h)")
+	fs.Var(&durValue{&cfg.Clog, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "clog", "clog a user's sends, what is sent to it, or its sends to one other now and then (about one user in twenty at a time), each for up to `D` (at most 24h): what a clog holds waits, and is not lost")
 	fs.Var(&intValue{&cfg.Join, 0, maxUsers - 2}, "join", "`N` users come online late, in the first half of the run, and learn the rooms from a peer (at least 2 users stay online from the start)")
 	fs.Var(&choiceValue{"auto", []string{"auto", "always", "never"}}, "color", "colour the log and summary: `WHEN` auto (on a terminal, unless NO_COLOR is set), always or never; JSON never")
 	fs.Var(&followValue{&cfg.Follow}, "follow", "show only the lines of `user_N` (repeat it, or a comma list), and the network's; the summary covers everyone")
@@ -247,7 +248,7 @@ Examples:
   chatsim -fast -users 5 -duration 60s -seed 7 -delay 3s
                                             virtual time: replays byte for byte
   chatsim -quiet -users 1000 -tick 10ms -duration 10s
-  chatsim -users 6 -loss 0.2 -partition 10s -offline 10s -join 2
+  chatsim -users 6 -loss 0.2 -partition 10s -offline 10s -clog 10s -join 2
                                             faults and churn, survived by protocol
   chatsim -fast -json -duration 60s -delay 3s -seed 7 | jq -c 'select(.kind == "merge")'
   chatsim -fast -users 6 -duration 60s -delay 3s -seed 7 -html run.html

@@ -3,6 +3,7 @@ package main
 import (
 	"math/rand/v2"
 	"slices"
+	"time"
 )
 
 // nemesis is the fault schedule of a run, after Jepsen's: when the network
@@ -16,23 +17,37 @@ import (
 //     number of ticks uniform from 1 to splitMax. A split is, with equal
 //     odds, random halves, one user cut off from all others, or a bridge:
 //     two halves and one user who reaches both.
+//     Half the splits are one-way: the first side reaches the second, but
+//     nothing comes back (the isolated user can only send, or only
+//     receive; a bridge still reaches both sides both ways).
 //   - Outages: on every tick each online user goes offline with chance
 //     1/(9L), L the mean outage in ticks, and stays away a whole number of
 //     ticks uniform from 1 to offMax. So about one user in ten is away at
 //     any moment: the chance of being away is qL/(1+qL) = 1/10.
+//   - Clogs: on every tick each user whose traffic is not clogged gets a
+//     clog with chance 1/(19L), L the mean clog in ticks, lasting a whole
+//     number of ticks uniform from 1 to clogMax: with equal odds on what it
+//     sends, on what is sent to it, or on what it sends to one other user.
+//     So about one user in twenty has a clog at any moment. What is sent
+//     over a clogged path is not lost: it goes on when the clog clears.
 //   - Late joiners: the last join users, user_{n-join+1} to user_n, come
 //     online in that order at ticks uniform in the first half of the run
 //     (of the first minute without -duration).
 //
-// At the stop, end heals the network and brings everyone online, so that
-// the drain can deliver everything.
+// At the stop, end heals the network, clears the clogs and brings everyone
+// online, so that the drain can deliver everything.
 type nemesis struct {
-	net       *faults
-	rng       *rand.Rand
-	users     int32
-	splitMax  int64
-	offMax    int64
-	offChance float64
+	net        *faults
+	rng        *rand.Rand
+	users      int32
+	tick       time.Duration
+	splitMax   int64
+	offMax     int64
+	offChance  float64
+	clogMax    int64
+	clogChance float64
+	clogUntil  []int64 // by uid: the tick the user's clog clears; 0 while none
+	clogAt     []int64
 
 	split     *split // the current split, or nil
 	nextSplit int64  // the tick the partition next changes; 0: never
@@ -48,30 +63,46 @@ type nemesis struct {
 
 // faultTally counts what the nemesis did.
 type faultTally struct {
-	Splits, Outages       int64
-	SplitTicks, AwayTicks int64
-	LateJoiners           int64
+	Splits, OneWay, Outages, Clogs   int64
+	SplitTicks, AwayTicks, ClogTicks int64
+	LateJoiners                      int64
 }
 
-// newNemesis draws the schedule. splitMax and offMax are in ticks (0:
-// none), lateBy is the last tick a late joiner may come online.
-func newNemesis(net *faults, seed uint64, users int, splitMax, offMax int64, join int, lateBy int64) *nemesis {
+// faultPlan is the fault schedule's settings, in ticks (0: none): the
+// longest split or healed period, outage and clog, the late joiners, and
+// the last tick one may come online.
+type faultPlan struct {
+	splitMax, offMax, clogMax int64
+	join                      int
+	lateBy                    int64
+}
+
+// newNemesis draws the schedule of users users, with ticks of tick.
+func newNemesis(net *faults, seed uint64, users int, tick time.Duration, plan faultPlan) *nemesis {
 	m := &nemesis{
 		net:       net,
 		rng:       rand.New(rand.NewPCG(seed, 0x6e656d)),
 		users:     int32(users),
-		splitMax:  splitMax,
-		offMax:    offMax,
+		tick:      tick,
+		splitMax:  plan.splitMax,
+		offMax:    plan.offMax,
+		clogMax:   plan.clogMax,
 		awayUntil: make([]int64, users+1),
 		awayAt:    make([]int64, users+1),
-		firstLate: int32(users - join + 1),
+		firstLate: int32(users - plan.join + 1),
 	}
+	splitMax, offMax, join, lateBy := plan.splitMax, plan.offMax, plan.join, plan.lateBy
 	if splitMax > 0 {
 		m.nextSplit = 1 + m.rng.Int64N(splitMax)
 	}
 	if offMax > 0 {
 		mean := float64(offMax+1) / 2
 		m.offChance = 1 / (9 * mean)
+	}
+	if plan.clogMax > 0 {
+		mean := float64(plan.clogMax+1) / 2
+		m.clogChance = 1 / (19 * mean)
+		m.clogUntil, m.clogAt = make([]int64, users+1), make([]int64, users+1)
 	}
 	for range join {
 		m.lateAt = append(m.lateAt, 1+m.rng.Int64N(max(1, lateBy)))
@@ -102,10 +133,47 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 			}
 		}
 	}
+	if m.clogMax > 0 {
+		for u := int32(1); u <= m.users; u++ {
+			switch {
+			case m.clogUntil[u] == t:
+				recs = append(recs, m.unclog(u, t))
+			case m.clogUntil[u] == 0 && m.rng.Float64() < m.clogChance:
+				recs = append(recs, m.clog(u, t))
+			}
+		}
+	}
 	for m.joined < len(m.lateAt) && m.lateAt[m.joined] <= t {
 		joined = append(joined, m.join())
 	}
 	return recs, joined
+}
+
+// clog clogs user u's traffic from tick t, and returns the network's log
+// line.
+func (m *nemesis) clog(u int32, t int64) Record {
+	c := &clog{dir: clogDir(m.rng.IntN(3))}
+	if c.dir == clogPair {
+		c.peer = 1 + int32(m.rng.IntN(int(m.users)-1))
+		if c.peer >= u {
+			c.peer++
+		}
+	}
+	ticks := 1 + m.rng.Int64N(m.clogMax)
+	m.clogUntil[u], m.clogAt[u] = t+ticks, t
+	m.net.clogs[u].Store(c)
+	m.tally.Clogs++
+	return Record{Kind: KindClog, By: u, Peer: c.peer, Clog: c.dir, Lasts: time.Duration(ticks) * m.tick}
+}
+
+// unclog clears user u's clog at tick t, and returns the network's log
+// line. What the clog held goes on at its senders' next ticks.
+func (m *nemesis) unclog(u int32, t int64) Record {
+	c := m.net.clogs[u].Load()
+	m.tally.ClogTicks += t - m.clogAt[u]
+	m.clogUntil[u] = 0
+	m.net.clogs[u].Store(nil)
+	return Record{Kind: KindUnclog, By: u, Peer: c.peer, Clog: c.dir, Lasts: time.Duration(t-m.clogAt[u]) * m.tick}
 }
 
 // end ends every fault at tick t, for the drain: the network heals, the
@@ -121,6 +189,12 @@ func (m *nemesis) end(t int64) (recs []Record, joined []int32) {
 		}
 	}
 	m.offMax = 0
+	for u := int32(1); u <= m.users && m.clogMax > 0; u++ {
+		if m.clogUntil[u] != 0 {
+			recs = append(recs, m.unclog(u, t))
+		}
+	}
+	m.clogMax = 0
 	for m.joined < len(m.lateAt) {
 		joined = append(joined, m.join())
 	}
@@ -157,6 +231,7 @@ func (m *nemesis) toggleSplit(t int64) Record {
 	if n < 3 {
 		kinds = 2 // no bridge without two others
 	}
+	s.oneWay = m.rng.IntN(2) == 0
 	switch m.rng.IntN(kinds) {
 	case 0: // random halves
 		for i, p := range perm {
@@ -173,8 +248,19 @@ func (m *nemesis) toggleSplit(t int64) Record {
 			s.sides[p+1] = sideOf(i < len(rest)/2)
 		}
 	}
+	if s.oneWay && m.rng.IntN(2) == 0 {
+		// Either way round: the isolated user only sends, or only hears.
+		for u, side := range s.sides {
+			if side != 3 {
+				s.sides[u] = side ^ 3
+			}
+		}
+	}
 	m.split, m.splitAt = s, t
 	m.tally.Splits++
+	if s.oneWay {
+		m.tally.OneWay++
+	}
 	m.net.split.Store(s)
 	var a, b []int32
 	for u := int32(1); u <= m.users; u++ {
@@ -185,7 +271,7 @@ func (m *nemesis) toggleSplit(t int64) Record {
 			b = append(b, u)
 		}
 	}
-	return Record{Kind: KindSplit, Sides: [][]int32{a, b}}
+	return Record{Kind: KindSplit, Sides: [][]int32{a, b}, OneWay: s.oneWay}
 }
 
 // sideOf is side 1 or side 2, as a bit.

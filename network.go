@@ -104,7 +104,16 @@ type Port struct {
 	sent, applied int64
 
 	tx     transportCounts
-	hushed bool // the drain is over: nothing more is sent
+	held   []heldTransmission // sent over a clogged path, in the order sent
+	hushed bool               // the drain is over: nothing more is sent
+}
+
+// heldTransmission is a transmission a clog holds, and whether the network
+// will deliver it twice.
+type heldTransmission struct {
+	to  int32
+	d   Delivery
+	dup bool
 }
 
 // transportCounts are a port's tallies of transmissions.
@@ -113,6 +122,7 @@ type transportCounts struct {
 	Lost          int64 // lost on the way, or on arrival at a user cut off or offline
 	Duplicated    int64 // transmissions the network delivered twice
 	Retransmitted int64 // payloads sent again
+	Held          int64 // held by a clog until it cleared
 }
 
 func (c *transportCounts) add(o transportCounts) {
@@ -120,6 +130,7 @@ func (c *transportCounts) add(o transportCounts) {
 	c.Lost += o.Lost
 	c.Duplicated += o.Duplicated
 	c.Retransmitted += o.Retransmitted
+	c.Held += o.Held
 }
 
 // connect gives user uid its port. The delays and the faults its
@@ -164,16 +175,51 @@ func (p *Port) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	if lost {
 		p.tx.Lost++
 	} else {
-		p.put(to, d)
-		if f.dup > 0 && p.frng.Float64() < f.dup {
+		dup := f.dup > 0 && p.frng.Float64() < f.dup
+		if dup {
 			p.tx.Duplicated++
-			d.Due = n.sched.later(now, d.Due, p.frng)
-			p.put(to, d)
+		}
+		if f.clogged(p.uid, to) {
+			p.tx.Held++
+			p.held = append(p.held, heldTransmission{to, d, dup})
+		} else {
+			p.deliver(to, d, dup, now)
 		}
 	}
 	if n.wires != nil && (k == txResend || k == txFirst && lost) {
 		n.wires.wire(p.uid, transmission{Sent: now, Due: d.Due, From: p.uid, To: to, Event: d.Event, Resent: k == txResend, Lost: lost})
 	}
+}
+
+// deliver puts a transmission that got through on user to's inbox, and
+// its copy if the network duplicates it.
+func (p *Port) deliver(to int32, d Delivery, dup bool, now time.Duration) {
+	p.put(to, d)
+	if dup {
+		d.Due = p.net.sched.later(now, d.Due, p.frng)
+		p.put(to, d)
+	}
+}
+
+// unclog sends on what clogs held, now that their paths are clear: as if
+// sent now, in the order it was sent. The owner's driver calls it at each
+// of its ticks, the clogs changing only between ticks.
+func (p *Port) unclog(now time.Duration) {
+	f := p.net.faults
+	if len(p.held) == 0 || p.hushed {
+		return
+	}
+	kept := p.held[:0]
+	for _, h := range p.held {
+		if f.clogged(p.uid, h.to) {
+			kept = append(kept, h)
+			continue
+		}
+		h.d.Due = p.net.sched.due(now, p.delay)
+		p.deliver(h.to, h.d, h.dup, now)
+	}
+	clear(p.held[len(kept):])
+	p.held = kept
 }
 
 // put puts one transmission on user r's inbox. If the inbox is full it
@@ -218,33 +264,57 @@ func (p *Port) lose() { p.tx.Lost++ }
 
 // faults is what a faulty network does to what it carries: it loses each
 // transmission with chance loss and delivers it twice with chance dup,
-// and loses what crosses a split or reaches a user offline. The fault
-// schedule (nemesis) sets the split and who is away; the ports read them.
+// loses what crosses a split or reaches a user offline, and holds what is
+// sent over a clogged path until the clog clears. The fault schedule
+// (nemesis) sets the split, who is away and the clogs; the ports read
+// them.
 type faults struct {
 	loss, dup float64
-	split     atomic.Pointer[split] // nil while the network is whole
-	away      []atomic.Bool         // by uid: offline, or not yet online
+	split     atomic.Pointer[split]  // nil while the network is whole
+	away      []atomic.Bool          // by uid: offline, or not yet online
+	clogs     []atomic.Pointer[clog] // by uid: the clog on the user's traffic, or nil
 }
 
 func newFaults(users int, loss, dup float64) *faults {
-	return &faults{loss: loss, dup: dup, away: make([]atomic.Bool, users+1)}
+	return &faults{loss: loss, dup: dup, away: make([]atomic.Bool, users+1), clogs: make([]atomic.Pointer[clog], users+1)}
 }
 
 // split is a partition of the network: the side or sides of each user, by
-// uid, as bits. A bridge user is on both sides.
+// uid, as bits (1 the first side, 2 the second). A bridge user is on both
+// sides. A one-way split cuts one direction only: the first side reaches
+// the second, and nothing of the second's reaches the first.
 type split struct {
-	sides []uint8
+	sides  []uint8
+	oneWay bool
 }
 
 // blocked reports whether a transmission from a to b is lost: the network
-// is split between them, or either is offline or not yet online (a user
-// that has just gone offline may not have noticed yet).
+// is split between them in that direction, or either is offline or not yet
+// online (a user that has just gone offline may not have noticed yet).
 func (f *faults) blocked(a, b int32) bool {
 	if f.away[a].Load() || f.away[b].Load() {
 		return true
 	}
 	s := f.split.Load()
-	return s != nil && s.sides[a]&s.sides[b] == 0
+	return s != nil && s.sides[a]&s.sides[b] == 0 && !(s.oneWay && s.sides[a] == 1)
+}
+
+// clog is a slow path that loses nothing: what is sent over it waits, at
+// the sender, until it clears (Port.unclog). It is the user's outgoing
+// traffic, its incoming traffic, or what it sends to one other user
+// (peer).
+type clog struct {
+	dir  clogDir
+	peer int32
+}
+
+// clogged reports whether a clog holds what a sends to b now.
+func (f *faults) clogged(a, b int32) bool {
+	if c := f.clogs[a].Load(); c != nil && (c.dir == clogOut || c.dir == clogPair && c.peer == b) {
+		return true
+	}
+	c := f.clogs[b].Load()
+	return c != nil && c.dir == clogIn
 }
 
 // runCounts reports whether the run counts ev in flight, sent and applied,

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
 	"math"
 	"math/bits"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -226,6 +228,7 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 			T1: sec(from), T2: sec(to), Y: y(u) - p.LaneH/2, H: p.LaneH, Title: title})
 	}
 	away := make(map[int32]time.Duration)
+	clogged := make(map[int32]*Record)
 	races := make(map[string][]pageRace)
 	var split *Record
 	endSplit := func(to time.Duration) {
@@ -246,10 +249,19 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 			if s, ok := sideOf[u]; ok {
 				class := "side" + strconv.Itoa(s%2)
 				where := fmt.Sprintf("on side %d of %d", s+1, len(split.Sides))
-				if s < 0 {
+				switch {
+				case s < 0:
 					class, where = "bridge", "on both sides"
+				case split.OneWay && s == 0:
+					where += ": its sends reach side 2, and nothing comes back"
+				case split.OneWay:
+					where += ": its sends do not reach side 1"
 				}
-				band(class, u, split.T, to, fmt.Sprintf("the network split at %s: %s is %s, until %s", fmtDur(split.T), uidName(u), where, fmtDur(to)))
+				how := "split"
+				if split.OneWay {
+					how = "split one way"
+				}
+				band(class, u, split.T, to, fmt.Sprintf("the network %s at %s: %s is %s, until %s", how, fmtDur(split.T), uidName(u), where, fmtDur(to)))
 			}
 		}
 		split = nil
@@ -263,6 +275,17 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 			continue
 		case KindHeal:
 			endSplit(r.T)
+			continue
+		case KindClog:
+			clogged[r.By] = r
+			continue
+		case KindUnclog:
+			from, title := r.T-r.Lasts, lineOf(r) // it began before the stretch drawn
+			if c, ok := clogged[r.By]; ok {
+				from, title = c.T, lineOf(c)
+			}
+			band("clog", r.By, from, r.T, title)
+			delete(clogged, r.By)
 			continue
 		case KindOffline:
 			away[r.User] = r.T
@@ -296,6 +319,9 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 		})
 	}
 	endSplit(h.shown.To)
+	for _, u := range slices.Sorted(maps.Keys(clogged)) { // clogs that outlast the stretch drawn
+		band("clog", u, clogged[u].T, h.shown.To, lineOf(clogged[u]))
+	}
 	p.listRaces(races)
 	for _, w := range h.wire {
 		if int(w.From) > users || int(w.To) > users {

@@ -220,13 +220,19 @@ func TestPageIsSelfContained(t *testing.T) {
 // and splits are shaded, and lost and resent transmissions are drawn apart
 // from the deliveries.
 func TestPageShowsFaults(t *testing.T) {
-	args := []string{"-fast", "-users", "8", "-duration", "60s", "-seed", "3", "-loss", "0.2", "-partition", "10s", "-offline", "10s", "-join", "2"}
+	args := []string{"-fast", "-users", "8", "-duration", "60s", "-seed", "3", "-loss", "0.2", "-partition", "10s", "-offline", "10s", "-clog", "10s", "-join", "2"}
 	_, page, _ := runPage(t, args...)
 	els := diagram(t, page)
 	recs, _ := jsonLog(t, args...)
-	for _, class := range []string{"lane joiner", "band away", "band side0", "band side1", "w c-create lost", "w c-message resent"} {
+	for _, class := range []string{"lane joiner", "band away", "band side0", "band side1", "band clog", "w c-create lost", "w c-message resent"} {
 		if count(els, class) == 0 {
 			t.Errorf("no %q on the page", class)
+		}
+	}
+	// Which way a one-way split cuts, and what a clog holds, on hovering.
+	for _, want := range []string{"split one way at", ": its sends reach side 2, and nothing comes back", ": its sends do not reach side 1", " are clogged for "} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page never says %q", want)
 		}
 	}
 	joiners := 0

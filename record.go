@@ -28,6 +28,8 @@ const (
 	KindSplit   // the network split: a network line, with no user
 	KindHeal    // the network healed: a network line
 	KindCatchUp // a late joiner learned from a peer what it had missed
+	KindClog    // a user's traffic is clogged: a network line; By is the user
+	KindUnclog  // the clog cleared: a network line
 
 	numKinds = iota + 1 // one past the last kind
 )
@@ -53,4 +55,16 @@ type Record struct {
 	Away      time.Duration // back: how long the user was away
 	Rooms     []Stamp       // state, catch_up: the live rooms right after the transfer
 	Sides     [][]int32     // split: the users on each side; a bridge is on both
+	OneWay    bool          // split: only the first side reaches the other
+	Clog      clogDir       // clog, unclog: which of By's traffic (Peer: to whom, for a pair)
+	Lasts     time.Duration // clog: how long it will last; unclog: how long it lasted
 }
+
+// clogDir is which of a user's traffic a clog holds.
+type clogDir uint8
+
+const (
+	clogOut  clogDir = iota // everything the user sends
+	clogIn                  // everything sent to the user
+	clogPair                // what the user sends to one other user
+)

@@ -68,6 +68,7 @@ type Settings struct {
 	Dup       float64 `json:"dup,omitempty"`
 	Partition string  `json:"partition,omitempty"`
 	Offline   string  `json:"offline,omitempty"`
+	Clog      string  `json:"clog,omitempty"`
 	Join      int     `json:"join,omitempty"`
 }
 
@@ -96,6 +97,9 @@ func (st Settings) faultText() string {
 	if st.Offline != "" {
 		b.WriteString(", outages up to " + st.Offline)
 	}
+	if st.Clog != "" {
+		b.WriteString(", clogs up to " + st.Clog)
+	}
 	if st.Join > 0 {
 		b.WriteString(", " + plural(int64(st.Join), "late joiner"))
 	}
@@ -116,6 +120,9 @@ func settingsOf(c Config) Settings {
 	}
 	if c.Offline > 0 {
 		st.Offline = c.Offline.String()
+	}
+	if c.Clog > 0 {
+		st.Clog = c.Clog.String()
 	}
 	return st
 }
@@ -171,6 +178,7 @@ type NetFigures struct {
 	Lost          int64   `json:"lost"`
 	Duplicated    int64   `json:"duplicated"`
 	Retransmitted int64   `json:"retransmitted"`
+	Held          int64   `json:"held_by_clogs,omitempty"`
 	PerDelivery   float64 `json:"per_delivery"`
 }
 
@@ -191,9 +199,12 @@ type Stability struct {
 // FaultFigures are what the faults did.
 type FaultFigures struct {
 	Splits        int64   `json:"splits"`
+	OneWay        int64   `json:"one_way_splits"` // of the splits
 	SplitSeconds  float64 `json:"split_seconds"`
 	Outages       int64   `json:"outages"`
 	OutageSeconds float64 `json:"outage_seconds"`
+	Clogs         int64   `json:"clogs"`
+	ClogSeconds   float64 `json:"clog_seconds"`
 	LateJoiners   int64   `json:"late_joiners"`
 	RoomsLearned  int64   `json:"rooms_learned"`
 
@@ -322,15 +333,16 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	r.liveSeries, r.deliverSeries = run.LiveSeries, run.DelSeries
 	r.LiveRooms = run.LiveRooms
 	r.Deliveries = run.Deliveries
-	r.Network = &NetFigures{Transmissions: tx.Transmissions, Lost: tx.Lost, Duplicated: tx.Duplicated, Retransmitted: tx.Retransmitted}
+	r.Network = &NetFigures{Transmissions: tx.Transmissions, Lost: tx.Lost, Duplicated: tx.Duplicated, Retransmitted: tx.Retransmitted, Held: tx.Held}
 	if r.Traffic.Delivered > 0 {
 		r.Network.PerDelivery = float64(tx.Transmissions) / float64(r.Traffic.Delivered)
 	}
 	if f := run.Faults; f != nil {
 		seconds := func(ticks int64) float64 { return (time.Duration(ticks) * c.Tick).Seconds() }
 		r.Faults = &FaultFigures{
-			Splits: f.Splits, SplitSeconds: seconds(f.SplitTicks),
+			Splits: f.Splits, OneWay: f.OneWay, SplitSeconds: seconds(f.SplitTicks),
 			Outages: f.Outages, OutageSeconds: seconds(f.AwayTicks),
+			Clogs: f.Clogs, ClogSeconds: seconds(f.ClogTicks),
 			LateJoiners: f.LateJoiners, RoomsLearned: tot.StateRooms,
 		}
 		r.Faults.ToRoomsMedian, r.Faults.ToRoomsMax = median(toRooms), slices.Max(append(toRooms, 0))
@@ -466,10 +478,13 @@ func (r *Report) faultsDone() string {
 	}
 	var parts []string
 	if r.Partition != "" {
-		parts = append(parts, fmt.Sprintf("%s (%s)", plural(f.Splits, "split"), fmtSeconds(f.SplitSeconds)))
+		parts = append(parts, fmt.Sprintf("%s (%d one-way, %s)", plural(f.Splits, "split"), f.OneWay, fmtSeconds(f.SplitSeconds)))
 	}
 	if r.Offline != "" {
 		parts = append(parts, fmt.Sprintf("%s (%s)", plural(f.Outages, "outage"), fmtSeconds(f.OutageSeconds)))
+	}
+	if r.Clog != "" {
+		parts = append(parts, fmt.Sprintf("%s (%s)", plural(f.Clogs, "clog"), fmtSeconds(f.ClogSeconds)))
 	}
 	if r.Join > 0 {
 		parts = append(parts, fmt.Sprintf("%s learned %s", plural(f.LateJoiners, "late joiner"), plural(f.RoomsLearned, "live room")))
@@ -513,8 +528,12 @@ func (r *Report) writeText(w io.Writer) error {
 	g := r.Messages
 	p("messages", "%d sent, %s of %d owed, %d late, %d held back", g.Sent, plural(g.Deliveries, "delivery"), g.Expected, g.Late, g.Held)
 	if n := r.Network; r.Faults != nil {
-		p("network", "%d transmissions: %d lost, %d duplicated, %d retransmitted; %.3g per delivery",
-			n.Transmissions, n.Lost, n.Duplicated, n.Retransmitted, n.PerDelivery)
+		held := ""
+		if r.Clog != "" {
+			held = fmt.Sprintf(", %d held by clogs", n.Held)
+		}
+		p("network", "%d transmissions: %d lost, %d duplicated, %d retransmitted%s; %.3g per delivery",
+			n.Transmissions, n.Lost, n.Duplicated, n.Retransmitted, held, n.PerDelivery)
 	} else if n != nil {
 		p("network", "%d transmissions, %.3g per delivery", n.Transmissions, n.PerDelivery)
 	}

@@ -33,6 +33,7 @@ import (
 //	wait N                      N ticks pass, every user tending what it owes, nothing delivered
 //	offline U / back U          the network has user U offline, or back
 //	partition A,B|C,D           the network splits in two sides; heal ends it
+//	partition A,B>C,D           the same, one way: what A and B send reaches C and D, nothing comes back
 //	join U                      late joiner U comes online
 //	stabilize                   heal everything, then tick and deliver until nothing is in flight
 //	rooms                       every user's live rooms
@@ -330,11 +331,17 @@ func (s *scenario) deliver(f []string) error {
 }
 
 func (s *scenario) partition(args []string) error {
-	left, right, ok := strings.Cut(strings.Join(args, ""), "|")
+	arg := strings.Join(args, "")
+	left, right, ok := strings.Cut(arg, "|")
+	oneWay := false
+	if !ok {
+		left, right, ok = strings.Cut(arg, ">")
+		oneWay = true
+	}
 	a, err1 := s.uids(strings.Split(left, ","))
 	b, err2 := s.uids(strings.Split(right, ","))
 	if !ok || err1 != nil || err2 != nil {
-		return fmt.Errorf("partition A,B|C,D")
+		return fmt.Errorf("partition A,B|C,D or A,B>C,D")
 	}
 	side := map[int32]int{}
 	for _, u := range a {
@@ -343,7 +350,7 @@ func (s *scenario) partition(args []string) error {
 	for _, u := range b {
 		side[u] = 2
 	}
-	s.tn.cut = func(x, y int32) bool { return side[x] != side[y] }
+	s.tn.cut = func(x, y int32) bool { return side[x] != side[y] && !(oneWay && side[x] == 1) }
 	return nil
 }
 

@@ -27,11 +27,11 @@ type Config struct {
 
 	// Faults: every transmission is lost with chance Loss, delivered twice
 	// with chance Dup; the network splits for up to Partition at a time,
-	// users go offline for up to Offline, and the last Join users come
-	// online late.
-	Loss, Dup          float64
-	Partition, Offline time.Duration
-	Join               int
+	// users go offline for up to Offline, paths clog for up to Clog, and
+	// the last Join users come online late.
+	Loss, Dup                float64
+	Partition, Offline, Clog time.Duration
+	Join                     int
 
 	Color  bool    // colour the text log and summary (decided from -color, the terminal and NO_COLOR)
 	Follow []int32 // show only these users' lines, and the network's; nil shows everyone's
@@ -45,7 +45,7 @@ type Config struct {
 
 // faulty reports whether any fault is injected.
 func (c Config) faulty() bool {
-	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Join > 0
+	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Clog > 0 || c.Join > 0
 }
 
 // lateBy is the last tick a late joiner may come online: the first half
@@ -132,7 +132,8 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 			}
 			return max(1, wholeTicks(d, cfg.Tick))
 		}
-		s.nemesis = newNemesis(s.net.faults, cfg.Seed, cfg.Users, ticks(cfg.Partition), ticks(cfg.Offline), cfg.Join, cfg.lateBy())
+		s.nemesis = newNemesis(s.net.faults, cfg.Seed, cfg.Users, cfg.Tick,
+			faultPlan{splitMax: ticks(cfg.Partition), offMax: ticks(cfg.Offline), clogMax: ticks(cfg.Clog), join: cfg.Join, lateBy: cfg.lateBy()})
 		if cfg.HTML != "" {
 			s.wires = newWireKeeper(cfg.Users, keepLost(cfg), cfg.Window.From)
 			s.net.wires = s.wires
@@ -357,7 +358,7 @@ func (s *Sim) runReal(ctx context.Context) {
 		}
 	}
 	if s.nemesis != nil && !said {
-		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (retransmissions, late joiners' rooms), then the summary\n", s.stopped)
+		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (retransmissions, what clogs held, late joiners' rooms), then the summary\n", s.stopped)
 	}
 	close(stopping)
 	if s.nemesis == nil {
