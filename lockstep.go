@@ -39,10 +39,15 @@ func (s tickSchedule) later(sent, due time.Duration, rng *rand.Rand) time.Durati
 }
 
 // stepPort is a user's end of the network in lockstep: what has reached
-// it, filed by the tick it is due.
+// it, filed by the tick it is due. Senders file into it directly, under mu,
+// during a round; a transmission sent on tick t is due on t+1 at the
+// earliest and on t+1+delayTicks at the latest, so with a ring of
+// delayTicks+2 buckets no sender files into the bucket of the tick its
+// owner is applying, and the owner reads that bucket without the lock.
 type stepPort struct {
 	*Port
 	sched   tickSchedule
+	mu      sync.Mutex
 	buckets [][]*Event // by due tick, modulo len(buckets)
 	numbers [][]uint64 // with faults: Seq<<32|Ack of each filed delivery, beside buckets
 }
@@ -52,8 +57,19 @@ func newStepPort(n *Network, uid int32, seed uint64, sched tickSchedule) *stepPo
 	if n.faults != nil {
 		sp.numbers = make([][]uint64, sched.delayTicks+2)
 	}
-	sp.Port = n.connect(uid, seed, sp.file)
+	sp.Port = n.connect(uid, seed, nil) // a sender files straight into buckets, so it never waits on a full inbox
+	if n.filers == nil {
+		n.filers = make([]filer, len(n.inboxes))
+	}
+	n.filers[uid] = sp
 	return sp
+}
+
+// fileShared files a delivery sent by another user, during a round.
+func (p *stepPort) fileShared(d Delivery) {
+	p.mu.Lock()
+	p.file(d)
+	p.mu.Unlock()
 }
 
 // file files a delivery under its due tick. A bucket holds only events:
@@ -154,29 +170,24 @@ func (u *stepUser) run(first *round) {
 	}
 }
 
-// await takes deliveries until the coordinator's start marker, which it
-// sends down the channel behind every delivery of the last round, and
-// announcements while news is not nil, which the round learns at its
-// start: however they interleave with deliveries, a round learns the same
-// news at the same time. Waiting on the user's own channel, not on one
-// that every user shares, keeps the users from contending for one lock.
+// await waits for the coordinator's start marker, which hands the user
+// the round (its deliveries are in its buckets already: see stepPort),
+// and takes announcements while news is not nil, which the round learns
+// at its start: a round learns the same news at the same time, whenever
+// it came. Waiting on the user's own channel, not on one that every user
+// shares, keeps the users from contending for one lock.
 func (u *stepUser) await(news <-chan Online) {
 	for {
-		var d Delivery
 		if news == nil {
-			d = <-u.EventChannel
-		} else {
-			select {
-			case d = <-u.EventChannel:
-			case o := <-news:
-				u.news = append(u.news, o)
-				continue
-			}
-		}
-		if d.Event == nil {
+			<-u.EventChannel
 			return
 		}
-		u.port.file(d)
+		select {
+		case <-u.EventChannel:
+			return
+		case o := <-news:
+			u.news = append(u.news, o)
+		}
 	}
 }
 
@@ -291,7 +302,7 @@ func (l *lockstep) run(r *round) *round {
 	r.next = &round{done: &s.barrier}
 	s.barrier.Add(len(s.users))
 	for _, u := range s.users {
-		u.EventChannel <- Delivery{} // behind every delivery of the last round
+		u.EventChannel <- Delivery{} // the start marker
 	}
 	s.barrier.Wait()
 	for i := range s.users {

@@ -88,7 +88,11 @@ func cgroupLimits() []string {
 // to work in.
 func startNeed(c Config) uint64 {
 	n := uint64(c.Users)
-	need := n*uint64(inboxCapacity(c.Users))*uint64(unsafe.Sizeof(Delivery{})) + n*8<<10
+	inbox := uint64(inboxCapacity(c.Users))
+	if c.Fast {
+		inbox = 1
+	}
+	need := n*inbox*uint64(unsafe.Sizeof(Delivery{})) + n*8<<10
 	if c.faulty() {
 		need += n * n * uint64(unsafe.Sizeof(link{}))
 	}

@@ -25,6 +25,7 @@ import (
 // faults are a layer over either.
 type Network struct {
 	inboxes []chan Delivery // inboxes[u] is user_u's EventChannel; fixed before any user starts
+	filers  []filer         // lockstep: where deliveries to user_u go, by uid; nil in real time
 	ports   []*Port         // in the order users connected
 	sched   schedule
 	faults  *faults // nil without faults
@@ -41,6 +42,14 @@ type schedule interface {
 	// later is when the network's second copy of a transmission sent at
 	// sent and due at due arrives.
 	later(sent, due time.Duration, rng *rand.Rand) time.Duration
+}
+
+// filer is where lockstep files what reaches a user, straight into the
+// buckets of the tick it is due: many senders may file at once, none into
+// the bucket its owner is reading. A user's EventChannel then carries only
+// the start of each round, which hands it the round's bucket.
+type filer interface {
+	fileShared(d Delivery)
 }
 
 // wireObserver is told of each payload transmission that was lost or
@@ -222,12 +231,17 @@ func (p *Port) unclog(now time.Duration) {
 	p.held = kept
 }
 
-// put puts one transmission on user r's inbox. If the inbox is full it
-// keeps receiving its own inbox while it waits: two users sending to each
-// other with full inboxes both make room for each other, so sends never
-// deadlock, and no goroutine is spawned per send. What it receives
-// meanwhile it keeps, in order, for its owner (stash).
+// put puts one transmission on user r's inbox: in lockstep, straight into
+// its buckets. In real time, if the inbox is full it keeps receiving its
+// own inbox while it waits: two users sending to each other with full
+// inboxes both make room for each other, so sends never deadlock, and no
+// goroutine is spawned per send. What it receives meanwhile it keeps, in
+// order, for its owner (stash).
 func (p *Port) put(r int32, d Delivery) {
+	if f := p.net.filers; f != nil {
+		f[r].fileShared(d)
+		return
+	}
 	ch := p.net.inboxes[r]
 	select {
 	case ch <- d:

@@ -150,6 +150,7 @@ func netConfigOf(cfg Config) netConfig {
 	if cfg.Fast {
 		ts := tickSchedule{cfg.Tick, wholeTicks(cfg.Delay, cfg.Tick)}
 		c.sched, c.transit, c.capacity = ts, time.Duration(ts.delayTicks+1)*cfg.Tick, math.MaxInt64
+		c.inbox = 1 // deliveries are filed straight into buckets: the channel carries the round's start
 	}
 	if cfg.faulty() {
 		c.faults = newFaults(cfg.Users, cfg.Loss, cfg.Dup)
