@@ -38,7 +38,7 @@ func TestClogHoldsAndReleases(t *testing.T) {
 		name    string
 		owner   int32 // whose traffic is clogged
 		clog    clog
-		held    []int32 // of user_1's sends to user_2 and user_3, those held
+		clogged []int32 // of user_1's sends to user_2 and user_3, those held
 		fromTwo bool    // user_2's send to user_1 is held
 	}{
 		{"out", 1, clog{dir: clogOut}, []int32{2, 3}, false},
@@ -56,7 +56,7 @@ func TestClogHoldsAndReleases(t *testing.T) {
 			}
 			p2.transmit(1, Delivery{Event: &Event{Kind: MessageEvent, From: 2}}, txFirst, 0)
 			want := map[int32]int{1: 1, 2: 2, 3: 2}
-			for _, to := range c.held {
+			for _, to := range c.clogged {
 				want[to] = 0
 			}
 			if c.fromTwo {
@@ -67,16 +67,16 @@ func TestClogHoldsAndReleases(t *testing.T) {
 					t.Errorf("user_%d has %d in its inbox during the clog, want %d", u, got, want[u])
 				}
 			}
-			if int(p1.tx.Held+p2.tx.Held) != 4-want[2]-want[3]+1-want[1] {
-				t.Errorf("%d held, by the counts", p1.tx.Held+p2.tx.Held)
+			if int(p1.tx.Clogged+p2.tx.Clogged) != 4-want[2]-want[3]+1-want[1] {
+				t.Errorf("%d held, by the counts", p1.tx.Clogged+p2.tx.Clogged)
 			}
-			p1.unclog(time.Second) // still clogged: nothing moves
+			p1.sendWaiting(time.Second) // still clogged: nothing moves
 			if got := len(n.inboxes[2]) + len(n.inboxes[3]); got != want[2]+want[3] {
 				t.Errorf("%d went on before the clog cleared", got-want[2]-want[3])
 			}
 			n.faults.clogs[c.owner].Store(nil)
-			p1.unclog(2 * time.Second)
-			p2.unclog(2 * time.Second)
+			p1.sendWaiting(2 * time.Second)
+			p2.sendWaiting(2 * time.Second)
 			for u := int32(2); u <= 3; u++ {
 				var got []string
 				for len(n.inboxes[u]) > 0 {
@@ -87,8 +87,8 @@ func TestClogHoldsAndReleases(t *testing.T) {
 					t.Errorf("user_%d got %v after the clog, want %s", u, got, want)
 				}
 			}
-			if len(n.inboxes[1]) != 1 || len(p1.held)+len(p2.held) != 0 {
-				t.Errorf("user_1's inbox %d, still held %d", len(n.inboxes[1]), len(p1.held)+len(p2.held))
+			if len(n.inboxes[1]) != 1 || len(p1.waiting)+len(p2.waiting) != 0 {
+				t.Errorf("user_1's inbox %d, still held %d", len(n.inboxes[1]), len(p1.waiting)+len(p2.waiting))
 			}
 		})
 	}
@@ -107,11 +107,11 @@ func TestClogSchedule(t *testing.T) {
 		for _, r := range recs {
 			switch r.Kind {
 			case KindClog:
-				dirs[r.Clog]++
+				dirs[r.ClogDir]++
 				if r.Lasts < time.Second || r.Lasts > most*time.Second {
 					t.Errorf("a clog of %v", r.Lasts)
 				}
-				if r.Clog == clogPair && (r.Peer == r.By || r.Peer < 1 || r.Peer > users) {
+				if r.ClogDir == clogPair && (r.Peer == r.By || r.Peer < 1 || r.Peer > users) {
 					t.Errorf("user_%d clogged to user_%d", r.By, r.Peer)
 				}
 			case KindUnclog:
@@ -194,7 +194,7 @@ func TestClogSweep(t *testing.T) {
 				Loss: 0.1, Partition: 20 * time.Second, Clog: 10 * time.Second}
 			rep, _ := simulate(t, context.Background(), cfg)
 			requireConverged(t, rep)
-			if rep.Faults.Clogs == 0 || rep.Network.Held == 0 {
+			if rep.Faults.Clogs == 0 || rep.Network.Clogged == 0 {
 				t.Errorf("no clogs: %+v %+v", rep.Faults, rep.Network)
 			}
 		})
@@ -211,5 +211,25 @@ func TestClogSweep(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// A send after a clog clears, before the sender's next tick, goes behind
+// what the clog held: nothing overtakes what waited.
+func TestClogKeepsOrder(t *testing.T) {
+	n := newNetwork(netConfig{users: 2, inbox: 16, tick: time.Second, sched: realSchedule{}, capacity: 1 << 20, faults: newFaults(2, 0, 0)})
+	p := n.connect(1, 1, func(Delivery) {})
+	n.faults.clogs[1].Store(&clog{dir: clogOut})
+	for i := range 3 {
+		p.transmit(2, Delivery{Event: &Event{Kind: MessageEvent, From: 1, Clock: uint64(i + 1)}}, txFirst, 0)
+	}
+	n.faults.clogs[1].Store(nil)
+	p.transmit(2, Delivery{Event: &Event{Kind: MessageEvent, From: 1, Clock: 4}}, txFirst, time.Millisecond)
+	var got []uint64
+	for len(n.inboxes[2]) > 0 {
+		got = append(got, (<-n.inboxes[2]).Event.Clock)
+	}
+	if fmt.Sprint(got) != "[1 2 3 4]" {
+		t.Errorf("arrived %v, want [1 2 3 4]", got)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"runtime"
@@ -54,7 +55,7 @@ func TestFaultSweep(t *testing.T) {
 			tally.Outages += rep.Faults.Outages
 			tally.Clogs += rep.Faults.Clogs
 			tally.OneWay += rep.Faults.OneWay
-			net.Held += rep.Network.Held
+			net.Clogged += rep.Network.Clogged
 			tally.RoomsLearned += rep.Faults.RoomsLearned
 			ran++
 		})
@@ -62,7 +63,7 @@ func TestFaultSweep(t *testing.T) {
 	if ran < 200 {
 		return // one case was asked for: the totals do not apply
 	}
-	if net.Lost == 0 || net.Duplicated == 0 || net.Retransmitted == 0 || net.Held == 0 || tally.Splits == 0 || tally.OneWay == 0 ||
+	if net.Lost == 0 || net.Duplicated == 0 || net.Retransmitted == 0 || net.Clogged == 0 || tally.Splits == 0 || tally.OneWay == 0 ||
 		tally.Outages == 0 || tally.Clogs == 0 || tally.RoomsLearned == 0 {
 		t.Errorf("faults not exercised: %+v %+v", net, tally)
 	}
@@ -95,7 +96,7 @@ func TestRealTimeFaults(t *testing.T) {
 			Loss: 0.2, Dup: 0.1, Partition: 20 * time.Second, Offline: 20 * time.Second, Clog: 20 * time.Second, Join: 2}
 		rep, out := simulate(t, context.Background(), cfg)
 		requireConverged(t, rep)
-		if rep.Faults.Splits == 0 || rep.Faults.Outages == 0 || rep.Faults.Clogs == 0 || rep.Faults.LateJoiners != 2 || rep.Network.Retransmitted == 0 || rep.Network.Held == 0 {
+		if rep.Faults.Splits == 0 || rep.Faults.Outages == 0 || rep.Faults.Clogs == 0 || rep.Faults.LateJoiners != 2 || rep.Network.Retransmitted == 0 || rep.Network.Clogged == 0 {
 			t.Errorf("faults %+v, network %+v", rep.Faults, rep.Network)
 		}
 		for _, want := range []string{" network] the network split", " network] the network healed", " are clogged for ", " are clear again after ", "] I went offline",
@@ -142,4 +143,26 @@ func TestManyJoinersAtOnce(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A long drain in real time says on stderr that it is still at work, every
+// ten seconds, so that nobody takes it for a hang.
+func TestLongDrainSaysSo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Users: 8, Seed: 3, Tick: time.Second, Chance: 0.5, Duration: 30 * time.Second, Quiet: true,
+			Loss: 0.5, Dup: 0.5, Partition: 20 * time.Second, Offline: 20 * time.Second, Join: 3}
+		var out, errs bytes.Buffer
+		rep, err := newSim(cfg, &out, &errs).run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireConverged(t, rep)
+		if rep.Drain < 10 {
+			t.Fatalf("the drain took only %.1fs: too short to say anything", rep.Drain)
+		}
+		lines := strings.Count(errs.String(), "chatsim: still draining after ")
+		if want := int(rep.Drain / 10); lines != want {
+			t.Errorf("%d progress lines in a %.1fs drain, want %d:\n%s", lines, rep.Drain, want, errs.String())
+		}
+	})
 }

@@ -1,6 +1,9 @@
 package main
 
-import "strconv"
+import (
+	"slices"
+	"strconv"
+)
 
 // kindSpec is everything the outputs know of one kind of record: its JSON
 // name, how its line reads, how the page marks it, which race it shows,
@@ -254,11 +257,18 @@ func splitText(r *renderer, b []byte, rec *Record) []byte {
 		return b
 	}
 	if rec.OneWay {
+		// A bridge is on both sides: it reaches and hears everyone, so it
+		// is named apart from the cut.
+		first, second, bridge := oneSide(rec.Sides[0], rec.Sides[1]), oneSide(rec.Sides[1], rec.Sides[0]), bridgeOf(rec.Sides)
 		b = r.styled(b, styleNet, "the network split one way:")
-		b = users(append(b, " sends from "...), rec.Sides[0])
-		b = append(b, " reach "...)
-		b = users(b, rec.Sides[1])
-		return append(b, ", but none come back"...)
+		b = users(append(b, " sends from "...), first)
+		b = users(append(b, " reach "...), second)
+		b = append(b, ", but nothing they send comes back"...)
+		if len(bridge) > 0 {
+			b = users(append(b, "; "...), bridge)
+			b = append(b, " reaches and hears both sides"...)
+		}
+		return b
 	}
 	b = r.styled(b, styleNet, "the network split:")
 	b = append(b, ' ')
@@ -271,9 +281,31 @@ func splitText(r *renderer, b []byte, rec *Record) []byte {
 	return b
 }
 
+// oneSide is the users of side that are not on other too.
+func oneSide(side, other []int32) []int32 {
+	var out []int32
+	for _, u := range side {
+		if !slices.Contains(other, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// bridgeOf is the users on both sides of a split.
+func bridgeOf(sides [][]int32) []int32 {
+	var out []int32
+	for _, u := range sides[0] {
+		if slices.Contains(sides[1], u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // appendClogged names the traffic a clog holds, with its verb.
 func appendClogged(r *renderer, b []byte, rec *Record) []byte {
-	switch rec.Clog {
+	switch rec.ClogDir {
 	case clogOut:
 		b = r.uid(append(b, "the sends of "...), rec.By)
 		return append(b, " are"...)

@@ -86,7 +86,7 @@ func (p *stepPort) file(d Delivery) {
 
 // due yields every delivery due on tick t that gets through, in canonical
 // order: send tick, then sender, then the order the sender sent them in
-// (its transmissions reach the inbox in that order). Then it empties
+// (a sender files its transmissions in that order). Then it empties
 // their bucket.
 func (p *stepPort) due(t int64) func(func(Delivery)) {
 	return func(apply func(Delivery)) {
@@ -161,7 +161,7 @@ func (u *stepUser) run(first *round) {
 		if r.act {
 			act = actRoll
 		}
-		u.port.unclog(now)
+		u.port.sendWaiting(now)
 		u.peer.Step(Input{Kind: tickInput, Now: now, Tick: uint64(r.tick), Due: u.port.due(r.tick), Act: act, Away: u.port.away()}, u)
 		u.trace.end()
 		u.flushLog()

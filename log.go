@@ -186,7 +186,7 @@ type jsonRecord struct {
 	Rooms       *[]string  `json:"rooms,omitempty"`
 	Sides       [][]string `json:"sides,omitempty"`
 	OneWay      bool       `json:"one_way,omitempty"` // split: only the first side reaches the second
-	Clog        string     `json:"clogged,omitempty"` // clog, unclog: "out" of by, "in" to by, or "pair" from by to peer
+	Clogged     string     `json:"clogged,omitempty"` // clog, unclog: "out" of by, "in" to by, or "pair" from by to peer
 	Lasts       float64    `json:"lasts,omitempty"`   // clog: seconds it will last; unclog: it lasted
 }
 
@@ -239,7 +239,7 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 		j.Late, j.Held = &rec.Late, rec.Held
 	}
 	if rec.Kind == KindClog || rec.Kind == KindUnclog {
-		j.Clog, j.Lasts = rec.Clog.String(), rec.Lasts.Seconds()
+		j.Clogged, j.Lasts = rec.ClogDir.String(), rec.Lasts.Seconds()
 	}
 	j.OneWay = rec.OneWay
 	return appendJSONLine(b, j)

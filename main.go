@@ -124,22 +124,39 @@ func onSignals(cancel func(), exit func(int)) (stop func()) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
-	go func() {
-		select {
-		case <-sigs:
-			cancel()
-		case <-done:
-			return
-		}
-		select {
-		case <-sigs:
-			exit(130)
-		case <-done:
-		}
-	}()
+	go watchSignals(sigs, done, cancel, exit)
 	return func() {
 		signal.Stop(sigs)
 		close(done)
+	}
+}
+
+// sameSignal is how soon after the first a signal is taken as the same
+// one: `timeout -s INT` signals the process and then its process group,
+// and a terminal may do the same, so one stop can arrive twice within a
+// few milliseconds. A person's second Ctrl-C comes later than this.
+const sameSignal = 300 * time.Millisecond
+
+// watchSignals cancels on the first signal and exits with 130 on a second
+// that comes sameSignal or more after it, until done.
+func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, cancel func(), exit func(int)) {
+	select {
+	case <-sigs:
+		cancel()
+	case <-done:
+		return
+	}
+	first := time.Now()
+	for {
+		select {
+		case <-sigs:
+			if time.Since(first) >= sameSignal {
+				exit(130)
+				return
+			}
+		case <-done:
+			return
+		}
 	}
 }
 

@@ -9,8 +9,11 @@ import (
 	"regexp"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // TestMain runs the tests, then removes the binary the end-to-end tests
@@ -291,8 +294,47 @@ func TestSecondSignalExits(t *testing.T) {
 	p, _ := os.FindProcess(os.Getpid())
 	p.Signal(os.Interrupt)
 	<-cancelled
-	p.Signal(os.Interrupt)
-	if code := <-exited; code != 130 {
+	// Until it exits: a signal too soon after the first is the same stop.
+	stopped := make(chan struct{})
+	var sender sync.WaitGroup
+	sender.Go(func() {
+		for {
+			p.Signal(os.Interrupt)
+			select {
+			case <-stopped:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+	code := <-exited
+	close(stopped)
+	sender.Wait()
+	if code != 130 {
 		t.Errorf("second interrupt: exit %d, want 130", code)
 	}
+}
+
+// One stop signalled twice within sameSignal (timeout -s INT signals the
+// process and its group) is one stop; a second Ctrl-C after it exits.
+func TestSignalTwiceAtOnceIsOneStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sigs, done := make(chan os.Signal, 2), make(chan struct{})
+		cancelled, exited := 0, 0
+		go watchSignals(sigs, done, func() { cancelled++ }, func(int) { exited++ })
+		sigs <- os.Interrupt
+		time.Sleep(time.Millisecond)
+		sigs <- os.Interrupt
+		synctest.Wait()
+		if cancelled != 1 || exited != 0 {
+			t.Fatalf("two signals 1 ms apart: cancelled %d, exited %d; want one stop", cancelled, exited)
+		}
+		time.Sleep(sameSignal)
+		sigs <- os.Interrupt
+		synctest.Wait()
+		if exited != 1 {
+			t.Fatalf("a second Ctrl-C %v later: exited %d times", sameSignal, exited)
+		}
+		close(done)
+	})
 }

@@ -24,7 +24,7 @@ import (
 //     1/(9L), L the mean outage in ticks, and stays away a whole number of
 //     ticks uniform from 1 to offMax. So about one user in ten is away at
 //     any moment: the chance of being away is qL/(1+qL) = 1/10.
-//   - Clogs: on every tick each user whose traffic is not clogged gets a
+//   - Clogs: on every tick each user that has no clog of its own gets a
 //     clog with chance 1/(19L), L the mean clog in ticks, lasting a whole
 //     number of ticks uniform from 1 to clogMax: with equal odds on what it
 //     sends, on what is sent to it, or on what it sends to one other user.
@@ -163,17 +163,18 @@ func (m *nemesis) clog(u int32, t int64) Record {
 	m.clogUntil[u], m.clogAt[u] = t+ticks, t
 	m.net.clogs[u].Store(c)
 	m.tally.Clogs++
-	return Record{Kind: KindClog, By: u, Peer: c.peer, Clog: c.dir, Lasts: time.Duration(ticks) * m.tick}
+	return Record{Kind: KindClog, By: u, Peer: c.peer, ClogDir: c.dir, Lasts: time.Duration(ticks) * m.tick}
 }
 
 // unclog clears user u's clog at tick t, and returns the network's log
-// line. What the clog held goes on at its senders' next ticks.
+// line. What the clog held goes on at its senders' next ticks (or
+// sends, in real time).
 func (m *nemesis) unclog(u int32, t int64) Record {
 	c := m.net.clogs[u].Load()
 	m.tally.ClogTicks += t - m.clogAt[u]
 	m.clogUntil[u] = 0
 	m.net.clogs[u].Store(nil)
-	return Record{Kind: KindUnclog, By: u, Peer: c.peer, Clog: c.dir, Lasts: time.Duration(t-m.clogAt[u]) * m.tick}
+	return Record{Kind: KindUnclog, By: u, Peer: c.peer, ClogDir: c.dir, Lasts: time.Duration(t-m.clogAt[u]) * m.tick}
 }
 
 // end ends every fault at tick t, for the drain: the network heals, the

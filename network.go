@@ -112,17 +112,17 @@ type Port struct {
 	// differ by what is still on its way.
 	sent, applied int64
 
-	tx     transportCounts
-	held   []heldTransmission // sent over a clogged path, in the order sent
-	hushed bool               // the drain is over: nothing more is sent
+	tx      transportCounts
+	waiting []waitingTransmission // sent over a clogged path, in the order sent
+	hushed  bool                  // the drain is over: nothing more is sent
 }
 
-// heldTransmission is a transmission a clog holds, and whether the network
-// will deliver it twice.
-type heldTransmission struct {
-	to  int32
-	d   Delivery
-	dup bool
+// waitingTransmission is a transmission a clog holds: whether the network
+// will deliver it twice, and whether it is a resend (for the page).
+type waitingTransmission struct {
+	to          int32
+	d           Delivery
+	dup, resent bool
 }
 
 // transportCounts are a port's tallies of transmissions.
@@ -131,7 +131,7 @@ type transportCounts struct {
 	Lost          int64 // lost on the way, or on arrival at a user cut off or offline
 	Duplicated    int64 // transmissions the network delivered twice
 	Retransmitted int64 // payloads sent again
-	Held          int64 // held by a clog until it cleared
+	Clogged       int64 // held by a clog until it cleared
 }
 
 func (c *transportCounts) add(o transportCounts) {
@@ -139,7 +139,7 @@ func (c *transportCounts) add(o transportCounts) {
 	c.Lost += o.Lost
 	c.Duplicated += o.Duplicated
 	c.Retransmitted += o.Retransmitted
-	c.Held += o.Held
+	c.Clogged += o.Clogged
 }
 
 // connect gives user uid its port. The delays and the faults its
@@ -176,6 +176,9 @@ func (p *Port) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	if p.hushed {
 		return
 	}
+	if len(p.waiting) > 0 {
+		p.sendWaiting(now) // nothing overtakes what a clog held
+	}
 	p.tx.Transmissions++
 	if k == txResend {
 		p.tx.Retransmitted++
@@ -189,11 +192,11 @@ func (p *Port) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 			p.tx.Duplicated++
 		}
 		if f.clogged(p.uid, to) {
-			p.tx.Held++
-			p.held = append(p.held, heldTransmission{to, d, dup})
-		} else {
-			p.deliver(to, d, dup, now)
+			p.tx.Clogged++
+			p.waiting = append(p.waiting, waitingTransmission{to, d, dup, k == txResend})
+			return // the page draws a resend when it goes on
 		}
+		p.deliver(to, d, dup, now)
 	}
 	if n.wires != nil && (k == txResend || k == txFirst && lost) {
 		n.wires.wire(p.uid, transmission{Sent: now, Due: d.Due, From: p.uid, To: to, Event: d.Event, Resent: k == txResend, Lost: lost})
@@ -210,25 +213,30 @@ func (p *Port) deliver(to int32, d Delivery, dup bool, now time.Duration) {
 	}
 }
 
-// unclog sends on what clogs held, now that their paths are clear: as if
+// sendWaiting sends on what clogs held whose paths are clear now: as if
 // sent now, in the order it was sent. The owner's driver calls it at each
-// of its ticks, the clogs changing only between ticks.
-func (p *Port) unclog(now time.Duration) {
+// of its ticks, and transmit before anything new, so that nothing
+// overtakes what waited: in lockstep the clogs change only between ticks,
+// in real time at any moment.
+func (p *Port) sendWaiting(now time.Duration) {
 	f := p.net.faults
-	if len(p.held) == 0 || p.hushed {
+	if len(p.waiting) == 0 || p.hushed {
 		return
 	}
-	kept := p.held[:0]
-	for _, h := range p.held {
-		if f.clogged(p.uid, h.to) {
-			kept = append(kept, h)
+	kept := p.waiting[:0]
+	for _, w := range p.waiting {
+		if f.clogged(p.uid, w.to) {
+			kept = append(kept, w)
 			continue
 		}
-		h.d.Due = p.net.sched.due(now, p.delay)
-		p.deliver(h.to, h.d, h.dup, now)
+		w.d.Due = p.net.sched.due(now, p.delay)
+		p.deliver(w.to, w.d, w.dup, now)
+		if p.net.wires != nil && w.resent {
+			p.net.wires.wire(p.uid, transmission{Sent: now, Due: w.d.Due, From: p.uid, To: w.to, Event: w.d.Event, Resent: true})
+		}
 	}
-	clear(p.held[len(kept):])
-	p.held = kept
+	clear(p.waiting[len(kept):])
+	p.waiting = kept
 }
 
 // put puts one transmission on user r's inbox: in lockstep, straight into

@@ -253,7 +253,7 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 				case s < 0:
 					class, where = "bridge", "on both sides"
 				case split.OneWay && s == 0:
-					where += ": its sends reach side 2, and nothing comes back"
+					where += ": its sends reach side 2, and nothing from side 2 reaches it"
 				case split.OneWay:
 					where += ": its sends do not reach side 1"
 				}

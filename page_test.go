@@ -230,7 +230,7 @@ func TestPageShowsFaults(t *testing.T) {
 		}
 	}
 	// Which way a one-way split cuts, and what a clog holds, on hovering.
-	for _, want := range []string{"split one way at", ": its sends reach side 2, and nothing comes back", ": its sends do not reach side 1", " are clogged for "} {
+	for _, want := range []string{"split one way at", ": its sends reach side 2, and nothing from side 2 reaches it", ": its sends do not reach side 1", " are clogged for "} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page never says %q", want)
 		}

@@ -194,7 +194,7 @@ func (u *realUser) runTick(now time.Duration) {
 	case u.stopping || now-at >= u.period:
 		act = actSkip
 	}
-	u.port.unclog(now)
+	u.port.sendWaiting(now)
 	u.peer.Step(Input{Kind: tickInput, Now: now, Tick: u.tickNum, Due: u.port.due(now), Act: act, Away: u.port.away()}, u)
 	u.trace.end()
 	u.port.retire()

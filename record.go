@@ -56,7 +56,7 @@ type Record struct {
 	Rooms     []Stamp       // state, catch_up: the live rooms right after the transfer
 	Sides     [][]int32     // split: the users on each side; a bridge is on both
 	OneWay    bool          // split: only the first side reaches the other
-	Clog      clogDir       // clog, unclog: which of By's traffic (Peer: to whom, for a pair)
+	ClogDir   clogDir       // clog, unclog: which of By's traffic (Peer: to whom, for a pair)
 	Lasts     time.Duration // clog: how long it will last; unclog: how long it lasted
 }
 

@@ -178,7 +178,7 @@ type NetFigures struct {
 	Lost          int64   `json:"lost"`
 	Duplicated    int64   `json:"duplicated"`
 	Retransmitted int64   `json:"retransmitted"`
-	Held          int64   `json:"held_by_clogs,omitempty"`
+	Clogged       int64   `json:"held_by_clogs,omitempty"`
 	PerDelivery   float64 `json:"per_delivery"`
 }
 
@@ -333,7 +333,7 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	r.liveSeries, r.deliverSeries = run.LiveSeries, run.DelSeries
 	r.LiveRooms = run.LiveRooms
 	r.Deliveries = run.Deliveries
-	r.Network = &NetFigures{Transmissions: tx.Transmissions, Lost: tx.Lost, Duplicated: tx.Duplicated, Retransmitted: tx.Retransmitted, Held: tx.Held}
+	r.Network = &NetFigures{Transmissions: tx.Transmissions, Lost: tx.Lost, Duplicated: tx.Duplicated, Retransmitted: tx.Retransmitted, Clogged: tx.Clogged}
 	if r.Traffic.Delivered > 0 {
 		r.Network.PerDelivery = float64(tx.Transmissions) / float64(r.Traffic.Delivered)
 	}
@@ -528,12 +528,12 @@ func (r *Report) writeText(w io.Writer) error {
 	g := r.Messages
 	p("messages", "%d sent, %s of %d owed, %d late, %d held back", g.Sent, plural(g.Deliveries, "delivery"), g.Expected, g.Late, g.Held)
 	if n := r.Network; r.Faults != nil {
-		held := ""
+		clogged := ""
 		if r.Clog != "" {
-			held = fmt.Sprintf(", %d held by clogs", n.Held)
+			clogged = fmt.Sprintf(", %d held by clogs", n.Clogged)
 		}
 		p("network", "%d transmissions: %d lost, %d duplicated, %d retransmitted%s; %.3g per delivery",
-			n.Transmissions, n.Lost, n.Duplicated, n.Retransmitted, held, n.PerDelivery)
+			n.Transmissions, n.Lost, n.Duplicated, n.Retransmitted, clogged, n.PerDelivery)
 	} else if n != nil {
 		p("network", "%d transmissions, %.3g per delivery", n.Transmissions, n.PerDelivery)
 	}

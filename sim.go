@@ -359,7 +359,14 @@ func (s *Sim) runReal(ctx context.Context) {
 		}
 	}
 	if s.nemesis != nil && !said {
-		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (retransmissions, what clogs held, late joiners' rooms), then the summary\n", s.stopped)
+		what := "retransmissions"
+		if s.cfg.Clog > 0 {
+			what += ", what clogs held"
+		}
+		if s.cfg.Join > 0 {
+			what += ", late joiners' rooms"
+		}
+		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (%s), then the summary\n", s.stopped, what)
 	}
 	close(stopping)
 	if s.nemesis == nil {
@@ -370,7 +377,14 @@ func (s *Sim) runReal(ctx context.Context) {
 	for _, u := range s.users {
 		u.EventChannel <- Delivery{Event: stopMark}
 	}
+	drained := make(chan struct{})
+	var progress sync.WaitGroup
+	if s.nemesis != nil && !said {
+		progress.Go(func() { s.sayDraining(drained) })
+	}
 	s.running.Wait()
+	close(drained)
+	progress.Wait()
 	if s.nemesis != nil {
 		close(tickerStop)
 		ticker.Wait()
@@ -508,6 +522,30 @@ func (s *Sim) memoryReached(t int64) {
 		hint = "no tick fits in it: -maxmem " + sizeFlag(roundUp(runNeed(s.cfg))) + " would let the users act once"
 	}
 	fmt.Fprintf(s.stderr, "chatsim: %s: stopping, delivering what is in flight and printing the summary (%s)\n", s.stopped, hint)
+}
+
+// drainNote is how often a long drain in real time says on stderr that it
+// is still at work.
+const drainNote = 10 * time.Second
+
+// sayDraining writes a line to stderr every drainNote until drained is
+// closed: with heavy faults a drain can take minutes, and a person should
+// not take it for a hang and lose the summary to a second Ctrl-C.
+func (s *Sim) sayDraining(drained <-chan struct{}) {
+	t := time.NewTicker(drainNote)
+	defer t.Stop()
+	for start := time.Now(); ; {
+		select {
+		case <-drained:
+			return
+		case <-t.C:
+			msg := fmt.Sprintf("chatsim: still draining after %s: %s in flight", time.Since(start).Round(time.Second), plural(s.net.fl.inflight.Load(), "delivery"))
+			if k := s.net.fl.arriving.Load(); k > 0 {
+				msg += fmt.Sprintf(", %s catching up", plural(k, "late joiner"))
+			}
+			fmt.Fprintln(s.stderr, msg)
+		}
+	}
 }
 
 // printStats writes one progress line to stderr, never into the log.

@@ -10,12 +10,13 @@ import (
 // another user's state. The loop itself is the mode's: realUser in real
 // time, stepUser in lockstep; this is what they share.
 //
-// UserChannel brings news of the users online at the start; EventChannel
-// brings room events from peers, and the run's markers (a tick, the stop, the start of
-// a lockstep round) behind them. Each user sends from its own loop, never
-// from a goroutine per send, so the events of one sender reach each
-// recipient in the order they were sent (unless a delay is injected on
-// purpose).
+// UserChannel brings news of the users online at the start. In real time
+// EventChannel brings transmissions from peers and the run's markers (a
+// tick, the stop) behind them; in lockstep, where senders file deliveries
+// straight into the recipient's buckets, only the start of each round.
+// Each user sends from its own loop, never from a goroutine per send, so
+// the events of one sender reach each recipient in the order they were
+// sent, unless a delay or a clog is injected on purpose.
 type User struct {
 	UID          int32
 	UserChannel  chan Online
