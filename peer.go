@@ -524,12 +524,15 @@ func (p *Peer) tend(now time.Duration, act actChoice, out port) {
 // owesReport reports whether the user has something to tell that others'
 // stability waits for, on a tick when the run lets it act: a late joiner's
 // way in, its own or another's, until it is stable (others hold
-// reclaiming back for it); in the drain too, a position so far behind the
-// others' that it holds them back; and while it serves its ticks, what it
-// sent or applied since its last report. On a tick it is too late to
-// serve, a user adds no load it can spare. A user that has none of these
-// stays quiet: in a run gone quiet, nothing waits for it (once every
-// position is within a heartbeat of the greatest, no one is behind).
+// reclaiming back for it, and the drain waits for it); a position so far
+// behind the others' that it holds them back; and while it serves its
+// ticks, what it sent or applied since its last report. On a tick it is
+// too late to serve a user adds no load it can spare. A user that has
+// none of these stays quiet: in a run gone quiet, nothing waits for it
+// (once every position is within a heartbeat of the greatest, no one is
+// behind). In the drain only a late joiner's way in makes reports come
+// faster (drainHeartbeatTicks): a report goes to every user, and a
+// storm of them at 20,000 users would cost more than the run.
 func (p *Peer) owesReport(act actChoice) bool {
 	s := p.stab
 	switch {
@@ -537,7 +540,7 @@ func (p *Peer) owesReport(act actChoice) bool {
 		return true
 	case act == actSkip:
 		return false
-	case act == actNone && s.maxPos > s.pos+drainHeartbeatTicks, s.maxPos > s.pos+heartbeatTicks:
+	case s.maxPos > s.pos+heartbeatTicks:
 		return true
 	}
 	return act == actRoll && len(s.pending) > 0
