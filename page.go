@@ -152,7 +152,7 @@ func pageOf(rep *Report, summary, startLine string, h *timeline, rend renderer) 
 		{"late deliveries", strconv.FormatInt(rep.Messages.Late, 10)},
 		{"held back at the end", strconv.FormatInt(rep.Messages.Held, 10)},
 	}
-	if n := rep.Network; n != nil {
+	if n := rep.Network; n != nil && rep.Faults != nil {
 		p.Stats = append(p.Stats, pageStat{"lost", strconv.FormatInt(n.Lost, 10)}, pageStat{"retransmitted", strconv.FormatInt(n.Retransmitted, 10)})
 	}
 	p.layout(rep, h, rend)
@@ -183,7 +183,7 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 		}
 	}
 	p.Window = windowNote(rep, h, drawn)
-	p.Faulty = rep.Network != nil || rep.Faults != nil
+	p.Faulty = rep.Faults != nil // every run has network figures; only a faulty one has faults to show
 	if stop := time.Duration(rep.RunTime * float64(time.Second)); stop >= h.shown.From && stop < h.shown.To {
 		p.Stop, p.StopT = x(stop), sec(stop)
 	}

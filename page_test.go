@@ -570,3 +570,14 @@ func TestRecordingLinksDeliveries(t *testing.T) {
 		t.Errorf("kept %d records, want 4", len(h.recs))
 	}
 }
+
+// A run without faults has no faults in its legend or its figures: every
+// run has network figures now, but only a faulty one has faults to show.
+func TestPageWithoutFaultsShowsNone(t *testing.T) {
+	_, page, _ := runPage(t, "-fast", "-users", "4", "-duration", "20s", "-seed", "7")
+	for _, not := range []string{"transmission lost", "sides of a split", "clogged", ">lost<", ">retransmitted<"} {
+		if strings.Contains(page, not) {
+			t.Errorf("a run without faults shows %q", not)
+		}
+	}
+}
