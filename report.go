@@ -17,7 +17,7 @@ type Report struct {
 	Stopped  string  `json:"stopped"`
 	RunTime  float64 `json:"run_time"`             // seconds; simulated in fast mode
 	Drain    float64 `json:"drain_time,omitempty"` // real time: seconds from the stop to the end of the drain
-	Ticks    int64   `json:"ticks"`                // ticks run: per user in fast mode; in real time the most any user had, served or skipped
+	Ticks    int64   `json:"ticks"`                // ticks run: in real time, those that passed before the stop, or the most any user had
 	Served   int64   `json:"ticks_served"`
 	Skipped  int64   `json:"ticks_skipped"`
 	Actions  Actions `json:"actions"`
@@ -308,6 +308,10 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	}
 	if c.Fast {
 		r.Ticks = run.FastTicks
+	} else if c.Tick > 0 {
+		// The ticks that passed, though every user missed some: offline,
+		// or not yet online.
+		r.Ticks = max(r.Ticks, int64(run.RunTime/c.Tick))
 	}
 	if !c.Fast && run.Wall > 0 {
 		r.Drain = max(run.Wall-run.RunTime, 0).Seconds()

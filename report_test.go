@@ -157,7 +157,8 @@ func TestBuildReportFromValues(t *testing.T) {
 }
 
 // The summary says only what happened: the faults asked for, no lag before
-// any epoch was known stable, and the drain's time when there was one.
+// any epoch was known stable, the drain's time when there was one, and in
+// real time the ticks that passed, though users missed some.
 func TestSummarySaysOnlyWhatHappened(t *testing.T) {
 	text := func(c Config, run runFacts, users []userFigures) string {
 		t.Helper()
@@ -168,9 +169,9 @@ func TestSummarySaysOnlyWhatHappened(t *testing.T) {
 		return b.String()
 	}
 	c := Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3, Offline: 10 * time.Second}
-	run := runFacts{Online: 2, RunTime: 10 * time.Second, Wall: 13 * time.Second, Faults: &faultTally{Outages: 3, AwayTicks: 7}}
-	s := text(c, run, []userFigures{{Ticks: 10}, {Ticks: 10}})
-	for _, want := range []string{"faults      3 outages (7s)\n", "no epoch known stable yet;", ", then 3s to drain"} {
+	run := runFacts{Online: 2, Stopped: "duration reached", RunTime: 10 * time.Second, Wall: 13 * time.Second, Faults: &faultTally{Outages: 3, AwayTicks: 7}}
+	s := text(c, run, []userFigures{{Ticks: 7}, {Ticks: 8}}) // each was offline a while
+	for _, want := range []string{"faults      3 outages (7s)\n", "no epoch known stable yet;", "10s, 10 ticks, duration reached, then 3s to drain"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}
