@@ -46,19 +46,38 @@ type nemesis struct {
 	offChance  float64
 	clogMax    int64
 	clogChance float64
-	clogUntil  []int64 // by uid: the tick the user's clog clears; 0 while none
-	clogAt     []int64
+	clogs      spells
 
 	split     *split // the current split, or nil
 	nextSplit int64  // the tick the partition next changes; 0: never
 	splitAt   int64
-	awayUntil []int64 // by uid: the tick the user comes back; 0 while online
-	awayAt    []int64
+	outages   spells
 	firstLate int32   // the first late joiner; users+1 when none
 	lateAt    []int64 // lateAt[i]: the tick user_{firstLate+i} comes online
 	joined    int     // late joiners online so far
 
 	tally faultTally
+}
+
+// spells are the users' turns of one fault of their own (an outage, a
+// clog): by uid, the tick each began and the tick it ends, 0 while the
+// user has none.
+type spells struct{ since, until []int64 }
+
+func newSpells(users int) spells {
+	return spells{make([]int64, users+1), make([]int64, users+1)}
+}
+
+func (s spells) on(u int32) bool              { return s.until[u] != 0 }
+func (s spells) endsAt(u int32, t int64) bool { return s.until[u] == t }
+
+// start begins user u's spell at tick t, for ticks ticks.
+func (s spells) start(u int32, t, ticks int64) { s.since[u], s.until[u] = t, t+ticks }
+
+// end ends user u's spell at tick t, and returns how long it lasted.
+func (s spells) end(u int32, t int64) int64 {
+	s.until[u] = 0
+	return t - s.since[u]
 }
 
 // faultTally counts what the nemesis did.
@@ -87,8 +106,7 @@ func newNemesis(net *faults, seed uint64, users int, tick time.Duration, plan fa
 		splitMax:  plan.splitMax,
 		offMax:    plan.offMax,
 		clogMax:   plan.clogMax,
-		awayUntil: make([]int64, users+1),
-		awayAt:    make([]int64, users+1),
+		outages:   newSpells(users),
 		firstLate: int32(users - plan.join + 1),
 	}
 	splitMax, offMax, join, lateBy := plan.splitMax, plan.offMax, plan.join, plan.lateBy
@@ -102,7 +120,7 @@ func newNemesis(net *faults, seed uint64, users int, tick time.Duration, plan fa
 	if plan.clogMax > 0 {
 		mean := float64(plan.clogMax+1) / 2
 		m.clogChance = 1 / (19 * mean)
-		m.clogUntil, m.clogAt = make([]int64, users+1), make([]int64, users+1)
+		m.clogs = newSpells(users)
 	}
 	for range join {
 		m.lateAt = append(m.lateAt, 1+m.rng.Int64N(max(1, lateBy)))
@@ -124,10 +142,10 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 	if m.offMax > 0 {
 		for u := int32(1); u < m.firstLate+int32(m.joined); u++ {
 			switch {
-			case m.awayUntil[u] == t:
+			case m.outages.endsAt(u, t):
 				m.comeBack(u, t)
-			case m.awayUntil[u] == 0 && m.rng.Float64() < m.offChance:
-				m.awayUntil[u], m.awayAt[u] = t+1+m.rng.Int64N(m.offMax), t
+			case !m.outages.on(u) && m.rng.Float64() < m.offChance:
+				m.outages.start(u, t, 1+m.rng.Int64N(m.offMax))
 				m.tally.Outages++
 				m.net.away[u].Store(true)
 			}
@@ -136,9 +154,9 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 	if m.clogMax > 0 {
 		for u := int32(1); u <= m.users; u++ {
 			switch {
-			case m.clogUntil[u] == t:
+			case m.clogs.endsAt(u, t):
 				recs = append(recs, m.unclog(u, t))
-			case m.clogUntil[u] == 0 && m.rng.Float64() < m.clogChance:
+			case !m.clogs.on(u) && m.rng.Float64() < m.clogChance:
 				recs = append(recs, m.clog(u, t))
 			}
 		}
@@ -160,7 +178,7 @@ func (m *nemesis) clog(u int32, t int64) Record {
 		}
 	}
 	ticks := 1 + m.rng.Int64N(m.clogMax)
-	m.clogUntil[u], m.clogAt[u] = t+ticks, t
+	m.clogs.start(u, t, ticks)
 	m.net.clogs[u].Store(c)
 	m.tally.Clogs++
 	return Record{Kind: KindClog, By: u, Peer: c.peer, ClogDir: c.dir, Lasts: time.Duration(ticks) * m.tick}
@@ -171,10 +189,10 @@ func (m *nemesis) clog(u int32, t int64) Record {
 // sends, in real time).
 func (m *nemesis) unclog(u int32, t int64) Record {
 	c := m.net.clogs[u].Load()
-	m.tally.ClogTicks += t - m.clogAt[u]
-	m.clogUntil[u] = 0
+	ticks := m.clogs.end(u, t)
+	m.tally.ClogTicks += ticks
 	m.net.clogs[u].Store(nil)
-	return Record{Kind: KindUnclog, By: u, Peer: c.peer, ClogDir: c.dir, Lasts: time.Duration(t-m.clogAt[u]) * m.tick}
+	return Record{Kind: KindUnclog, By: u, Peer: c.peer, ClogDir: c.dir, Lasts: time.Duration(ticks) * m.tick}
 }
 
 // end ends every fault at tick t, for the drain: the network heals, the
@@ -185,13 +203,13 @@ func (m *nemesis) end(t int64) (recs []Record, joined []int32) {
 	}
 	m.nextSplit = 0
 	for u := int32(1); u <= m.users; u++ {
-		if m.awayUntil[u] != 0 {
+		if m.outages.on(u) {
 			m.comeBack(u, t)
 		}
 	}
 	m.offMax = 0
 	for u := int32(1); u <= m.users && m.clogMax > 0; u++ {
-		if m.clogUntil[u] != 0 {
+		if m.clogs.on(u) {
 			recs = append(recs, m.unclog(u, t))
 		}
 	}
@@ -203,8 +221,7 @@ func (m *nemesis) end(t int64) (recs []Record, joined []int32) {
 }
 
 func (m *nemesis) comeBack(u int32, t int64) {
-	m.tally.AwayTicks += t - m.awayAt[u]
-	m.awayUntil[u] = 0
+	m.tally.AwayTicks += m.outages.end(u, t)
 	m.net.away[u].Store(false)
 }
 
