@@ -176,8 +176,11 @@ func (p *Port) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	if p.hushed {
 		return
 	}
-	if len(p.waiting) > 0 {
-		p.sendWaiting(now) // nothing overtakes what a clog held
+	clogged := f.clogged(p.uid, to)
+	if len(p.waiting) > 0 && !clogged {
+		// Nothing overtakes what a clog held. Behind a clog of its own,
+		// the new one waits too: no pass over what waits for each send.
+		p.sendWaiting(now)
 	}
 	p.tx.Transmissions++
 	if k == txResend {
@@ -191,7 +194,7 @@ func (p *Port) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 		if dup {
 			p.tx.Duplicated++
 		}
-		if f.clogged(p.uid, to) {
+		if clogged {
 			p.tx.Clogged++
 			p.waiting = append(p.waiting, waitingTransmission{to, d, dup, k == txResend})
 			return // the page draws a resend when it goes on
