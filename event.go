@@ -172,8 +172,8 @@ func pickGroup(rng *rand.Rand, n int, self, known int32) *Group {
 type EventKind uint8
 
 // The three room events; a late joiner's hello and the state transfer it
-// asks for; a heartbeat, which carries a report when its sender has
-// broadcast nothing for a while; and the links' acknowledgements.
+// asks for; what users tell each other of stability, up and down the
+// report tree; and the links' acknowledgements.
 const (
 	CreateEvent EventKind = iota + 1
 	MessageEvent
@@ -181,7 +181,8 @@ const (
 	HelloEvent        // a late joiner tells everyone before it that it is online
 	StateRequestEvent // a late joiner asks a peer for its rooms
 	StateEvent        // the peer's rooms, in Event.State
-	HeartbeatEvent    // a report alone: see stability
+	ReportEvent       // a report alone, to the sender's parent: see stability
+	NewsEvent         // what the sender knows of stability, to its children
 	AckEvent          // Delivery.Ack acknowledges the reverse link
 	GapEvent          // an acknowledgement that also reports a gap: see links
 )
@@ -200,8 +201,10 @@ func (k EventKind) String() string {
 		return "state request"
 	case StateEvent:
 		return "state"
-	case HeartbeatEvent:
-		return "heartbeat"
+	case ReportEvent:
+		return "report"
+	case NewsEvent:
+		return "news"
 	case AckEvent, GapEvent:
 		return "ack"
 	}
@@ -209,7 +212,7 @@ func (k EventKind) String() string {
 }
 
 // Event is one event as its sender made it (a room event, or what a late
-// joiner, a heartbeat or the links send). It is immutable once sent:
+// joiner, the report tree or the links send). It is immutable once sent:
 // one Event is shared by every recipient, so an action allocates one event
 // however many users it reaches.
 //
@@ -225,11 +228,10 @@ type Event struct {
 	Sent  time.Duration // simulation time of sending, since the start
 	Epoch uint64        // the sender's epoch: see stability
 
-	// What every transmission tells of stability: the stable epoch, the
-	// reclaim point and the horizon its sender knew, and on a broadcast,
-	// its report.
-	Stable, Reclaim, Horizon uint64
-	Report                   *progress
+	// What every transmission tells of stability: what its sender knew;
+	// and, for the sender's parent in the report tree, a report.
+	Word   stableWord
+	Report *progress
 
 	State  []RoomState // StateEvent: every group the sender knows of
 	Covers uint64      // StateEvent: the sender's view has every create and close sent below it; 0 when it does not know

@@ -119,6 +119,13 @@ func (ls *links) send(out port, r int32, ev *Event, now time.Duration) {
 	ls.transmit(out, r, l, Delivery{Event: ev, Seq: seq}, txFirst, now)
 }
 
+// control sends ev to r once, unnumbered, with the link's
+// acknowledgement riding on it: what the sender will repeat if it must,
+// as the report tree does, needs no keeping.
+func (ls *links) control(out port, r int32, ev *Event, now time.Duration) {
+	ls.transmit(out, r, ls.link(r), Delivery{Event: ev}, txControl, now)
+}
+
 // link returns the link to peer r, starting it on first use and marking it
 // active.
 func (ls *links) link(r int32) *link {
@@ -164,6 +171,9 @@ func (ls *links) arrive(out port, d Delivery, now time.Duration) *Event {
 	case GapEvent:
 		ls.resend(out, from, l, d.Ack, d.Seq, now)
 		return nil
+	}
+	if d.Seq == 0 {
+		return d.Event // sent outside the links: see control
 	}
 	return ls.receive(l, d, now)
 }

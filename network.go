@@ -343,9 +343,9 @@ func (f *faults) clogged(a, b int32) bool {
 }
 
 // runCounts reports whether the run counts ev in flight, sent and applied,
-// for its drain: everything but a heartbeat, which comes as long as users
-// tick.
-func runCounts(ev *Event) bool { return ev.Kind != HeartbeatEvent }
+// for its drain: everything but the report tree's reports and news, which
+// come as long as anything is unstable.
+func runCounts(ev *Event) bool { return ev.Kind != ReportEvent && ev.Kind != NewsEvent }
 
 // outstanding counts deliveries sent but not yet applied, and late joiners
 // whose view is not yet complete. Lockstep reads it between rounds, when

@@ -118,7 +118,7 @@ func TestRetireAppliedGivesBack(t *testing.T) {
 	for range 3 {
 		u.applied(&Event{Kind: MessageEvent}, 0)
 	}
-	u.applied(&Event{Kind: HeartbeatEvent}, 0) // never counted in flight
+	u.applied(&Event{Kind: ReportEvent}, 0) // never counted in flight
 	if n.fl.inflight.Load() != 3 {
 		t.Fatal("room went back before the batch ended")
 	}

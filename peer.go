@@ -36,6 +36,8 @@ type Peer struct {
 	online     bool          // as it last noticed, at a tick
 	awaySince  time.Duration // the start of its last outage
 	lastReport uint64        // the tick of its last report
+	lastNews   uint64        // the tick it last told its children of stability
+	fromParent bool          // its parent's news came since it last told its own
 	replyTo    []int32       // users that asked for this user's rooms
 
 	// A late joiner's way in: see arrival.
@@ -50,7 +52,7 @@ type Peer struct {
 	awayTicks uint64 // ticks it was offline before it had the rooms
 
 	ticks, skipped, acted int64 // rolls, ticks not served, rolls that acted
-	heartbeats            int64 // broadcasts of a report alone
+	reports, news         int64 // transmissions of a report alone, and of news to children
 	tombsPeak             int   // the most tombstones its view kept at once
 }
 
@@ -123,7 +125,7 @@ const (
 
 // newPeer returns user uid's peer, rolling with rng.
 func newPeer(uid int32, cfg peerConfig, rng *rand.Rand) *Peer {
-	p := &Peer{uid: uid, cfg: cfg, rng: rng, online: !cfg.latecomer, stab: newStability(cfg.users, !cfg.latecomer)}
+	p := &Peer{uid: uid, cfg: cfg, rng: rng, online: !cfg.latecomer, stab: newStability(uid, cfg.users)}
 	p.view = NewView(uid, cfg.log)
 	p.view.stab = p.stab
 	if cfg.faulty {
@@ -217,8 +219,8 @@ func (p *Peer) propose(a Proposal, now time.Duration, out port) {
 	p.fanOut(ev, now, out)
 }
 
-// onTick is one tick of the user: it learns what stability its reports
-// allow and reclaims by it, notices whether it is offline or back,
+// onTick is one tick of the user: it learns what stability the reports
+// allow (at the root) and reclaims by what it knows, notices whether it is offline or back,
 // applies what is due, rolls for an action, and tends what it owes beyond
 // its actions.
 func (p *Peer) onTick(in Input, out port) {
@@ -226,7 +228,7 @@ func (p *Peer) onTick(in Input, out port) {
 	p.tick = max(p.tick, in.Tick)
 	v := p.view
 	v.SetEpoch(p.tick)
-	p.stab.settle(p.tick)
+	p.stab.settle(v.epoch, p.tick)
 	v.Expire(p.stab.reclaim())
 	p.tombsPeak = max(p.tombsPeak, v.tombs.len())
 	if p.cfg.faulty {
@@ -338,7 +340,7 @@ func (p *Peer) pick(n int) int {
 }
 
 // fanOut sends ev, an action's event, to its recipients: a message to the
-// other members, counted; a create or a close to everyone, with a report.
+// other members, counted; a create or a close to everyone.
 func (p *Peer) fanOut(ev *Event, now time.Duration, out port) {
 	if ev == nil {
 		return
@@ -354,28 +356,29 @@ func (p *Peer) fanOut(ev *Event, now time.Duration, out port) {
 	}
 }
 
-// broadcast sends ev to every other user it knows, with its report: what
-// it sent (this broadcast included, if ev is counted) and applied since
-// its last, unless it has reported in this epoch already.
+// broadcast sends ev to every other user it knows. Its parent in the
+// report tree is one of them, so the report it owes, if any, rides on it
+// (this broadcast counted in it, if ev is counted); and its children
+// learn what it knows of stability.
 func (p *Peer) broadcast(ev *Event, now time.Duration, out port) {
+	s := p.stab
 	if counted(ev.Kind) {
-		p.stab.count(ev.Epoch, int64(p.view.Known()-1), true)
+		s.count(ev.Epoch, int64(p.view.Known()-1), true)
 	}
-	if ev.Report = p.stab.report(p.view.epoch, p.arrivalNote()); ev.Report != nil {
-		p.lastReport = p.tick
+	if !s.root() && p.tick > p.lastReport && s.owes(p.arrivalNote()) {
+		ev.Report, p.lastReport = s.report(p.view.epoch, p.arrivalNote()), p.tick
 	}
 	p.stamp(ev)
+	s.told, s.kidsSaid, p.lastNews = ev.Word, false, p.tick
 	for r := range recipients(ev, p.uid, p.view.Known()) {
 		p.send(r, ev, out)
 	}
 }
 
 // stamp sets what every transmission of ev tells its recipients of
-// stability: the stable epoch, reclaim point and horizon its sender
-// knows.
+// stability: what its sender knows.
 func (p *Peer) stamp(ev *Event) *Event {
-	ev.Stable = p.stab.stable
-	ev.Reclaim, ev.Horizon = p.stab.reclaim()
+	ev.Word = p.stab.word()
 	return ev
 }
 
@@ -438,17 +441,18 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 			return
 		}
 	}
-	p.stab.heard(ev.Stable, ev.Reclaim, ev.Horizon, p.tick)
-	if r := ev.Report; r != nil {
-		p.stab.take(r)
-		p.stab.noteArrival(ev.From, r.Arrival)
+	p.stab.heard(ev.Word, p.tick)
+	if r := ev.Report; r != nil && treeParent(ev.From) == p.uid {
+		p.stab.take(ev.From, r)
 	}
 	switch ev.Kind {
 	case HelloEvent:
 		p.view.SetEpoch(ev.Epoch)
 		p.view.Learn(ev.From, now)
 		p.stab.count(ev.Epoch, 1, false)
-	case HeartbeatEvent:
+	case ReportEvent:
+	case NewsEvent:
+		p.fromParent = p.fromParent || ev.From == p.stab.parent
 	case StateRequestEvent:
 		p.view.SetEpoch(ev.Epoch)
 		p.replyTo = append(p.replyTo, ev.From)
@@ -477,8 +481,9 @@ func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
 }
 
 // tend sends what the user owes beyond its actions: its rooms to users
-// that asked, a late joiner's questions, a heartbeat, and what the links
-// owe. act is what the run lets the user do on this tick: see owesReport.
+// that asked, a late joiner's questions, its report and news in the
+// report tree, and what the links owe. act is what the run lets the user
+// do on this tick.
 func (p *Peer) tend(now time.Duration, act actChoice, out port) {
 	// A late joiner asked may be one itself: it answers once it has rooms,
 	// and says whether its view is complete.
@@ -505,45 +510,54 @@ func (p *Peer) tend(now time.Duration, act actChoice, out port) {
 			p.ask(now, out)
 		}
 	}
-	// A heartbeat is a broadcast like an action's, and waits like one for
-	// a network with room for it.
-	every := uint64(heartbeatTicks)
-	if act == actNone {
-		every = drainHeartbeatTicks
-	}
-	if p.tick >= p.lastReport+every && p.view.epoch > p.stab.pos && p.owesReport(act) && out.admit(int64(p.view.Known()-1)) {
-		p.heartbeats++
-		p.broadcast(&Event{Kind: HeartbeatEvent, From: p.uid, Sent: now, Epoch: p.view.epoch}, now, out)
-		out.release()
-	}
+	p.tellStability(now, act, out)
 	if p.links != nil {
 		p.links.tend(out, now)
 	}
 }
 
-// owesReport reports whether the user has something to tell that others'
-// stability waits for, on a tick when the run lets it act: a late joiner's
-// way in, its own or another's, until it is stable (others hold
-// reclaiming back for it, and the drain waits for it); a position so far
-// behind the others' that it holds them back; and while it serves its
-// ticks, what it sent or applied since its last report. On a tick it is
-// too late to serve a user adds no load it can spare. A user that has
-// none of these stays quiet: in a run gone quiet, nothing waits for it
-// (once every position is within a heartbeat of the greatest, no one is
-// behind). In the drain only a late joiner's way in makes reports come
-// faster (drainHeartbeatTicks): a report goes to every user, and a
-// storm of them at 20,000 users would cost more than the run.
-func (p *Peer) owesReport(act actChoice) bool {
+// tellStability sends this user's part of the report tree (see
+// stability): its report to its parent, while it owes one, when
+// reportTicks have passed since its last (alone or on a broadcast) or as
+// soon as a child's report came; and the news its children have not
+// heard. Both go outside the links, since the next
+// round repeats them. On a tick it is too late to serve, a user adds no
+// report: the network has no room to spare. Both wait like an action for
+// a network with room for them.
+func (p *Peer) tellStability(now time.Duration, act actChoice, out port) {
 	s := p.stab
-	switch {
-	case len(s.guards) > 0 || p.stage != settled || p.cfg.latecomer && s.stable <= p.doneAt:
-		return true
-	case act == actSkip:
-		return false
-	case s.maxPos > s.pos+heartbeatTicks:
-		return true
+	if !s.root() && act != actSkip && p.tick > p.lastReport && (s.fresh || p.tick >= p.lastReport+reportTicks) &&
+		s.owes(p.arrivalNote()) && out.admit(1) {
+		p.reports++
+		p.lastReport = p.tick
+		r := s.report(p.view.epoch, p.arrivalNote())
+		p.control(s.parent, p.stamp(&Event{Kind: ReportEvent, From: p.uid, Sent: now, Epoch: p.view.epoch, Report: r}), now, out)
+		out.release()
 	}
-	return act == actRoll && len(s.pending) > 0
+	s.settle(p.view.epoch, p.tick) // at the root, with the reports that came this tick
+	lo, hi := treeChildren(p.uid, p.cfg.users)
+	hi = min(hi, p.view.Known()) // the rest are not online yet: they hear it from anyone
+	if lo > hi || !s.newsOwed(p.fromParent, p.tick, p.lastNews) || !out.admit(int64(hi-lo+1)) {
+		p.fromParent = false
+		return
+	}
+	ev := p.stamp(&Event{Kind: NewsEvent, From: p.uid, Sent: now, Epoch: p.view.epoch})
+	for c := lo; c <= hi; c++ {
+		p.control(c, ev, now, out)
+	}
+	out.release()
+	p.news += int64(hi - lo + 1)
+	s.told, s.kidsSaid, p.lastNews, p.fromParent = ev.Word, false, p.tick, false
+}
+
+// control sends ev to r once, outside the links: the report tree's
+// transmissions, which the next round repeats.
+func (p *Peer) control(r int32, ev *Event, now time.Duration, out port) {
+	if p.links != nil {
+		p.links.control(out, r, ev, now)
+		return
+	}
+	out.transmit(r, Delivery{Event: ev}, txControl, now)
 }
 
 // Records are the log records made since the last ResetRecords.

@@ -10,16 +10,20 @@ import (
 // testNet is an in-memory network for driving peers directly, as etcd
 // raft's tests drive nodes: every transmission a peer makes waits in
 // flight until the test delivers it, loses it or delivers it twice, in
-// whatever order the test picks. At each tick it tells a user its own tick
-// and whether it is offline; nothing else. Nothing here copies a driver:
-// the peer decides what to do with each input.
+// whatever order the test picks. The report tree's reports and news (see
+// stability) are apart: they arrive at the next tick, unless an outage or
+// a cut loses them, so that tests of the races need not step through
+// them. At each tick it tells a user its own tick and whether it is
+// offline; nothing else. Nothing here copies a driver: the peer decides
+// what to do with each input.
 type testNet struct {
 	t      testing.TB
 	peers  []*Peer // peers[u] is user_u; 0 unused
 	ports  []*testPort
 	flight []inTransit
-	made   int // transmissions made so far
-	late   int // late joiners online whose view is not yet complete
+	tree   []inTransit // the report tree's, due at the next tick
+	made   int         // transmissions made so far
+	late   int         // late joiners online whose view is not yet complete
 	tick   uint64
 	now    time.Duration
 	period time.Duration
@@ -77,6 +81,7 @@ func (tn *testNet) join(j int32) {
 func (tn *testNet) tickAll(act actChoice) {
 	tn.now += tn.period
 	tn.tick++
+	tn.deliverTree()
 	for u := 1; u < len(tn.peers); u++ {
 		tn.tickOne(int32(u), act)
 	}
@@ -85,6 +90,15 @@ func (tn *testNet) tickAll(act actChoice) {
 // tickOne ticks user u alone, at the current time.
 func (tn *testNet) tickOne(u int32, act actChoice) {
 	tn.peers[u].Step(Input{Kind: tickInput, Now: tn.now, Tick: tn.tick, Act: act, Away: tn.away[u]}, tn.ports[u])
+}
+
+// deliverTree hands the report tree's transmissions to their recipients.
+func (tn *testNet) deliverTree() {
+	due := tn.tree
+	tn.tree = nil
+	for _, tr := range due {
+		tn.arrive(tr)
+	}
 }
 
 // deliver hands the i-th transmission in flight to its recipient, unless
@@ -130,6 +144,10 @@ func (p *testPort) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 		p.tx.Retransmitted++
 	}
 	d.Due = now
+	if k := d.Event.Kind; d.Seq == 0 && (k == ReportEvent || k == NewsEvent) {
+		n.tree = append(n.tree, inTransit{0, p.uid, to, d, txControl, now})
+		return
+	}
 	n.made++
 	n.flight = append(n.flight, inTransit{n.made, p.uid, to, d, k, now})
 }

@@ -285,9 +285,9 @@ func (u *realUser) drainOut() {
 // The peer's port, as the real-time network: see port. What the peer
 // sends is counted in flight until applied: within the room admit
 // reserved, or on its own, for what no one may refuse (a hello, a state
-// transfer). A heartbeat waits for room like an action, but is not
-// counted: the drain does not wait for heartbeats, which come as long as
-// users tick.
+// transfer). A report or news of stability waits for room like an
+// action, but is not counted: the drain does not wait for them, which
+// come as long as anything is unstable.
 
 func (u *realUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	if k == txFirst && runCounts(d.Event) {

@@ -185,15 +185,16 @@ type NetFigures struct {
 // Stability is what users pay to learn stability from each other: how
 // long after an epoch ended each user knew it stable (the lag, in ticks,
 // over every user and epoch), the tombstones views kept while they
-// waited for it, and the heartbeats sent when a user had broadcast
-// nothing for a while.
+// waited for it, and the transmissions of the report tree that rode on
+// nothing else: reports up it and news down it.
 type Stability struct {
 	LagMedian    int64 `json:"lag_median_ticks"`
 	LagMax       int64 `json:"lag_max_ticks"`
 	Known        int64 `json:"known_stable"`        // (user, epoch) pairs known stable; 0: the lag figures mean nothing yet
 	TombsPeak    int64 `json:"tombstones_peak"`     // the most one view kept at once
 	TombsPeakAll int64 `json:"tombstones_peak_all"` // the most all views kept at once, sampled each tick
-	Heartbeats   int64 `json:"heartbeats"`
+	Reports      int64 `json:"reports"`             // sent alone, up the report tree
+	News         int64 `json:"news"`                // down it
 }
 
 // FaultFigures are what the faults did.
@@ -259,7 +260,7 @@ type userFigures struct {
 	Transport             transportCounts
 	Lags                  []int64 // Lags[k]: epochs this user knew stable k ticks after they ended
 	TombsPeak             int64
-	Heartbeats            int64
+	Reports, News         int64
 	Late                  *lateFigures // a late joiner's way in; nil for others
 }
 
@@ -287,7 +288,8 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 			lags[k] += n
 		}
 		r.Stability.TombsPeak = max(r.Stability.TombsPeak, u.TombsPeak)
-		r.Stability.Heartbeats += u.Heartbeats
+		r.Stability.Reports += u.Reports
+		r.Stability.News += u.News
 		if u.Late != nil {
 			toRooms = append(toRooms, u.Late.ToRooms)
 			if u.Late.ToComplete > 0 {
@@ -549,8 +551,8 @@ func (r *Report) writeText(w io.Writer) error {
 	if st.Known > 0 {
 		known = fmt.Sprintf("epochs known stable %s after they ended (median), %s at most", plural(st.LagMedian, "tick"), plural(st.LagMax, "tick"))
 	}
-	p("stability", "%s; tombstones kept: at most %d in a view, %d in all at once; %s",
-		known, st.TombsPeak, st.TombsPeakAll, plural(st.Heartbeats, "heartbeat"))
+	p("stability", "%s; tombstones kept: at most %d in a view, %d in all at once; %s and %d news",
+		known, st.TombsPeak, st.TombsPeakAll, plural(st.Reports, "report"), st.News)
 	if f := r.Faults; f != nil && f.LateJoiners > 0 {
 		p("late", "joiners had the rooms %s online after coming online (median), %s at most; a complete view after %s (median), %s at most",
 			plural(f.ToRoomsMedian, "tick"), plural(f.ToRoomsMax, "tick"), plural(f.ToCompleteMedian, "tick"), plural(f.ToCompleteMax, "tick"))

@@ -1,5 +1,10 @@
 package main
 
+import (
+	"cmp"
+	"slices"
+)
+
 // Stability, learned from the peers: part of a peer's step machine.
 //
 // Epoch W is stable when every room event sent in an epoch below W has
@@ -10,78 +15,108 @@ package main
 // of anything it applies, so that what it sends after applying an event is
 // never in an earlier epoch than the event.
 //
-// No user can count what is in flight across the network, so each learns
-// W from what the others tell it. Every broadcast (a create, a close, a
-// late joiner's hello, a heartbeat) carries its sender's report: how many
-// counted events (those that change rooms, messages, and a late joiner's
-// hello: see counted) it sent and applied, by epoch, since its last
-// report, and its position (every counted event it sent in an epoch below
-// the position is in its reports so far), with the position of its
-// previous report. A peer sums the reports it takes: per epoch, sent minus applied (balance),
-// and how many users' reports have reached each position (positions).
-// Epoch e is complete once every user's position is past e (no more sends
-// of e will be reported) and its balance is zero (every send of e is
-// applied: an apply is reported only once it happened, and each payload is
-// applied once). W is the least epoch not complete. Never early; late by
-// how long reports take to arrive, which a heartbeat bounds when a user
-// broadcasts nothing for heartbeatTicks.
+// No user can count what is in flight across the network, so W is summed
+// from what the users tell each other, up a tree of users fixed by uid
+// (the report tree: user 1 is its root, and user u's parent is
+// treeParent(u)). Each user counts the counted events (those that change
+// rooms, messages, and a late joiner's hello: see counted) it sent less
+// those it applied, by epoch, and has a position: the epoch it has
+// reached, below which it will send nothing more. It reports to its
+// parent, every reportTicks while anything is unstable, its subtree's
+// sums: its own counts plus its children's last reports, for every epoch
+// not yet known stable, and the subtree's position, the least of its own
+// and its children's. At the root, epoch e is complete once the least
+// position is past e (no more sends of e will be reported) and its sum,
+// sent less applied, is zero (every send of e is applied: an apply is
+// counted only once it happened, and each payload is applied once). W is
+// the least epoch not complete. Never early; late by how long reports
+// take to climb the tree.
 //
-// Reports may arrive in any order over links that repair loss: a report
-// moves its sender from the previous position to the new one, so the
-// positions count each user once, at the end of the run of its reports
-// that has settled without a gap. That is never later than its true
-// position, so W is never early.
+// A report is a snapshot, not a difference: each says everything its
+// subtree has to say, so a later one replaces an earlier, and one lost,
+// duplicated or overtaken costs nothing but the wait for the next. They
+// travel outside the links, like acknowledgements, and the next round
+// repeats them. A subtree's position is that of reports whose counts are
+// in, never later than its true position, so W is never early; an epoch
+// below a W its sender heard is left out, since the root, whose W is the
+// greatest, has let go of it.
+//
+// The root tells its children what it knows (W, the reclaim point, the
+// horizon, and want: the latest epoch it knows had a counted send, or the
+// present while a late joiner is on its way in), and
+// they tell theirs as soon as they hear it; every transmission also
+// carries its sender's word, and any user's W is a fact about all. A
+// user takes the greatest it hears. Once W passes want nothing is
+// unstable, and users stop reporting until something is sent: a run gone
+// quiet sends nothing for stability. A child that still reports then has
+// not heard, and is told again.
 //
 // Every user of the run is counted, from the start: the membership is
 // known. A user offline, cut off or not yet online holds W back while it
-// lasts, the honest cost of causal stability.
+// lasts, the honest cost of causal stability; so does one between it and
+// the root, until it is back and its next report carries its subtree's.
 //
-// The sums need every report of every user. A late joiner misses those
-// sent before the others knew of it, so it counts nothing itself: it
-// learns W and H from the others' word, since every transmission carries
-// its sender's (W, H), and any user's W is a fact about all. Taking the
-// greater W and the greater H keeps them a valid pair. It learns the point
-// to reclaim by in the same way (see reclaim).
-//
-// A late joiner also holds back reclaiming, for a while: see latecomerGuard.
+// A late joiner holds back reclaiming, for a while: see latecomerGuard.
+// Its word on its way in climbs the tree with the reports.
 type stability struct {
-	counting bool // sums reports; a late joiner does not
-	members  int
+	uid    int32
+	parent int32 // in the report tree; 0 at the root
 
-	stable, horizon uint64 // W and H, as known
-	reclaimHeard    uint64 // the greatest reclaim point another user told
-	pos             uint64 // the position of this user's last report
-	pending         []epochCount
-	maxPos          uint64 // the greatest position reported: a horizon
+	// What this user knows, from the root's word or, at the root, its
+	// sums: W, its horizon, the reclaim point and want.
+	stable, horizon, reclaimHeard, want uint64
 
-	base      uint64  // the epoch of positions[0] and balance[0]: the least position of any user
-	positions []int32 // users whose reports have reached each position, from base
-	balance   []int64 // sent minus applied, by epoch, from base
+	own      []epochCount // this user's own counts, by epoch, from W
+	ownLast  uint64       // the latest epoch of its own counted sends
+	pos      uint64       // its own position, as of its last report (at the root, its last settle)
+	myNote   arrivalNote  // its own word on its way in, if it came late
+	kidsLo   int32        // the uid of its first child
+	kids     []*progress  // each child's last report, by uid from kidsLo; nil before the first
+	made     uint32       // reports made
+	fresh    bool         // a child's report came since this user last reported
+	kidsSaid bool         // a child's report came since this user last told its children
 
-	guards []latecomerGuard // late joiners that may still send about what they did not know
+	guards []latecomerGuard // at the root: the late joiners it guards
+
+	told stableWord // what this user last told its children
 
 	lags []int64 // lags[k]: epochs known stable k ticks after they ended
 }
 
-// epochCount is what one user sent and applied of one epoch's room
-// events.
-type epochCount struct {
-	Epoch         uint64
-	Sent, Applied int64
+// stableWord is what a user knows of stability and tells others: see
+// stability.
+type stableWord struct {
+	Stable, Reclaim, Horizon, Want uint64
 }
 
-// progress is the report a broadcast carries of its sender's progress:
-// see stability.
+// epochCount is what a user or a subtree sent less what it applied of
+// one epoch's counted events.
+type epochCount struct {
+	Epoch uint64
+	Net   int64
+}
+
+// progress is a report to a user's parent of its subtree's progress: see
+// stability.
 type progress struct {
-	Prev, Pos uint64
-	Counts    []epochCount
-	Arrival   arrivalNote // the sender's own way in, if it came late
+	N        uint32       // the report's number, from 1: a later one replaces an earlier
+	Pos      uint64       // the subtree's position
+	MaxPos   uint64       // the greatest position in the subtree: a horizon
+	LastSend uint64       // the latest epoch of a counted send in the subtree
+	Counts   []epochCount // by epoch, from the sender's W, none zero
+	Notes    []arrivalEntry
 }
 
 // arrivalNote is a late joiner's word on its way in: the epoch of its hello,
 // and once its view is complete, the epoch it was complete in.
 type arrivalNote struct {
 	Hello, Done uint64
+}
+
+// arrivalEntry is a late joiner's note, on its way up the tree.
+type arrivalEntry struct {
+	UID  int32
+	Note arrivalNote
 }
 
 // latecomerGuard is a late joiner that may still send about rooms it does
@@ -92,130 +127,228 @@ type arrivalNote struct {
 // sent until then is stable. A tombstone whose second phase ends before the
 // hello is safe to forget: its close was applied, and reported, by every
 // user that could answer the joiner before it could answer, and every send
-// it outlived was sent before anyone knew of the joiner.
+// it outlived was sent before anyone knew of the joiner. The root knows
+// every guard before W passes 0: a joiner holds W at 0 until its first
+// report, which carries its note.
 type latecomerGuard struct {
 	uid         int32
 	hello, done uint64
 }
 
-// heartbeatTicks is how long a user stays without broadcasting before it
-// sends a heartbeat: a report alone, to everyone it knows. Longer is
-// fewer transmissions and later stability.
-const heartbeatTicks = 20
+// reportFanout is how many children a user has in the report tree: the
+// tree of 100 users is two levels deep below the root, of 100,000 five.
+// Wider is fewer hops and more reports for one user to take.
+const reportFanout = 16
 
-// drainHeartbeatTicks is the same in the drain, where no one acts and only
-// users that someone's stability waits for report: a late joiner's
-// complete view waits for two rounds of stability, and the run's end for
-// it. Measured in real time (6 users, -loss 0.2 -partition 10s -offline
-// 10s -join 2, seeds 5 and 6), the drain took 60 s at 20 ticks, 37-44 s
-// at 10, 30-34 s at 5 and 24-25 s at 2; in lockstep the faults golden run
-// sent 1.0x, 1.1x, 1.6x and 2.9x the transmissions of 20. Five is the knee.
-const drainHeartbeatTicks = 5
+// reportTicks is how often a user reports while anything is unstable,
+// and how often the root tells what it learned. Shorter is earlier
+// stability and more transmissions: see docs/design.md.
+const reportTicks = 5
 
-func newStability(members int, counting bool) *stability {
-	s := &stability{counting: counting, members: members}
-	if counting {
-		s.positions = []int32{int32(members)}
-		s.balance = []int64{0}
+// treeParent is user u's parent in the report tree: 0 for the root.
+func treeParent(u int32) int32 {
+	if u <= 1 {
+		return 0
+	}
+	return (u-2)/reportFanout + 1
+}
+
+// treeChildren are user u's children in the report tree among users
+// users: lo to hi, inclusive; none when lo > hi.
+func treeChildren(u int32, users int) (lo, hi int32) {
+	lo = reportFanout*(u-1) + 2
+	return lo, min(lo+reportFanout-1, int32(users))
+}
+
+func newStability(uid int32, users int) *stability {
+	lo, hi := treeChildren(uid, users)
+	s := &stability{uid: uid, parent: treeParent(uid), kidsLo: lo}
+	if lo <= hi {
+		s.kids = make([]*progress, hi-lo+1)
 	}
 	return s
 }
 
-// count notes k room events of epoch e sent (sent) or applied.
+func (s *stability) root() bool { return s.parent == 0 }
+
+// count notes k counted events of epoch e sent (sent) or applied.
 func (s *stability) count(e uint64, k int64, sent bool) {
-	i := len(s.pending) - 1
-	for i >= 0 && s.pending[i].Epoch != e {
+	if sent {
+		s.ownLast = max(s.ownLast, e)
+	} else {
+		k = -k
+	}
+	i := len(s.own)
+	for i > 0 && s.own[i-1].Epoch > e {
 		i--
 	}
-	if i < 0 {
-		s.pending = append(s.pending, epochCount{Epoch: e})
-		i = len(s.pending) - 1
-	}
-	if sent {
-		s.pending[i].Sent += k
-	} else {
-		s.pending[i].Applied += k
-	}
-}
-
-// report makes this user's report at epoch now, and takes it itself; or
-// makes none, if it has reported in this epoch already. Positions rise
-// from report to report, so that a report tells which came before it: a
-// report whose previous has not settled leaves its sender where the
-// settled ones do.
-func (s *stability) report(now uint64, late arrivalNote) *progress {
-	if now <= s.pos {
-		return nil
-	}
-	r := &progress{Prev: s.pos, Pos: now, Counts: s.pending, Arrival: late}
-	s.pending = nil
-	s.pos = r.Pos
-	s.take(r)
-	return r
-}
-
-// take sums a report from a user, itself included.
-func (s *stability) take(r *progress) {
-	s.maxPos = max(s.maxPos, r.Pos)
-	if !s.counting {
+	if i > 0 && s.own[i-1].Epoch == e {
+		s.own[i-1].Net += k
 		return
 	}
-	s.at(r.Prev)
-	s.positions[r.Prev-s.base]--
-	s.at(r.Pos)
-	s.positions[r.Pos-s.base]++
-	for _, c := range r.Counts {
-		if c.Epoch < s.base {
-			continue // an epoch known complete: its counts are all in
+	s.own = slices.Insert(s.own, i, epochCount{e, k})
+}
+
+// owes reports whether this user has anything to report: counts not
+// known stable, a child's report, a late joiner's word, or a position that
+// W waits for.
+func (s *stability) owes(note arrivalNote) bool {
+	return len(s.own) > 0 || s.fresh || note != s.myNote || s.stable <= s.want
+}
+
+// report makes this user's report to its parent at epoch now, its own
+// position, with note, its own word on its way in.
+func (s *stability) report(now uint64, note arrivalNote) *progress {
+	s.pos, s.myNote = now, note
+	s.made++
+	s.fresh = false
+	return &progress{N: s.made, Pos: s.least(), MaxPos: s.maxPos(), LastSend: s.lastSend(), Counts: s.sums(), Notes: s.notes()}
+}
+
+// take takes a report from child c; one older than the last it took is
+// of no more use.
+func (s *stability) take(c int32, r *progress) {
+	k := &s.kids[c-s.kidsLo]
+	if *k != nil && r.N <= (*k).N {
+		return
+	}
+	*k = r
+	s.fresh, s.kidsSaid = true, true
+	if s.root() {
+		for _, n := range r.Notes {
+			s.noteArrival(n.UID, n.Note)
 		}
-		s.at(c.Epoch)
-		s.balance[c.Epoch-s.base] += c.Sent - c.Applied
 	}
 }
 
-// at makes room for epoch e in the sums.
-func (s *stability) at(e uint64) {
-	for uint64(len(s.positions)) <= e-s.base {
-		s.positions = append(s.positions, 0)
-		s.balance = append(s.balance, 0)
+// sums are the subtree's counts by epoch, from W, none zero: its own and
+// its children's last reports. Its own below W are let go.
+func (s *stability) sums() []epochCount {
+	i := 0
+	for i < len(s.own) && s.own[i].Epoch < s.stable {
+		i++
 	}
+	s.own = s.own[i:]
+	all := slices.Clone(s.own)
+	for _, k := range s.kids {
+		if k != nil {
+			all = append(all, k.Counts...)
+		}
+	}
+	slices.SortStableFunc(all, func(a, b epochCount) int { return cmp.Compare(a.Epoch, b.Epoch) })
+	out := all[:0]
+	for _, c := range all {
+		switch {
+		case c.Epoch < s.stable:
+		case len(out) > 0 && out[len(out)-1].Epoch == c.Epoch:
+			out[len(out)-1].Net += c.Net
+		default:
+			out = append(out, c)
+		}
+		if len(out) > 0 && out[len(out)-1].Net == 0 {
+			out = out[:len(out)-1]
+		}
+	}
+	return out
 }
 
-// heard takes the stable epoch, reclaim point and horizon another user
-// knows.
-func (s *stability) heard(stable, reclaim, horizon uint64, tick uint64) {
-	s.reclaimHeard = max(s.reclaimHeard, reclaim)
-	if stable > s.stable {
-		s.advance(stable, max(s.horizon, horizon), tick)
+// least is the subtree's position: the least of its own and its
+// children's, 0 for a child not yet heard from.
+func (s *stability) least() uint64 {
+	p := s.pos
+	for _, k := range s.kids {
+		if k == nil {
+			return 0
+		}
+		p = min(p, k.Pos)
+	}
+	return p
+}
+
+// maxPos is the greatest position in the subtree.
+func (s *stability) maxPos() uint64 {
+	p := s.pos
+	for _, k := range s.kids {
+		if k != nil {
+			p = max(p, k.MaxPos)
+		}
+	}
+	return p
+}
+
+// lastSend is the latest epoch of a counted send in the subtree.
+func (s *stability) lastSend() uint64 {
+	e := s.ownLast
+	for _, k := range s.kids {
+		if k != nil {
+			e = max(e, k.LastSend)
+		}
+	}
+	return e
+}
+
+// notes are the words of the subtree's late joiners that the root may
+// still need: none long done.
+func (s *stability) notes() []arrivalEntry {
+	var out []arrivalEntry
+	keep := func(e arrivalEntry) {
+		if e.Note.Hello != 0 && (e.Note.Done == 0 || e.Note.Done >= s.stable) {
+			out = append(out, e)
+		}
+	}
+	keep(arrivalEntry{s.uid, s.myNote})
+	for _, k := range s.kids {
+		if k != nil {
+			for _, e := range k.Notes {
+				keep(e)
+			}
+		}
+	}
+	return out
+}
+
+// heard takes what another user knows of stability.
+func (s *stability) heard(w stableWord, tick uint64) {
+	s.reclaimHeard = max(s.reclaimHeard, w.Reclaim)
+	s.want = max(s.want, w.Want)
+	if w.Stable > s.stable {
+		s.advance(w.Stable, max(s.horizon, w.Horizon), tick)
 	} else {
-		s.horizon = max(s.horizon, horizon)
+		s.horizon = max(s.horizon, w.Horizon)
 	}
 }
 
-// settle computes W from the sums at tick. Below the least position of
-// any user every send is reported, so W is the least epoch whose
-// position count or balance is not zero; the sums let go of the epochs
-// below it.
-func (s *stability) settle(tick uint64) {
-	if !s.counting {
+// word is what this user knows of stability, as it tells others.
+func (s *stability) word() stableWord {
+	r, h := s.reclaim()
+	return stableWord{Stable: s.stable, Reclaim: r, Horizon: h, Want: s.want}
+}
+
+// settle computes W from the sums at tick, at the root, whose own
+// position is now epoch. Below the least position every send is
+// reported, so W is the least epoch not below it or whose sum is not
+// zero.
+func (s *stability) settle(epoch, tick uint64) {
+	if !s.root() {
 		return
 	}
-	for len(s.positions) > 1 && s.positions[0] == 0 && s.balance[0] == 0 {
-		s.positions, s.balance = s.positions[1:], s.balance[1:]
-		s.base++
+	s.pos = epoch
+	w := s.least()
+	if c := s.sums(); len(c) > 0 {
+		w = min(w, c[0].Epoch)
 	}
-	if s.base > s.stable {
-		s.advance(s.base, s.maxPos, tick)
+	if w > s.stable {
+		s.advance(w, s.maxPos(), tick)
 	}
-	s.compact()
-}
-
-// compact lets the sums' slices go back to the start of their memory
-// once they have moved well along it.
-func (s *stability) compact() {
-	if cap(s.positions) > 64 && len(s.positions) < cap(s.positions)/4 {
-		s.positions = append([]int32(nil), s.positions...)
-		s.balance = append([]int64(nil), s.balance...)
+	// A late joiner still on its way in waits for W to pass epochs not
+	// yet reached (see arrival): until it is done, W must keep moving.
+	s.want = s.lastSend()
+	for _, l := range s.guards {
+		if l.done == 0 {
+			s.want = epoch
+			break
+		}
+		s.want = max(s.want, l.done)
 	}
 }
 
@@ -248,7 +381,7 @@ func removeDone(guards []latecomerGuard, w uint64) []latecomerGuard {
 	return out
 }
 
-// noteArrival takes a late joiner's word on its way in.
+// noteArrival takes a late joiner's word on its way in, at the root.
 func (s *stability) noteArrival(uid int32, n arrivalNote) {
 	if n.Hello == 0 {
 		return
@@ -266,17 +399,13 @@ func (s *stability) noteArrival(uid int32, n arrivalNote) {
 	s.guards = append(s.guards, latecomerGuard{uid, n.Hello, n.Done})
 }
 
-// reclaim is the epoch views reclaim by, and the horizon: W held at the
-// hello of the oldest late joiner still guarded, as this user knows them,
-// or the greatest such point another user computed and told. Only a user
-// that counts can be sure it knows every guard: every user
-// online from the start has applied a joiner's hello before W can pass it.
-// A late joiner may not have heard of an earlier one at all, so it reclaims
-// by what it is told alone. Each point told is safe for every view, so the
-// greatest is too.
+// reclaim is the epoch views reclaim by, and the horizon: at the root, W
+// held at the hello of the oldest late joiner still guarded; elsewhere,
+// the greatest point the root's word brought. Each point told is safe for
+// every view, so the greatest is too.
 func (s *stability) reclaim() (reclaim, horizon uint64) {
 	r := s.reclaimHeard
-	if s.counting {
+	if s.root() {
 		w := s.stable
 		for _, l := range s.guards {
 			w = min(w, l.hello)
@@ -284,4 +413,17 @@ func (s *stability) reclaim() (reclaim, horizon uint64) {
 		r = max(r, w)
 	}
 	return r, s.horizon
+}
+
+// newsOwed reports whether this user should tell its children what it
+// knows, at tick: something they have not been told, or that nothing is
+// unstable when one of them still reports. The root tells at most every
+// reportTicks; any other user as soon as its parent has told it, so that
+// the word goes down the tree in one pass, or, if that word was lost, a
+// round after it last told.
+func (s *stability) newsOwed(fromParent bool, tick, lastNews uint64) bool {
+	if !(s.word() != s.told || s.kidsSaid && s.stable > s.want) {
+		return false
+	}
+	return fromParent && !s.root() || tick >= lastNews+reportTicks && (s.root() || s.kidsSaid)
 }

@@ -8,16 +8,16 @@ import (
 	"testing"
 )
 
-// reportWorld is users that send and apply counted events and make
-// reports, and one observer that takes their reports in any order, with
-// gaps, as links let them through. The truth is what actually happened:
-// the least epoch with a send not yet applied, or in which a user may
-// still send. The observer's stable epoch must never pass it, and once
-// every report has settled and every user has moved on, must reach it.
+// reportWorld is users in a report tree that send and apply counted
+// events and report to their parents, whose reports arrive in any order,
+// with gaps, as links let them through. The truth is what actually
+// happened: the least epoch with a send not yet applied, or in which a
+// user may still send. The root's stable epoch must never pass it, and
+// once every report has climbed the tree and every user has moved on,
+// must reach it.
 type reportWorld struct {
 	rng      *rand.Rand
-	obs      *stability
-	users    []*stability // users[i] makes user i's reports
+	users    []*stability // users[i] is user i+1; users[0] the root
 	epochs   []uint64     // each user's epoch
 	inFlight []uint64     // the epochs of sends not yet applied
 	queued   [][]*progress
@@ -25,9 +25,9 @@ type reportWorld struct {
 }
 
 func newReportWorld(seed uint64, n int) *reportWorld {
-	w := &reportWorld{rng: rand.New(rand.NewPCG(seed, 9)), obs: newStability(n, true), epochs: make([]uint64, n), queued: make([][]*progress, n)}
-	for range n {
-		w.users = append(w.users, newStability(n, false))
+	w := &reportWorld{rng: rand.New(rand.NewPCG(seed, 9)), epochs: make([]uint64, n), queued: make([][]*progress, n)}
+	for i := range n {
+		w.users = append(w.users, newStability(int32(i+1), n))
 	}
 	return w
 }
@@ -38,6 +38,12 @@ func (w *reportWorld) truth() uint64 {
 		t = min(t, e)
 	}
 	return t
+}
+
+// arrive delivers user i's queued report j to its parent.
+func (w *reportWorld) arrive(i, j int) {
+	w.users[treeParent(int32(i+1))-1].take(int32(i+1), w.queued[i][j])
+	w.queued[i] = slices.Delete(w.queued[i], j, j+1)
 }
 
 // step does one random thing.
@@ -59,60 +65,94 @@ func (w *reportWorld) step(t *testing.T) {
 	case 2: // move on
 		w.epochs[i] += uint64(1 + w.rng.IntN(2))
 	case 3: // report
-		if r := w.users[i].report(w.epochs[i], arrivalNote{}); r != nil {
-			w.queued[i] = append(w.queued[i], r)
+		if i > 0 {
+			w.queued[i] = append(w.queued[i], w.users[i].report(w.epochs[i], arrivalNote{}))
 		}
-	case 4: // a report reaches the observer, in any order
+	case 4: // a report reaches the parent, in any order, or is lost
 		if q := w.queued[i]; len(q) > 0 {
 			j := w.rng.IntN(len(q))
-			w.obs.take(q[j])
-			w.queued[i] = slices.Delete(q, j, j+1)
+			if w.rng.IntN(4) == 0 {
+				w.queued[i] = slices.Delete(q, j, j+1)
+				break
+			}
+			w.arrive(i, j)
 		}
 	}
 	w.tick++
-	w.obs.settle(w.tick)
-	if truth := w.truth(); w.obs.stable > truth {
-		t.Fatalf("stable %d passed the truth %d: epochs %v in flight %v base %d positions %v balance %v", w.obs.stable, truth, w.epochs, w.inFlight, w.obs.base, w.obs.positions, w.obs.balance)
+	root := w.users[0]
+	root.settle(w.epochs[0], w.tick)
+	if truth := w.truth(); root.stable > truth {
+		t.Fatalf("stable %d passed the truth %d: epochs %v in flight %v sums %v", root.stable, truth, w.epochs, w.inFlight, root.sums())
 	}
 }
 
 // Over random histories of sends, applies and reports arriving in any
-// order, the stable epoch a user learns is never early, and once every
-// report is in it is exact.
+// order or lost, up trees of one to three levels, the stable epoch the root
+// learns is never early, and once every report is in it is exact.
 func TestStabilityNeverEarly(t *testing.T) {
 	for seed := range uint64(300) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			w := newReportWorld(seed, 2+int(seed%5))
-			for range 400 {
+			n := 2 + int(seed%5)
+			if seed%3 == 0 {
+				n = 2 + reportFanout + int(seed%40) // three levels
+			}
+			w := newReportWorld(seed, n)
+			for range 400 * n / 4 {
 				w.step(t)
 			}
-			// Everything lands, every user moves on and reports.
+			// Everything lands, every user moves on and reports, the
+			// deepest first, and every report arrives.
 			for len(w.inFlight) > 0 {
 				w.users[0].count(w.inFlight[0], 1, false)
 				w.inFlight = w.inFlight[1:]
 			}
-			for i := range w.users {
-				w.epochs[i] = slices.Max(w.epochs) + 1
-				w.queued[i] = append(w.queued[i], w.users[i].report(w.epochs[i], arrivalNote{}))
-				for _, r := range w.queued[i] {
-					w.obs.take(r)
+			end := slices.Max(w.epochs) + 1
+			for i := len(w.users) - 1; i >= 0; i-- {
+				w.epochs[i] = end
+				if i == 0 {
+					break
+				}
+				w.queued[i] = append(w.queued[i], w.users[i].report(end, arrivalNote{}))
+				for len(w.queued[i]) > 0 {
+					w.arrive(i, 0)
 				}
 			}
-			w.obs.settle(w.tick + 1)
-			if w.obs.stable != w.truth() {
-				t.Errorf("with every report in, stable %d, truth %d", w.obs.stable, w.truth())
+			w.users[0].settle(end, w.tick+1)
+			if w.users[0].stable != w.truth() {
+				t.Errorf("with every report in, stable %d, truth %d", w.users[0].stable, w.truth())
 			}
 		})
 	}
 }
 
-// What one user knows of stability it tells the others, and a user that
-// counts nothing itself, a late joiner, learns it that way; the horizon
-// that goes with it only grows.
+// The report tree: every user but the root has one parent, and is among
+// its parent's children.
+func TestReportTree(t *testing.T) {
+	for _, n := range []int{1, 2, 17, 18, 100, 1000} {
+		seen := make([]int, n+1)
+		for u := int32(1); u <= int32(n); u++ {
+			lo, hi := treeChildren(u, n)
+			for c := lo; c <= hi; c++ {
+				if treeParent(c) != u {
+					t.Fatalf("n=%d: child %d of %d has parent %d", n, c, u, treeParent(c))
+				}
+				seen[c]++
+			}
+		}
+		for u := 2; u <= n; u++ {
+			if seen[u] != 1 {
+				t.Errorf("n=%d: user %d is a child %d times", n, u, seen[u])
+			}
+		}
+	}
+}
+
+// What the root knows of stability it tells the others, and a user below
+// it learns it that way; the horizon that goes with it only grows.
 func TestStabilityHeard(t *testing.T) {
-	s := newStability(3, false)
-	s.heard(5, 3, 7, 10)
-	s.heard(4, 4, 9, 11) // an older word: the horizon is still a horizon for 5
+	s := newStability(2, 3)
+	s.heard(stableWord{Stable: 5, Reclaim: 3, Horizon: 7}, 10)
+	s.heard(stableWord{Stable: 4, Reclaim: 4, Horizon: 9}, 11) // an older word: the horizon is still a horizon for 5
 	if s.stable != 5 || s.horizon != 9 {
 		t.Errorf("stable %d, horizon %d; want 5 and 9", s.stable, s.horizon)
 	}
@@ -124,18 +164,18 @@ func TestStabilityHeard(t *testing.T) {
 // A late joiner holds reclaiming at its hello until its view is complete
 // and everything it sent until then is stable.
 func TestStabilityLateFloor(t *testing.T) {
-	s := newStability(3, true)
-	s.heard(10, 0, 12, 20)
+	s := newStability(1, 3)
+	s.heard(stableWord{Stable: 10, Horizon: 12}, 20)
 	s.noteArrival(3, arrivalNote{Hello: 8})
 	if w, _ := s.reclaim(); w != 8 {
 		t.Fatalf("reclaim %d while the joiner's view is incomplete, want 8", w)
 	}
 	s.noteArrival(3, arrivalNote{Hello: 8, Done: 15})
-	s.heard(15, 0, 16, 21)
+	s.heard(stableWord{Stable: 15, Horizon: 16}, 21)
 	if w, _ := s.reclaim(); w != 8 {
 		t.Fatalf("reclaim %d before the joiner's sends until done are stable, want 8", w)
 	}
-	s.heard(16, 0, 17, 22)
+	s.heard(stableWord{Stable: 16, Horizon: 17}, 22)
 	if w, _ := s.reclaim(); w != 16 || len(s.guards) != 0 {
 		t.Errorf("reclaim %d, floor %v once done is stable", w, s.guards)
 	}

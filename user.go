@@ -92,14 +92,15 @@ func (u *User) figures(p *Port, lat *hist) userFigures {
 	pr := u.peer
 	f := userFigures{
 		Ticks: pr.ticks, Skipped: pr.skipped + u.missed, Acted: pr.acted,
-		Sent:       p.sent,
-		Held:       int64(pr.view.HeldCount()),
-		Counts:     pr.view.Counts,
-		Latency:    lat,
-		Transport:  p.tx,
-		Lags:       pr.stab.lags,
-		TombsPeak:  int64(pr.tombsPeak),
-		Heartbeats: pr.heartbeats,
+		Sent:      p.sent,
+		Held:      int64(pr.view.HeldCount()),
+		Counts:    pr.view.Counts,
+		Latency:   lat,
+		Transport: p.tx,
+		Lags:      pr.stab.lags,
+		TombsPeak: int64(pr.tombsPeak),
+		Reports:   pr.reports,
+		News:      pr.news,
 	}
 	if pr.cfg.latecomer && pr.roomsAt != 0 {
 		f.Late = &lateFigures{ToRooms: int64(pr.roomsAt - pr.onlineAt - pr.awayTicks)}
