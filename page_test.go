@@ -247,22 +247,26 @@ func TestPageShowsFaults(t *testing.T) {
 	if joiners != 2 {
 		t.Errorf("%d late joiners' lanes, want 2", joiners)
 	}
-	// An arrow for every event applied: each record of applying, but a
-	// merge that a close brought is one delivery with the close it logs
-	// next (the same sender's: another's close of the winner may follow).
-	applied := 0
+	// An arrow for every event applied: each record of applying. A merge
+	// followed by a close of its winner from the same sender at the same
+	// time is one delivery (the close brought the merge) or two (the
+	// create, then the close): the log alone cannot tell, so each such
+	// pair may count once or twice.
+	applied, either := 0, 0
 	for i, r := range recs {
 		switch r["kind"] {
 		case "join", "see", "receive", "close_seen", "stale":
 			applied++
 		case "merge":
-			if n := recs[min(i+1, len(recs)-1)]; !(n["kind"] == "close_seen" && n["user"] == r["user"] && n["room"] == r["room"] && n["t"] == r["t"] && n["by"] == r["by"]) {
+			if n := recs[min(i+1, len(recs)-1)]; n["kind"] == "close_seen" && n["user"] == r["user"] && n["room"] == r["room"] && n["t"] == r["t"] && n["by"] == r["by"] {
+				either++
+			} else {
 				applied++
 			}
 		}
 	}
-	if got := count(els, "a"); got != applied {
-		t.Errorf("%d arrows, want one per event applied: %d", got, applied)
+	if got := count(els, "a"); got < applied || got > applied+either {
+		t.Errorf("%d arrows, want one per event applied: %d to %d", got, applied, applied+either)
 	}
 }
 

@@ -51,6 +51,7 @@ type Peer struct {
 	doneTick  uint64 // the tick its view became complete
 	awayTicks uint64 // ticks it was offline before it had the rooms
 
+	taken, takenNow       int64 // counted events it applied: 8 times the recent average a tick, and since its last tick
 	ticks, skipped, acted int64 // rolls, ticks not served, rolls that acted
 	reports, news         int64 // transmissions of a report alone, and of news to children
 	tombsPeak             int   // the most tombstones its view kept at once
@@ -87,7 +88,7 @@ type txKind uint8
 const (
 	txFirst   txKind = iota + 1 // a payload's first transmission
 	txResend                    // a payload again, by the links
-	txControl                   // an acknowledgement or a gap report
+	txControl                   // an acknowledgement, a gap report, or the report tree's, sent once
 )
 
 // arrival is where a late joiner is on its way in.
@@ -220,12 +221,14 @@ func (p *Peer) propose(a Proposal, now time.Duration, out port) {
 }
 
 // onTick is one tick of the user: it learns what stability the reports
-// allow (at the root) and reclaims by what it knows, notices whether it is offline or back,
-// applies what is due, rolls for an action, and tends what it owes beyond
-// its actions.
+// allow (at the root) and reclaims by what it knows, notices whether it
+// is offline or back, applies what is due, rolls for an action, and
+// tends what it owes beyond its actions.
 func (p *Peer) onTick(in Input, out port) {
 	now := in.Now
 	p.tick = max(p.tick, in.Tick)
+	p.taken += p.takenNow - p.taken/8
+	p.takenNow = 0
 	v := p.view
 	v.SetEpoch(p.tick)
 	p.stab.settle(v.epoch, p.tick)
@@ -249,7 +252,7 @@ func (p *Peer) onTick(in Input, out port) {
 		}
 	}
 	if p.online {
-		p.tend(now, in.Act, out)
+		p.tend(now, out)
 	}
 }
 
@@ -461,6 +464,9 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 	default:
 		p.view.Apply(ev, now)
 	}
+	if counted(ev.Kind) {
+		p.takenNow++
+	}
 	out.applied(ev, now)
 }
 
@@ -482,9 +488,8 @@ func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
 
 // tend sends what the user owes beyond its actions: its rooms to users
 // that asked, a late joiner's questions, its report and news in the
-// report tree, and what the links owe. act is what the run lets the user
-// do on this tick.
-func (p *Peer) tend(now time.Duration, act actChoice, out port) {
+// report tree, and what the links owe.
+func (p *Peer) tend(now time.Duration, out port) {
 	// A late joiner asked may be one itself: it answers once it has rooms,
 	// and says whether its view is complete.
 	if p.stage == settled || p.stage == catchingUp {
@@ -510,7 +515,7 @@ func (p *Peer) tend(now time.Duration, act actChoice, out port) {
 			p.ask(now, out)
 		}
 	}
-	p.tellStability(now, act, out)
+	p.tellStability(now, out)
 	if p.links != nil {
 		p.links.tend(out, now)
 	}
@@ -518,15 +523,16 @@ func (p *Peer) tend(now time.Duration, act actChoice, out port) {
 
 // tellStability sends this user's part of the report tree (see
 // stability): its report to its parent, while it owes one, when
-// reportTicks have passed since its last (alone or on a broadcast) or as
-// soon as a child's report came; and the news its children have not
-// heard. Both go outside the links, since the next
-// round repeats them. On a tick it is too late to serve, a user adds no
-// report: the network has no room to spare. Both wait like an action for
-// a network with room for them.
-func (p *Peer) tellStability(now time.Duration, act actChoice, out port) {
+// reportEvery ticks have passed since its last (alone or on a broadcast)
+// or as soon as a child's report came; and the news its children have not
+// heard. Both go outside the links, since the next round repeats them,
+// and wait like an action for a network with room for them. A user too
+// late to serve its tick still reports: one transmission a round is
+// little load, and a late joiner's way in may wait for it.
+func (p *Peer) tellStability(now time.Duration, out port) {
 	s := p.stab
-	if !s.root() && act != actSkip && p.tick > p.lastReport && (s.fresh || p.tick >= p.lastReport+reportTicks) &&
+	every := reportEvery(p.taken)
+	if !s.root() && p.tick > p.lastReport && (s.fresh || p.tick >= p.lastReport+every) &&
 		s.owes(p.arrivalNote()) && out.admit(1) {
 		p.reports++
 		p.lastReport = p.tick
@@ -537,9 +543,12 @@ func (p *Peer) tellStability(now time.Duration, act actChoice, out port) {
 	s.settle(p.view.epoch, p.tick) // at the root, with the reports that came this tick
 	lo, hi := treeChildren(p.uid, p.cfg.users)
 	hi = min(hi, p.view.Known()) // the rest are not online yet: they hear it from anyone
-	if lo > hi || !s.newsOwed(p.fromParent, p.tick, p.lastNews) || !out.admit(int64(hi-lo+1)) {
+	if lo > hi || !s.newsOwed(p.fromParent, p.tick, p.lastNews, every) {
 		p.fromParent = false
 		return
+	}
+	if !out.admit(int64(hi - lo + 1)) {
+		return // the word waits for room, as its parent told it
 	}
 	ev := p.stamp(&Event{Kind: NewsEvent, From: p.uid, Sent: now, Epoch: p.view.epoch})
 	for c := lo; c <= hi; c++ {

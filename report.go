@@ -170,7 +170,7 @@ type Msgs struct {
 }
 
 // NetFigures are what the network carried: every transmission, payload,
-// heartbeat or acknowledgement, first or again, and how many it took per
+// report, news or acknowledgement, first or again, and how many it took per
 // delivery (Maelstrom's msgs-per-op; the floor with loss p is 1/(1-p));
 // with faults, what was lost, duplicated and resent.
 type NetFigures struct {

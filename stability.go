@@ -22,8 +22,8 @@ import (
 // rooms, messages, and a late joiner's hello: see counted) it sent less
 // those it applied, by epoch, and has a position: the epoch it has
 // reached, below which it will send nothing more. It reports to its
-// parent, every reportTicks while anything is unstable, its subtree's
-// sums: its own counts plus its children's last reports, for every epoch
+// parent, every few ticks while anything is unstable (see reportEvery),
+// its subtree's sums: its own counts plus its children's last reports, for every epoch
 // not yet known stable, and the subtree's position, the least of its own
 // and its children's. At the root, epoch e is complete once the least
 // position is past e (no more sends of e will be reported) and its sum,
@@ -43,13 +43,16 @@ import (
 //
 // The root tells its children what it knows (W, the reclaim point, the
 // horizon, and want: the latest epoch it knows had a counted send, or the
-// present while a late joiner is on its way in), and
+// present while a late joiner is on its way in, or the epoch a late
+// joiner's view became complete), and
 // they tell theirs as soon as they hear it; every transmission also
 // carries its sender's word, and any user's W is a fact about all. A
 // user takes the greatest it hears. Once W passes want nothing is
 // unstable, and users stop reporting until something is sent: a run gone
-// quiet sends nothing for stability. A child that still reports then has
-// not heard, and is told again.
+// quiet sends nothing for stability. A word lost on its way is told
+// again: while W has not passed want, a parent tells its children once a
+// round if one of them has not reported past want, and once W has, if one
+// of them still reports.
 //
 // Every user of the run is counted, from the start: the membership is
 // known. A user offline, cut off or not yet online holds W back while it
@@ -136,14 +139,30 @@ type latecomerGuard struct {
 }
 
 // reportFanout is how many children a user has in the report tree: the
-// tree of 100 users is two levels deep below the root, of 100,000 five.
-// Wider is fewer hops and more reports for one user to take.
-const reportFanout = 16
+// tree of 100 users is two levels deep below the root, of 100,000 three.
+// Wider is fewer hops and more reports for one user to take; at 64 the
+// root sums 64 reports of a few epochs each, a tick's work of
+// microseconds.
+const reportFanout = 64
 
-// reportTicks is how often a user reports while anything is unstable,
-// and how often the root tells what it learned. Shorter is earlier
-// stability and more transmissions: see docs/design.md.
-const reportTicks = 5
+// maxReportTicks is the longest a user lets pass between its reports
+// while anything is unstable, and the root between its news: see
+// reportEvery.
+const maxReportTicks = 5
+
+// reportEvery is how many ticks a user lets pass between its reports, and
+// the root between its news, when it takes in taken deliveries a tick (8
+// times the average over about eight ticks): about two transmissions a
+// round, kept near 2% of what it takes in, from 1 tick to maxReportTicks.
+// So a busy run learns stability in a few ticks for almost nothing, and a
+// small or quiet one waits longer rather than pay more. What a user takes
+// in is its own observation, nothing counted across users.
+func reportEvery(taken int64) uint64 {
+	if taken <= 0 {
+		return maxReportTicks
+	}
+	return uint64(min(max((800+taken-1)/taken, 1), maxReportTicks))
+}
 
 // treeParent is user u's parent in the report tree: 0 for the root.
 func treeParent(u int32) int32 {
@@ -342,10 +361,12 @@ func (s *stability) settle(epoch, tick uint64) {
 	}
 	// A late joiner still on its way in waits for W to pass epochs not
 	// yet reached (see arrival): until it is done, W must keep moving.
-	s.want = s.lastSend()
+	// Want never goes down, so that no user stops on a word that a later
+	// one takes back.
+	s.want = max(s.want, s.lastSend())
 	for _, l := range s.guards {
 		if l.done == 0 {
-			s.want = epoch
+			s.want = max(s.want, epoch)
 			break
 		}
 		s.want = max(s.want, l.done)
@@ -416,14 +437,31 @@ func (s *stability) reclaim() (reclaim, horizon uint64) {
 }
 
 // newsOwed reports whether this user should tell its children what it
-// knows, at tick: something they have not been told, or that nothing is
-// unstable when one of them still reports. The root tells at most every
-// reportTicks; any other user as soon as its parent has told it, so that
-// the word goes down the tree in one pass, or, if that word was lost, a
-// round after it last told.
-func (s *stability) newsOwed(fromParent bool, tick, lastNews uint64) bool {
-	if !(s.word() != s.told || s.kidsSaid && s.stable > s.want) {
-		return false
+// knows, at tick: something they have not been told; that something is
+// unstable while a child's last report is not past want (it may have
+// stopped on an older word, and a word lost on its way must come again);
+// or that nothing is unstable when one of them still reports. The root
+// tells at most once a round of every ticks; any other user as soon as
+// its parent has told it, so that the word goes down the tree in one
+// pass, or else once a round.
+func (s *stability) newsOwed(fromParent bool, tick, lastNews, every uint64) bool {
+	round := tick >= lastNews+every
+	switch {
+	case s.word() != s.told:
+		return fromParent && !s.root() || round && (s.root() || s.kidsSaid)
+	case s.stable <= s.want:
+		return round && s.kidBehind()
 	}
-	return fromParent && !s.root() || tick >= lastNews+reportTicks && (s.root() || s.kidsSaid)
+	return round && s.kidsSaid
+}
+
+// kidBehind reports whether a child's last report, if any, is not past
+// want: W waits for it to report again.
+func (s *stability) kidBehind() bool {
+	for _, k := range s.kids {
+		if k == nil || k.Pos <= s.want {
+			return true
+		}
+	}
+	return false
 }

@@ -62,8 +62,9 @@ func (w *reportWorld) step(t *testing.T) {
 			w.users[i].count(w.inFlight[j], 1, false)
 			w.inFlight = slices.Delete(w.inFlight, j, j+1)
 		}
-	case 2: // move on
+	case 2: // move on, and hear the root's word
 		w.epochs[i] += uint64(1 + w.rng.IntN(2))
+		w.users[i].heard(w.users[0].word(), w.tick)
 	case 3: // report
 		if i > 0 {
 			w.queued[i] = append(w.queued[i], w.users[i].report(w.epochs[i], arrivalNote{}))
@@ -94,10 +95,10 @@ func TestStabilityNeverEarly(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			n := 2 + int(seed%5)
 			if seed%3 == 0 {
-				n = 2 + reportFanout + int(seed%40) // three levels
+				n = 2 + reportFanout + int(seed%10) // three levels
 			}
 			w := newReportWorld(seed, n)
-			for range 400 * n / 4 {
+			for range 400 + 20*n {
 				w.step(t)
 			}
 			// Everything lands, every user moves on and reports, the
@@ -203,6 +204,142 @@ func TestPeerKnowsOnlyItsOwn(t *testing.T) {
 		m := pt.Method(i)
 		if m.Type.NumOut() > 0 && (m.Name != "admit" || m.Type.NumOut() != 1 || m.Type.Out(0).Kind() != reflect.Bool) {
 			t.Errorf("port.%s tells the peer something: %v", m.Name, m.Type)
+		}
+	}
+}
+
+// A user reports as often as keeps its reports near 2% of the deliveries
+// it takes in, from every tick to every maxReportTicks.
+func TestReportEvery(t *testing.T) {
+	for _, c := range []struct {
+		perTick int64
+		want    uint64
+	}{{0, maxReportTicks}, {2, maxReportTicks}, {20, 5}, {50, 2}, {100, 1}, {5000, 1}} {
+		if got := reportEvery(8 * c.perTick); got != c.want {
+			t.Errorf("%d deliveries a tick: a report every %d ticks, want %d", c.perTick, got, c.want)
+		}
+	}
+}
+
+// Once everything sent is stable everywhere, users stop reporting: a run
+// gone quiet sends nothing for stability. Then one send starts the
+// reports again, until it too is known stable by every user.
+func TestQuietRunSendsNothing(t *testing.T) {
+	const n = 80 // the root, 64 children, and 15 below the first of them
+	tn := newTestNet(t, n, 0, false, 1)
+	run := func(ticks int) {
+		for range ticks {
+			tn.tickAll(actNone)
+			for len(tn.flight) > 0 {
+				tn.deliver(0)
+			}
+		}
+	}
+	sent := func() (k int64) {
+		for _, p := range tn.ports[1:] {
+			k += p.tx.Transmissions
+		}
+		return k
+	}
+	for round := range 2 {
+		create := Proposal{Kind: CreateEvent, Group: newGroup(n, 3, 70+int32(round))}
+		tn.p(70).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: create}, tn.ports[70])
+		epoch := tn.p(70).view.epoch
+		run(60)
+		for _, p := range tn.peers[1:] {
+			if p.stab.stable <= epoch {
+				t.Fatalf("round %d: %s knows W %d, not past the create's epoch %d", round, uidName(p.uid), p.stab.stable, epoch)
+			}
+		}
+		before := sent()
+		run(100)
+		if k := sent() - before; k != 0 {
+			t.Fatalf("round %d: %d transmissions in 100 quiet ticks, want none", round, k)
+		}
+	}
+}
+
+// A word of the report tree lost on its way costs a round, never
+// stability: news raising want is cut off from a quiet child, and once the
+// cut heals the child hears it again, reports, and W passes the send.
+func TestLostNewsIsToldAgain(t *testing.T) {
+	const n = 4
+	tn := newTestNet(t, n, 0, false, 1)
+	run := func(ticks int) {
+		for range ticks {
+			tn.tickAll(actNone)
+			for len(tn.flight) > 0 {
+				tn.deliver(0)
+			}
+		}
+	}
+	tn.p(2).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: CreateEvent, Group: newGroup(n, 2, 3)}}, tn.ports[2])
+	run(60) // everything stable: nobody reports
+	room := tn.p(2).view.Rooms()[0]
+	tn.p(2).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: MessageEvent, Room: room}}, tn.ports[2])
+	e := tn.p(2).view.epoch
+	tn.cut = func(from, to int32) bool { return from == 1 && to == 4 }
+	run(15)
+	tn.cut = nil
+	run(60)
+	for _, p := range tn.peers[1:] {
+		if p.stab.stable <= e {
+			t.Errorf("%s knows W %d, not past the message's epoch %d", uidName(p.uid), p.stab.stable, e)
+		}
+	}
+}
+
+// Over random histories in which a third of all transmissions are lost
+// (the report tree's too) while users act and late joiners come in, once
+// the faults end every late joiner's view becomes complete, W passes
+// every send, and the run goes quiet: no report or news at all.
+func TestTreeSurvivesLostWords(t *testing.T) {
+	for seed := range uint64(60) {
+		n, late := 3+int(seed%6), int(seed%3)
+		if seed%10 == 9 {
+			n = 66 + int(seed%7) // two levels below the root
+		}
+		tn := newTestNet(t, n, late, true, seed)
+		rng := rand.New(rand.NewPCG(seed, 77))
+		step := func(act actChoice) {
+			tn.tickAll(act)
+			for len(tn.flight) > 0 {
+				tn.deliver(0)
+			}
+		}
+		tn.cut = func(int32, int32) bool { return rng.Float64() < 0.3 }
+		for i := range 60 {
+			if j := int32(n - late + 1 + i/10); i%10 == 5 && int(j) <= n {
+				tn.join(j)
+			}
+			step(actRoll)
+		}
+		tn.cut = nil
+		tree := func() (k int64) {
+			for _, p := range tn.peers[1:] {
+				k += p.reports + p.news
+			}
+			return k
+		}
+		for range 400 {
+			step(actNone)
+		}
+		lastSend := uint64(0)
+		for _, p := range tn.peers[1:] {
+			lastSend = max(lastSend, p.stab.ownLast)
+		}
+		before := tree()
+		for range 200 {
+			step(actNone)
+		}
+		if k := tree() - before; k != 0 || tn.late > 0 {
+			t.Errorf("seed %d, %d users, %d late: %d reports and news in 200 quiet ticks, %d joiners incomplete", seed, n, late, k, tn.late)
+		}
+		for _, p := range tn.peers[1:] {
+			if p.stab.stable <= lastSend {
+				t.Errorf("seed %d: %s knows W %d, not past the last send's epoch %d", seed, uidName(p.uid), p.stab.stable, lastSend)
+				break
+			}
 		}
 	}
 }
