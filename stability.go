@@ -221,7 +221,8 @@ func (s *stability) report(now uint64, note arrivalNote) *progress {
 	s.pos, s.myNote = now, note
 	s.made++
 	s.fresh = false
-	return &progress{N: s.made, Pos: s.least(), MaxPos: s.maxPos(), LastSend: s.lastSend(), Counts: s.sums(), Notes: s.notes()}
+	maxPos, lastSend := s.latest()
+	return &progress{N: s.made, Pos: s.least(), MaxPos: maxPos, LastSend: lastSend, Counts: s.sums(), Notes: s.notes()}
 }
 
 // take takes a report from child c; one older than the last it took is
@@ -284,26 +285,16 @@ func (s *stability) least() uint64 {
 	return p
 }
 
-// maxPos is the greatest position in the subtree.
-func (s *stability) maxPos() uint64 {
-	p := s.pos
+// latest is the greatest position in the subtree, and the latest epoch
+// of a counted send in it.
+func (s *stability) latest() (pos, send uint64) {
+	pos, send = s.pos, s.ownLast
 	for _, k := range s.kids {
 		if k != nil {
-			p = max(p, k.MaxPos)
+			pos, send = max(pos, k.MaxPos), max(send, k.LastSend)
 		}
 	}
-	return p
-}
-
-// lastSend is the latest epoch of a counted send in the subtree.
-func (s *stability) lastSend() uint64 {
-	e := s.ownLast
-	for _, k := range s.kids {
-		if k != nil {
-			e = max(e, k.LastSend)
-		}
-	}
-	return e
+	return pos, send
 }
 
 // notes are the words of the subtree's late joiners that the root may
@@ -353,17 +344,18 @@ func (s *stability) settle(epoch, tick uint64) {
 	}
 	s.pos = epoch
 	w := s.least()
+	maxPos, lastSend := s.latest()
 	if c := s.sums(); len(c) > 0 {
 		w = min(w, c[0].Epoch)
 	}
 	if w > s.stable {
-		s.advance(w, s.maxPos(), tick)
+		s.advance(w, maxPos, tick)
 	}
 	// A late joiner still on its way in waits for W to pass epochs not
 	// yet reached (see arrival): until it is done, W must keep moving.
 	// Want never goes down, so that no user stops on a word that a later
 	// one takes back.
-	s.want = max(s.want, s.lastSend())
+	s.want = max(s.want, lastSend)
 	for _, l := range s.guards {
 		if l.done == 0 {
 			s.want = max(s.want, epoch)

@@ -227,14 +227,7 @@ func TestReportEvery(t *testing.T) {
 func TestQuietRunSendsNothing(t *testing.T) {
 	const n = 80 // the root, 64 children, and 15 below the first of them
 	tn := newTestNet(t, n, 0, false, 1)
-	run := func(ticks int) {
-		for range ticks {
-			tn.tickAll(actNone)
-			for len(tn.flight) > 0 {
-				tn.deliver(0)
-			}
-		}
-	}
+	run := func(ticks int) { tickAndDeliver(tn, ticks) }
 	sent := func() (k int64) {
 		for _, p := range tn.ports[1:] {
 			k += p.tx.Transmissions
@@ -265,14 +258,7 @@ func TestQuietRunSendsNothing(t *testing.T) {
 func TestLostNewsIsToldAgain(t *testing.T) {
 	const n = 4
 	tn := newTestNet(t, n, 0, false, 1)
-	run := func(ticks int) {
-		for range ticks {
-			tn.tickAll(actNone)
-			for len(tn.flight) > 0 {
-				tn.deliver(0)
-			}
-		}
-	}
+	run := func(ticks int) { tickAndDeliver(tn, ticks) }
 	tn.p(2).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: CreateEvent, Group: newGroup(n, 2, 3)}}, tn.ports[2])
 	run(60) // everything stable: nobody reports
 	room := tn.p(2).view.Rooms()[0]
@@ -340,6 +326,17 @@ func TestTreeSurvivesLostWords(t *testing.T) {
 				t.Errorf("seed %d: %s knows W %d, not past the last send's epoch %d", seed, uidName(p.uid), p.stab.stable, lastSend)
 				break
 			}
+		}
+	}
+}
+
+// tickAndDeliver runs ticks without actions, each followed by every
+// delivery in flight.
+func tickAndDeliver(tn *testNet, ticks int) {
+	for range ticks {
+		tn.tickAll(actNone)
+		for len(tn.flight) > 0 {
+			tn.deliver(0)
 		}
 	}
 }
