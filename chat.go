@@ -669,6 +669,62 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 	}
 }
 
+// TakeRelayed takes a create or close of one of this user's earlier
+// selves that peer from relays after a restart (see restart.go): as an
+// entry of from's snapshot, and for a room still live, with its members,
+// as the create itself would bring them.
+func (v *View) TakeRelayed(ev *Event, from int32, now time.Duration) {
+	rs := RoomState{Key: ev.Group.key, Packed: ev.Room.pack(), Closed: ev.Kind == CloseEvent}
+	v.ApplyState(&Event{Kind: StateEvent, From: from, Clock: ev.Clock, Epoch: ev.Epoch, State: []RoomState{rs}}, now, false)
+	if s, ok := v.lookup(rs.Key); ok && s.is(viaState) && !rs.Closed && s.packed == rs.Packed {
+		v.adopt(s, ev, now)
+	}
+}
+
+// ReleaseBelow delivers, late, every message held back whose epoch is
+// below w, the stable epoch: its room's create was sent no later, and so
+// was applied by every user that did not crash since, so a view that
+// still lacks it after a crash never will have it: the room was closed
+// and forgotten, or died with its creator's crash (see restart.go).
+func (v *View) ReleaseBelow(w uint64, now time.Duration) {
+	if v.nHeld == 0 {
+		return
+	}
+	var due []*Event
+	for key, held := range v.held {
+		kept := held[:0]
+		for _, m := range held {
+			if m.Epoch < w {
+				due = append(due, m)
+			} else {
+				kept = append(kept, m)
+			}
+		}
+		clear(held[len(kept):])
+		if len(kept) > 0 {
+			v.held[key] = kept
+			continue
+		}
+		delete(v.held, key)
+		s, _ := v.lookup(key)
+		s.flags &^= holds
+		v.store(key, s)
+	}
+	slices.SortFunc(due, func(a, b *Event) int { return cmp.Compare(a.ID().pack(), b.ID().pack()) })
+	for _, m := range due {
+		v.nHeld--
+		s, _ := v.lookup(m.Group.key)
+		v.deliver(m, s, true, now)
+	}
+}
+
+// StateOf is the view's state of group g: the stamp of the incarnation it
+// knows, 0 for none, and whether that is closed.
+func (v *View) StateOf(g *Group) (packed uint64, isClosed bool) {
+	s, _ := v.lookup(g.key)
+	return s.packed, s.is(closed)
+}
+
 // adopt takes the create of a room the view learned from a state
 // transfer: now its members are known.
 func (v *View) adopt(s slot, ev *Event, now time.Duration) {

@@ -185,6 +185,9 @@ const (
 	NewsEvent         // what the sender knows of stability, to its children
 	AckEvent          // Delivery.Ack acknowledges the reverse link
 	GapEvent          // an acknowledgement that also reports a gap: see links
+	RestartEvent      // a restarted user tells a peer its new incarnation
+	WelcomeEvent      // a peer has fenced the restarted user's earlier self: see Peer.welcome
+	RoomsEvent        // a restarted user's rooms, once its view is complete, to everyone: see Peer.greet
 )
 
 func (k EventKind) String() string {
@@ -207,6 +210,12 @@ func (k EventKind) String() string {
 		return "news"
 	case AckEvent, GapEvent:
 		return "ack"
+	case RestartEvent:
+		return "restart"
+	case WelcomeEvent:
+		return "welcome"
+	case RoomsEvent:
+		return "rooms"
 	}
 	return "marker"
 }
@@ -227,14 +236,18 @@ type Event struct {
 	Group *Group
 	Sent  time.Duration // simulation time of sending, since the start
 	Epoch uint64        // the sender's epoch: see stability
+	Inc   uint32        // with faults: the sender's incarnation (see links)
+	Known int32         // StateEvent: the sender knows user_1..user_Known online
 
 	// What every transmission tells of stability: what its sender knew;
 	// and, for the sender's parent in the report tree, a report.
 	Word   stableWord
 	Report *progress
 
-	State  []RoomState // StateEvent: every group the sender knows of
+	State  []RoomState // StateEvent, WelcomeEvent, RoomsEvent: every group the sender knows of
 	Covers uint64      // StateEvent: the sender's view has every create and close sent below it; 0 when it does not know
+	Relay  []*Event    // WelcomeEvent: creates and closes of the restarted user's earlier selves, not known stable; RoomsEvent: the creates of those still live
+	Whom   uint32      // WelcomeEvent: the incarnation welcomed (links may carry it to a later one: see links.renew)
 }
 
 // ID is the event's own stamp: a message id or, for a create, a room id.
@@ -250,10 +263,12 @@ func (e *Event) ID() Stamp { return Stamp{e.Clock, e.From} }
 // acknowledgement; for a gap report, the first number that settled past
 // the gap), and
 // Ack acknowledges the reverse link: every number below it has settled.
+// To is the receiver's incarnation the link was with when it was sent
+// (see links).
 type Delivery struct {
-	Event    *Event
-	Due      time.Duration
-	Seq, Ack uint32
+	Event        *Event
+	Due          time.Duration
+	Seq, Ack, To uint32
 }
 
 // forever is a time later than any delivery is due.

@@ -37,15 +37,39 @@ import (
 // reports, an outage or a partition costs a probe per timeout, and what a
 // sender keeps is what it has sent and not yet seen acknowledged: bounded by
 // how long a fault lasts.
+//
+// A user that crashes forgets its links, and restarts as a new
+// incarnation (Event.Inc: 0 for every user at the start, the restart tick
+// plus one after a restart, so a later self has the greater number). A
+// link is between two incarnations: each transmission says whose it is
+// (Event.Inc) and which incarnation of the receiver it was numbered for
+// (Delivery.To). So:
+//   - what an earlier self of the peer sent, or what was numbered for an
+//     earlier self of this user, is dropped: numbers, acknowledgements and
+//     payloads alike;
+//   - hearing a later incarnation of a peer starts the link afresh in both
+//     directions, and what the peer's earlier self had not acknowledged is
+//     numbered again from 1 and sent to the new one: it is owed to it,
+//     applied by the earlier self or not (renew);
+//   - a restarted user knows no peer's incarnation: what it sends a peer
+//     waits, numbered, until the peer's first word tells it, and until
+//     then only words outside the links reach the peer.
 type links struct {
 	timing       linkTiming
+	inc          uint32       // this user's incarnation
+	restarted    bool         // so it knows no peer's incarnation until it hears from it
 	table        []link       // by peer uid
 	active       []activeLink // links with something to do
 	ackEv, gapEv *Event       // what acknowledgements and gap reports carry
+	settled      *stability   // with crashes: where an acknowledged send is counted settled (see stability)
+	renewals     int64        // links started afresh for a peer's later incarnation
 }
 
 // link is one peer's end of the link to another.
 type link struct {
+	peerInc   uint32 // the peer's incarnation the link is with
+	peerKnown bool   // false after this user's restart, until the peer's first word
+
 	// Sending.
 	nextSeq uint32          // the number of the next transmission, from 1
 	acked   uint32          // the peer has everything below it
@@ -95,13 +119,17 @@ func newLinkTiming(tick, transit time.Duration) linkTiming {
 	return lt
 }
 
-// newLinks returns the links of user self among users users.
-func newLinks(self int32, users int, timing linkTiming) *links {
+// newLinks returns the links of incarnation inc of user self among users
+// users: 0 at the start, knowing every peer's first incarnation; a later
+// one after a restart, knowing none.
+func newLinks(self int32, users int, timing linkTiming, inc uint32) *links {
 	return &links{
-		timing: timing,
-		table:  make([]link, users+1),
-		ackEv:  &Event{Kind: AckEvent, From: self},
-		gapEv:  &Event{Kind: GapEvent, From: self},
+		timing:    timing,
+		inc:       inc,
+		restarted: inc > 0,
+		table:     make([]link, users+1),
+		ackEv:     &Event{Kind: AckEvent, From: self, Inc: inc},
+		gapEv:     &Event{Kind: GapEvent, From: self, Inc: inc},
 	}
 }
 
@@ -116,6 +144,9 @@ func (ls *links) send(out port, r int32, ev *Event, now time.Duration) {
 		ls.wake(l, l.timerAt)
 	}
 	l.unacked.push(sentItem{seq, ev})
+	if !l.peerKnown {
+		return // until the peer's incarnation is known: see renew
+	}
 	ls.transmit(out, r, l, Delivery{Event: ev, Seq: seq}, txFirst, now)
 }
 
@@ -131,7 +162,7 @@ func (ls *links) control(out port, r int32, ev *Event, now time.Duration) {
 func (ls *links) link(r int32) *link {
 	l := &ls.table[r]
 	if l.nextSeq == 0 {
-		l.nextSeq, l.acked, l.recvNext = 1, 1, 1
+		l.nextSeq, l.acked, l.recvNext, l.peerKnown = 1, 1, 1, !ls.restarted
 	}
 	if !l.isActive {
 		l.isActive, l.activeAt = true, int32(len(ls.active))
@@ -149,15 +180,45 @@ func (ls *links) wake(l *link, at time.Duration) {
 // transmit hands one transmission on the link to r to the network, with
 // the link's acknowledgement riding on it.
 func (ls *links) transmit(out port, r int32, l *link, d Delivery, k txKind, now time.Duration) {
-	d.Ack, l.ackDue = l.recvNext, false
+	d.Ack, d.To, l.ackDue = l.recvNext, l.peerInc, false
 	out.transmit(r, d, k, now)
 }
 
 // arrive takes a transmission from a peer and returns the payload to
-// apply, or nil: a duplicate, or only an acknowledgement or a gap report.
-func (ls *links) arrive(out port, d Delivery, now time.Duration) *Event {
-	from := d.Event.From
+// apply, or nil: a duplicate, only an acknowledgement or a gap report, or
+// what belongs to an earlier incarnation of either end. renewed says the
+// transmission was the first this user heard from the peer's incarnation
+// after another (or, after a restart, at all): see renew.
+func (ls *links) arrive(out port, d Delivery, now time.Duration) (ev *Event, renewed bool) {
+	from, inc := d.Event.From, d.Event.Inc
 	l := ls.link(from)
+	switch {
+	case l.peerKnown && inc < l.peerInc:
+		return nil, false // from an earlier self of the peer
+	case !l.peerKnown || inc > l.peerInc:
+		ls.renew(out, from, l, inc, now)
+		renewed = true
+	}
+	if d.To != ls.inc {
+		// Numbered for an earlier self of this user, or sent before the
+		// peer knew this one: only a word outside the links is of use.
+		if !l.ackDue {
+			// It takes this user for an earlier self: an acknowledgement
+			// at the next tick tells it who this is.
+			l.ackDue, l.ackSince = true, now-ls.timing.ackDelay
+			ls.wake(l, now)
+		}
+		if d.Seq == 0 && d.Event.Kind != AckEvent && d.Event.Kind != GapEvent {
+			return d.Event, renewed
+		}
+		return nil, renewed
+	}
+	return ls.take(out, l, d, now), renewed
+}
+
+// take takes a transmission between the two incarnations of link l.
+func (ls *links) take(out port, l *link, d Delivery, now time.Duration) *Event {
+	from := d.Event.From
 	ls.acknowledged(l, d.Ack, now)
 	if l.probing {
 		// The peer was silent and is heard again: it is back, or the
@@ -176,6 +237,39 @@ func (ls *links) arrive(out port, d Delivery, now time.Duration) *Event {
 		return d.Event // sent outside the links: see control
 	}
 	return ls.receive(l, d, now)
+}
+
+// renew starts the link to r with r's incarnation inc, later than the one
+// it was with. If that one was known, r crashed and restarted: nothing
+// numbered for its earlier self means anything to it, so both directions
+// start afresh, and what the earlier self had not acknowledged is numbered
+// again from 1: the new self is owed it, since it remembers nothing (the
+// earlier self may have applied some of it, and crashed before its
+// acknowledgement came: see docs/faults.md). If none was known, this user
+// restarted: what waited for the peer's incarnation goes now.
+func (ls *links) renew(out port, r int32, l *link, inc uint32, now time.Duration) {
+	known := l.peerKnown
+	l.peerInc, l.peerKnown = inc, true
+	k := txFirst
+	if known {
+		ls.renewals++
+		l.recvNext, l.above, l.ackDue = 1, l.above[:0], false
+		n := uint32(1)
+		for i := l.unacked.head; i < len(l.unacked.items); i++ {
+			l.unacked.items[i].seq = n
+			n++
+		}
+		l.acked, l.nextSeq, l.probing = 1, n, false
+		k = txResend
+	}
+	for i := l.unacked.head; i < len(l.unacked.items); i++ {
+		it := l.unacked.items[i]
+		ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, k, now)
+	}
+	if l.unacked.len() > 0 {
+		l.timerAt = now + ls.timing.rto
+		ls.wake(l, l.timerAt)
+	}
 }
 
 // receive records a numbered transmission; it returns its payload the
@@ -221,7 +315,9 @@ func (ls *links) acknowledged(l *link, ack uint32, now time.Duration) {
 	}
 	l.acked = ack
 	for l.unacked.len() > 0 && l.unacked.front().seq < ack {
-		l.unacked.pop()
+		if it := l.unacked.pop(); ls.settled != nil && counted(it.ev.Kind) {
+			ls.settled.count(it.ev.Epoch, 1, false)
+		}
 	}
 	l.timerAt = now + ls.timing.rto
 	if l.unacked.len() > 0 {
@@ -269,9 +365,11 @@ func (ls *links) tend(out port, now time.Duration) {
 			ls.transmit(out, r, l, Delivery{Event: ls.ackEv}, txControl, now)
 		}
 		if l.unacked.len() > 0 && now >= l.timerAt {
-			it := *l.unacked.front()
-			ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, txResend, now)
-			l.probing = true
+			if l.peerKnown { // else it waits for the peer's first word
+				it := *l.unacked.front()
+				ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, txResend, now)
+				l.probing = true
+			}
 			l.timerAt = now + t.rto
 		}
 		due := forever

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -174,4 +175,55 @@ func TestNetworkFaults(t *testing.T) {
 			t.Errorf("lost %.2f of transmissions (want 0.3), duplicated %.2f of the rest (want 0.5)", lost, dup)
 		}
 	})
+}
+
+// A peer that restarts is a new incarnation: what was numbered for its
+// earlier self is dropped on arrival; hearing the new one, the sender
+// numbers what the earlier self had not acknowledged from 1 again and
+// sends it, and the new one takes each once.
+func TestLinkRenewsForARestartedPeer(t *testing.T) {
+	tn := newTestNetOf(t, 2, 0, 1, peerConfig{faulty: true, crash: true})
+	for i := range uint64(3) {
+		tn.p(1).links.send(tn.ports[1], 2, closeOf(i+1), 0)
+	}
+	first := tn.take(1, 2)
+	tn.arrive(first[0]) // the earlier self takes one, and crashes before acknowledging
+	cfg := tn.cfg[2]
+	cfg.inc = 5
+	tn.peers[2] = newPeer(2, cfg, nil)
+	tn.p(2).Step(Input{Kind: restartInput, Tick: 4}, tn.ports[2])
+	for _, r := range tn.arrive(first[1]) {
+		if r.Kind != KindOnline { // it learns that user_1 is online, and takes nothing
+			t.Fatalf("a transmission numbered for the earlier self was taken: %v", r.Kind)
+		}
+	}
+	if tn.p(2).links.table[1].recvNext != 1 {
+		t.Fatal("a transmission numbered for the earlier self was numbered in")
+	}
+	hello := tn.take(2, 1)
+	if len(hello) != 1 || hello[0].d.Event.Kind != RestartEvent || hello[0].d.Event.Inc != 5 {
+		t.Fatalf("the restarted user told its peer %+v, want one restart word", hello)
+	}
+	tn.arrive(hello[0])
+	again := tn.take(1, 2)
+	var seqs []uint32
+	for _, tr := range again {
+		if tr.d.To != 5 {
+			t.Errorf("%s sent for incarnation %d, want 5", tr.d.Event.Kind, tr.d.To)
+		}
+		seqs = append(seqs, tr.d.Seq)
+	}
+	// The three closes, numbered from 1 again, and the welcome.
+	if len(again) != 4 || again[3].d.Event.Kind != WelcomeEvent || !slices.Equal(seqs, []uint32{1, 2, 3, 4}) {
+		t.Fatalf("after the restart word the peer sent %d transmissions numbered %v, want 1 to 4 ending with a welcome", len(again), seqs)
+	}
+	for _, tr := range append(again, again...) {
+		tn.arrive(tr)
+	}
+	if l := &tn.p(2).links.table[1]; l.recvNext != 5 || !l.peerKnown || l.peerInc != 0 {
+		t.Errorf("the new incarnation has everything below %d from incarnation %d (known %v), want 5 from 0", l.recvNext, l.peerInc, l.peerKnown)
+	}
+	if tn.p(2).waiting != 0 {
+		t.Errorf("the restarted user still waits for %d welcomes", tn.p(2).waiting)
+	}
 }

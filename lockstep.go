@@ -48,14 +48,14 @@ type stepPort struct {
 	*Port
 	sched   tickSchedule
 	mu      sync.Mutex
-	buckets [][]*Event // by due tick, modulo len(buckets)
-	numbers [][]uint64 // with faults: Seq<<32|Ack of each filed delivery, beside buckets
+	buckets [][]*Event      // by due tick, modulo len(buckets)
+	numbers [][]linkNumbers // with faults: those of each filed delivery, beside buckets
 }
 
 func newStepPort(n *Network, uid int32, seed uint64, sched tickSchedule) *stepPort {
 	sp := &stepPort{sched: sched, buckets: make([][]*Event, sched.delayTicks+2)}
 	if n.faults != nil {
-		sp.numbers = make([][]uint64, sched.delayTicks+2)
+		sp.numbers = make([][]linkNumbers, sched.delayTicks+2)
 	}
 	sp.Port = n.connect(uid, seed, nil) // a sender files straight into buckets, so it never waits on a full inbox
 	if n.filers == nil {
@@ -80,7 +80,7 @@ func (p *stepPort) file(d Delivery) {
 	k := int64(d.Due/p.sched.tick) % int64(len(p.buckets))
 	p.buckets[k] = append(p.buckets[k], d.Event)
 	if p.numbers != nil {
-		p.numbers[k] = append(p.numbers[k], uint64(d.Seq)<<32|uint64(d.Ack))
+		p.numbers[k] = append(p.numbers[k], linkNumbers{d.Seq, d.Ack, d.To})
 	}
 }
 
@@ -98,7 +98,7 @@ func (p *stepPort) due(t int64) func(func(Delivery)) {
 			d := Delivery{Event: b[i], Due: due}
 			if p.numbers != nil {
 				n := p.numbers[k][i]
-				d.Seq, d.Ack = uint32(n>>32), uint32(n)
+				d.Seq, d.Ack, d.To = n.seq, n.ack, n.to
 			}
 			if p.arrives(d) {
 				apply(d)
@@ -112,6 +112,9 @@ func (p *stepPort) due(t int64) func(func(Delivery)) {
 		}
 	}
 }
+
+// linkNumbers are what the links number a delivery with: see Delivery.
+type linkNumbers struct{ seq, ack, to uint32 }
 
 // stepUser is a user's loop in lockstep, around its peer.
 type stepUser struct {

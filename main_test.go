@@ -86,8 +86,8 @@ var badInputs = []struct {
 	{[]string{"-follow", "user_0"}, `-follow: must be users like user_3`},
 	{[]string{"-follow", "user_9", "-users", "6"}, `-follow user_9: there are 6 users, user_1 to user_6`},
 	{[]string{"-maxmem", "lots"}, `-maxmem: must be a size like 2GiB, 512MiB or 1.5G, or 0 for no limit`},
-	{[]string{"-maxmem", "1MiB", "-users", "1000"}, `-maxmem 1 MiB is less than the 16.9 MiB that 1000 users need to start: give at least -maxmem 17MiB`},
-	{[]string{"-fast", "-maxmem", "100MiB", "-users", "3000"}, `-maxmem 100 MiB is less than the 233.9 MiB that 3000 users need to start: give at least -maxmem 234MiB`},
+	{[]string{"-maxmem", "1MiB", "-users", "1000"}, `-maxmem 1 MiB is less than the 19.3 MiB that 1000 users need to start: give at least -maxmem 20MiB`},
+	{[]string{"-fast", "-maxmem", "100MiB", "-users", "3000"}, `-maxmem 100 MiB is less than the 234.0 MiB that 3000 users need to start: give at least -maxmem 234MiB`},
 }
 
 func TestBadInput(t *testing.T) {

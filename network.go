@@ -85,7 +85,7 @@ func newNetwork(c netConfig) *Network {
 
 // inboxCapacity sizes an EventChannel: room for a tick's worth of events
 // from a few hundred senders, up to 1024, and for 256 MiB of inboxes in all
-// (24 bytes a delivery), but never fewer than 64.
+// (32 bytes a delivery), but never fewer than 64.
 func inboxCapacity(users int) int {
 	return max(min(users/4, 1024, inboxBudget/(int(unsafe.Sizeof(Delivery{}))*users)), 64)
 }

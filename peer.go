@@ -39,17 +39,23 @@ type Peer struct {
 	lastNews   uint64        // the tick it last told its children of stability
 	fromParent bool          // its parent's news came since it last told its own
 	replyTo    []int32       // users that asked for this user's rooms
+	recent     []*Event      // with crashes: creates and closes it applied, not known stable (see welcome)
 
-	// A late joiner's way in: see arrival.
+	// A late joiner's way in, and a restarted user's: see arrival and
+	// restart.
 	stage     arrival
-	helloAt   uint64 // the epoch of its hello
-	coverTo   uint64 // once its hello is stable, the horizon then: a state complete past it covers everything it missed
-	doneAt    uint64 // the epoch its view became complete
-	askedAt   uint64 // the tick it last asked a peer for its rooms
-	onlineAt  uint64 // the tick it came online
-	roomsAt   uint64 // the tick it first had the rooms
-	doneTick  uint64 // the tick its view became complete
-	awayTicks uint64 // ticks it was offline before it had the rooms
+	helloAt   uint64   // the epoch of its hello, or of its restart
+	welcomed  []bool   // after a restart, by uid: the peer has fenced its earlier selves
+	waiting   int      // peers that have not yet welcomed it
+	relays    []*Event // what welcomes relayed of its earlier selves, to send again
+	greetedAt uint64   // the tick it last told the others it restarted
+	coverTo   uint64   // once its hello is stable, the horizon then: a state complete past it covers everything it missed
+	doneAt    uint64   // the epoch its view became complete
+	askedAt   uint64   // the tick it last asked a peer for its rooms
+	onlineAt  uint64   // the tick it came online
+	roomsAt   uint64   // the tick it first had the rooms
+	doneTick  uint64   // the tick its view became complete
+	awayTicks uint64   // ticks it was offline before it had the rooms
 
 	taken, takenNow       int64 // counted events it applied: 8 times the recent average a tick, and since its last tick
 	ticks, skipped, acted int64 // rolls, ticks not served, rolls that acted
@@ -63,6 +69,8 @@ type peerConfig struct {
 	chance    float64 // of acting on a tick
 	faulty    bool    // faults are injected: keep links, notice outages
 	latecomer bool    // comes online late, and learns the rooms by a state transfer
+	crash     bool    // users crash: a send is settled when acknowledged, and restarted users are welcomed
+	inc       uint32  // this incarnation: 0 at the start, the restart tick plus one after a restart
 	timing    linkTiming
 	log       bool // keep log records
 }
@@ -116,6 +124,9 @@ const (
 	notYetOnline
 )
 
+// restarted reports whether this peer is a user's later incarnation.
+func (p *Peer) restarted() bool { return p.cfg.inc > 0 }
+
 // How often a late joiner asks: askTicks until it has the rooms, then
 // pullTicks until its view is complete; and how many peers at a time.
 const (
@@ -127,13 +138,23 @@ const (
 // newPeer returns user uid's peer, rolling with rng.
 func newPeer(uid int32, cfg peerConfig, rng *rand.Rand) *Peer {
 	p := &Peer{uid: uid, cfg: cfg, rng: rng, online: !cfg.latecomer, stab: newStability(uid, cfg.users)}
+	p.stab.inc = cfg.inc
 	p.view = NewView(uid, cfg.log)
-	p.view.stab = p.stab
+	if !cfg.crash {
+		p.view.stab = p.stab // else a send is settled by its acknowledgement: see links
+	}
 	if cfg.faulty {
-		p.links = newLinks(uid, cfg.users, cfg.timing)
+		p.links = newLinks(uid, cfg.users, cfg.timing, cfg.inc)
+		if cfg.crash {
+			p.links.settled = p.stab
+		}
 	}
 	if cfg.latecomer {
 		p.stage = notYetOnline
+	}
+	if p.restarted() {
+		p.online, p.stage, p.stab.hold = true, awaitRooms, true
+		p.welcomed, p.waiting = make([]bool, cfg.users+1), cfg.users-1
 	}
 	return p
 }
@@ -148,7 +169,8 @@ type Input struct {
 
 	D Delivery // deliverInput: a transmission that is due
 
-	// tickInput: the user's own tick; the deliveries due now, in order;
+	// tickInput (and restartInput, which starts a user's new
+	// incarnation): the user's own tick; the deliveries due now, in order;
 	// whether the run lets it act; whether it is offline.
 	Tick uint64
 	Due  func(apply func(Delivery))
@@ -176,6 +198,7 @@ const (
 	tickInput
 	newsInput
 	proposeInput
+	restartInput
 )
 
 // actChoice is what the run lets a user do on a tick.
@@ -199,6 +222,10 @@ func (p *Peer) Step(in Input, out port) {
 		p.view.Learn(in.Last, in.Now)
 	case proposeInput:
 		p.propose(in.Proposal, in.Now, out)
+	case restartInput:
+		p.tick = max(p.tick, in.Tick)
+		p.view.SetEpoch(p.tick)
+		p.restart(in.Now, out)
 	}
 }
 
@@ -233,6 +260,12 @@ func (p *Peer) onTick(in Input, out port) {
 	v.SetEpoch(p.tick)
 	p.stab.settle(v.epoch, p.tick)
 	v.Expire(p.stab.reclaim())
+	if p.cfg.crash {
+		p.forgetStable()
+		if p.stage == settled {
+			v.ReleaseBelow(p.stab.stable, now)
+		}
+	}
 	p.tombsPeak = max(p.tombsPeak, v.tombs.len())
 	if p.cfg.faulty {
 		p.presence(in.Away, now, out)
@@ -379,15 +412,15 @@ func (p *Peer) broadcast(ev *Event, now time.Duration, out port) {
 }
 
 // stamp sets what every transmission of ev tells its recipients of
-// stability: what its sender knows.
+// stability, what its sender knows, and whose it is.
 func (p *Peer) stamp(ev *Event) *Event {
-	ev.Word = p.stab.word()
+	ev.Word, ev.Inc = p.stab.word(), p.cfg.inc
 	return ev
 }
 
 // arrivalNote is this user's word on its own way in, for its reports.
 func (p *Peer) arrivalNote() arrivalNote {
-	if !p.cfg.latecomer {
+	if !p.cfg.latecomer && !p.restarted() {
 		return arrivalNote{}
 	}
 	return arrivalNote{Hello: p.helloAt, Done: p.doneAt}
@@ -396,7 +429,7 @@ func (p *Peer) arrivalNote() arrivalNote {
 // counted reports whether events of kind k are counted for stability:
 // what changes rooms, what is owed to members, and a late joiner's hello,
 // whose stability tells it that everyone knows it.
-func counted(k EventKind) bool { return k <= CloseEvent || k == HelloEvent }
+func counted(k EventKind) bool { return k <= CloseEvent || k == HelloEvent || k == RoomsEvent }
 
 // recipients are the users an event from self goes to, when self knows
 // user_1..user_known: every other member for a message, every other known
@@ -440,7 +473,11 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 	}
 	ev := d.Event
 	if p.links != nil {
-		if ev = p.links.arrive(out, d, now); ev == nil {
+		var renewed bool
+		if ev, renewed = p.links.arrive(out, d, now); renewed {
+			p.renewed(d.Event.From, d.Event.Inc, now, out)
+		}
+		if ev == nil {
 			return
 		}
 	}
@@ -452,7 +489,17 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 	case HelloEvent:
 		p.view.SetEpoch(ev.Epoch)
 		p.view.Learn(ev.From, now)
-		p.stab.count(ev.Epoch, 1, false)
+		if !p.cfg.crash {
+			p.stab.count(ev.Epoch, 1, false)
+		}
+	case RestartEvent: // the links have renewed, and welcomed it
+	case WelcomeEvent:
+		p.welcome(ev, now)
+	case RoomsEvent:
+		p.view.ApplyState(ev, now, false)
+		for _, r := range ev.Relay {
+			p.view.TakeRelayed(r, ev.From, now)
+		}
 	case ReportEvent:
 	case NewsEvent:
 		p.fromParent = p.fromParent || ev.From == p.stab.parent
@@ -463,6 +510,9 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 		p.takeState(ev, now, out)
 	default:
 		p.view.Apply(ev, now)
+		if p.cfg.crash && ev.Kind != MessageEvent {
+			p.recent = append(p.recent, ev)
+		}
 	}
 	if counted(ev.Kind) {
 		p.takenNow++
@@ -476,6 +526,7 @@ func (p *Peer) takeState(ev *Event, now time.Duration, out port) {
 		return // an answer to a question asked before the view was complete
 	}
 	first := p.stage == awaitRooms
+	p.view.Learn(ev.Known, now)
 	p.view.ApplyState(ev, now, first)
 	if first {
 		p.stage, p.roomsAt = catchingUp, p.tick
@@ -494,7 +545,7 @@ func (p *Peer) tend(now time.Duration, out port) {
 	// and says whether its view is complete.
 	if p.stage == settled || p.stage == catchingUp {
 		for _, r := range p.replyTo {
-			st := &Event{Kind: StateEvent, From: p.uid, Clock: p.view.clock, Sent: now, Epoch: p.view.epoch, State: p.view.Snapshot()}
+			st := &Event{Kind: StateEvent, From: p.uid, Clock: p.view.clock, Sent: now, Epoch: p.view.epoch, State: p.view.Snapshot(), Known: p.view.Known()}
 			if p.stage == settled {
 				st.Covers = p.stab.stable
 			}
@@ -502,18 +553,22 @@ func (p *Peer) tend(now time.Duration, out port) {
 		}
 		p.replyTo = p.replyTo[:0]
 	}
-	switch p.stage {
-	case awaitRooms:
+	switch {
+	case p.restarted(): // its welcomes bring the rooms: see restart.go
+	case p.stage == awaitRooms:
 		if p.tick >= p.askedAt+askTicks {
 			p.ask(now, out)
 		}
-	case catchingUp:
+	case p.stage == catchingUp:
 		if p.coverTo == 0 && p.stab.stable > p.helloAt {
 			p.coverTo = max(p.stab.horizon, p.helloAt+1)
 		}
 		if p.tick >= p.askedAt+pullTicks {
 			p.ask(now, out)
 		}
+	}
+	if p.stab.hold {
+		p.greet(now, out)
 	}
 	p.tellStability(now, out)
 	if p.links != nil {

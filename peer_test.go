@@ -23,6 +23,8 @@ type peerHistory struct {
 	late     int32 // the late joiner, or 0
 	lateAt   int   // the step it comes online
 	log      []Record
+	incs     []uint32 // incs[i]: the incarnation that made log[i]
+	crashes  *crashPlay
 }
 
 // newPeerHistory makes the history of n users with the test's choices
@@ -40,6 +42,9 @@ func newPeerHistory(tb testing.TB, rng chooser, seed uint64, n int, faults bool)
 // collect takes every peer's new records.
 func (h *peerHistory) collect() {
 	for _, p := range h.tn.peers[1:] {
+		for range p.Records() {
+			h.incs = append(h.incs, p.cfg.inc)
+		}
 		h.log = append(h.log, p.Records()...)
 		p.ResetRecords()
 	}
@@ -69,6 +74,9 @@ func (h *peerHistory) step(i int) {
 				tn.cut = nil
 			}
 		}
+	}
+	if h.crashes != nil {
+		h.crashOrRestart(i)
 	}
 	tn.tickAll(actRoll)
 	h.collect()
@@ -114,6 +122,13 @@ func (h *peerHistory) drain() bool {
 	for u := range tn.away {
 		tn.away[u] = false
 	}
+	if h.crashes != nil {
+		for u := int32(1); int(u) < len(tn.peers); u++ {
+			if tn.down[u] {
+				h.restart(u)
+			}
+		}
+	}
 	tn.cut = nil
 	for range 2000 {
 		tn.tickAll(actNone)
@@ -121,7 +136,7 @@ func (h *peerHistory) drain() bool {
 		for len(tn.flight) > 0 {
 			h.carry(true)
 		}
-		if tn.late == 0 && h.quiet() {
+		if tn.late == 0 && h.quiet() && !h.holding() {
 			for _, p := range tn.peers[1:] {
 				p.view.Finish()
 			}
@@ -148,6 +163,9 @@ func (h *peerHistory) quiet() bool {
 
 // check returns every way the history broke the rules.
 func (h *peerHistory) check() []string {
+	if h.crashes != nil {
+		return h.checkCrashes()
+	}
 	var bad []string
 	peers := h.tn.peers[1:]
 	ref := liveStamps(peers[0].view)

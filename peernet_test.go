@@ -28,6 +28,8 @@ type testNet struct {
 	now    time.Duration
 	period time.Duration
 	away   []bool // by uid: the network has the user offline
+	down   []bool // by uid: the user has crashed and not yet restarted
+	cfg    []peerConfig
 	cut    func(from, to int32) bool
 }
 
@@ -50,11 +52,18 @@ type testPort struct {
 // newTestNet returns a network of n peers, all online (but for the last
 // late ones, which come online when the test says), with links when faulty.
 func newTestNet(t testing.TB, n, late int, faulty bool, seed uint64) *testNet {
+	return newTestNetOf(t, n, late, seed, peerConfig{faulty: faulty})
+}
+
+// newTestNetOf is newTestNet with every peer's configuration from base.
+func newTestNetOf(t testing.TB, n, late int, seed uint64, base peerConfig) *testNet {
 	const tick = time.Second
-	tn := &testNet{t: t, period: tick, away: make([]bool, n+1), peers: make([]*Peer, n+1), ports: make([]*testPort, n+1)}
+	tn := &testNet{t: t, period: tick, away: make([]bool, n+1), down: make([]bool, n+1), peers: make([]*Peer, n+1), ports: make([]*testPort, n+1), cfg: make([]peerConfig, n+1)}
 	timing := newLinkTiming(tick, 4*tick)
 	for u := int32(1); int(u) <= n; u++ {
-		cfg := peerConfig{users: n, chance: 0.5, faulty: faulty, latecomer: int(u) > n-late, timing: timing, log: true}
+		cfg := base
+		cfg.users, cfg.chance, cfg.latecomer, cfg.timing, cfg.log = n, 0.5, int(u) > n-late, timing, true
+		tn.cfg[u] = cfg
 		tn.peers[u] = newPeer(u, cfg, rand.New(rand.NewPCG(seed, uint64(u))))
 		tn.ports[u] = &testPort{n: tn, uid: u}
 		tn.away[u] = cfg.latecomer
@@ -83,7 +92,9 @@ func (tn *testNet) tickAll(act actChoice) {
 	tn.tick++
 	tn.deliverTree()
 	for u := 1; u < len(tn.peers); u++ {
-		tn.tickOne(int32(u), act)
+		if !tn.down[u] {
+			tn.tickOne(int32(u), act)
+		}
 	}
 }
 
@@ -113,7 +124,7 @@ func (tn *testNet) deliver(i int) []Record {
 // arrive hands one transmission to its recipient and returns the records
 // that made, which stay in the peer's buffer too.
 func (tn *testNet) arrive(tr inTransit) []Record {
-	if tn.away[tr.to] || tn.away[tr.from] || tn.cut != nil && tn.cut(tr.from, tr.to) {
+	if tn.away[tr.to] || tn.away[tr.from] || tn.down[tr.to] || tn.cut != nil && tn.cut(tr.from, tr.to) {
 		tn.ports[tr.to].tx.Lost++
 		return nil
 	}

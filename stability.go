@@ -63,7 +63,9 @@ import (
 // Its word on its way in climbs the tree with the reports.
 type stability struct {
 	uid    int32
-	parent int32 // in the report tree; 0 at the root
+	inc    uint32 // this user's incarnation: see links
+	parent int32  // in the report tree; 0 at the root
+	hold   bool   // a restarted user holds W where it is until every user has welcomed it: see restart.go
 
 	// What this user knows, from the root's word or, at the root, its
 	// sums: W, its horizon, the reclaim point and want.
@@ -102,6 +104,7 @@ type epochCount struct {
 // progress is a report to a user's parent of its subtree's progress: see
 // stability.
 type progress struct {
+	Inc      uint32       // the reporting user's incarnation: a later one's reports replace an earlier's
 	N        uint32       // the report's number, from 1: a later one replaces an earlier
 	Pos      uint64       // the subtree's position
 	MaxPos   uint64       // the greatest position in the subtree: a horizon
@@ -222,14 +225,14 @@ func (s *stability) report(now uint64, note arrivalNote) *progress {
 	s.made++
 	s.fresh = false
 	maxPos, lastSend := s.latest()
-	return &progress{N: s.made, Pos: s.least(), MaxPos: maxPos, LastSend: lastSend, Counts: s.sums(), Notes: s.notes()}
+	return &progress{Inc: s.inc, N: s.made, Pos: s.least(), MaxPos: maxPos, LastSend: lastSend, Counts: s.sums(), Notes: s.notes()}
 }
 
 // take takes a report from child c; one older than the last it took is
 // of no more use.
 func (s *stability) take(c int32, r *progress) {
 	k := &s.kids[c-s.kidsLo]
-	if *k != nil && r.N <= (*k).N {
+	if *k != nil && (r.Inc < (*k).Inc || r.Inc == (*k).Inc && r.N <= (*k).N) {
 		return
 	}
 	*k = r
@@ -273,8 +276,11 @@ func (s *stability) sums() []epochCount {
 }
 
 // least is the subtree's position: the least of its own and its
-// children's, 0 for a child not yet heard from.
+// children's, 0 for a child not yet heard from, or while this user holds W.
 func (s *stability) least() uint64 {
+	if s.hold {
+		return 0
+	}
 	p := s.pos
 	for _, k := range s.kids {
 		if k == nil {
@@ -400,11 +406,20 @@ func (s *stability) noteArrival(uid int32, n arrivalNote) {
 		return
 	}
 	for i := range s.guards {
-		if s.guards[i].uid == uid {
-			s.guards[i].done = max(s.guards[i].done, n.Done)
-			s.guards = removeDone(s.guards, s.stable)
-			return
+		g := &s.guards[i]
+		if g.uid != uid {
+			continue
 		}
+		switch {
+		case n.Hello > g.hello:
+			// The user restarted: what its earlier self sent is
+			// settled or died with it, and the new one is on its way in.
+			*g = latecomerGuard{uid, n.Hello, n.Done}
+		case n.Hello == g.hello:
+			g.done = max(g.done, n.Done)
+		}
+		s.guards = removeDone(s.guards, s.stable)
+		return
 	}
 	if n.Done != 0 && s.stable > n.Done {
 		return // long done
