@@ -33,6 +33,7 @@ type View struct {
 	clock uint64
 	epoch uint64 // the current epoch, as the caller last said
 	log   bool   // whether to keep log records
+	inc   uint32 // the user's incarnation, after a restart: see restart.go
 
 	rooms       slotTable             // what the view knows of each group: see lookup
 	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
@@ -658,7 +659,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 	switch {
 	case first:
 		v.StateRooms += int64(v.live)
-		v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms()})
+		v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms(), Inc: v.inc})
 	case changed > 0:
 		v.record(Record{T: now, Kind: KindCatchUp, By: ev.From, Rooms: v.Rooms()})
 	}

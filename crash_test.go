@@ -60,7 +60,7 @@ func (h *peerHistory) crash(u int32) {
 		}
 		l := &old.links.table[r]
 		for _, it := range l.unacked.items[l.unacked.head:] {
-			if it.ev.Kind == MessageEvent && !settledAt(tn, r, old, it.seq) {
+			if it.ev.Kind == MessageEvent && !settledNow(tn, r, old, it.seq) {
 				c.excused[[2]Stamp{it.ev.ID(), {UID: r}}]++
 			}
 		}
@@ -84,18 +84,10 @@ func (h *peerHistory) crash(u int32) {
 	c.trail = append(c.trail, fmt.Sprintf("tick %d: user_%d crashes", tn.tick, u))
 }
 
-// settledAt reports whether user r, as it is now, has taken number seq
+// settledNow reports whether user r, as it is now, has taken number seq
 // of what incarnation from sent it.
-func settledAt(tn *testNet, r int32, from *Peer, seq uint32) bool {
-	if tn.down[r] {
-		return false
-	}
-	l := &tn.p(r).links.table[from.uid]
-	if l.nextSeq == 0 || !l.peerKnown || l.peerInc != from.cfg.inc {
-		return false
-	}
-	_, above := slices.BinarySearch(l.above, seq)
-	return seq < l.recvNext || above
+func settledNow(tn *testNet, r int32, from *Peer, seq uint32) bool {
+	return !tn.down[r] && settledAt(tn.p(r), from, seq)
 }
 
 // owes reports whether user s still keeps m for incarnation to of its

@@ -28,6 +28,55 @@ func faultConfig(seed uint64) Config {
 	}
 }
 
+// crashConfig is faultConfig with crashes too, of users down for up to a
+// few ticks, and enough users online from the start that a crash leaves
+// two up.
+func crashConfig(seed uint64) Config {
+	c := faultConfig(seed)
+	c.Users += 2
+	c.Join = min(c.Join, c.Users-3)
+	c.Crash = time.Duration(1+seed%12) * time.Second
+	return c
+}
+
+// Over 120 seeds of fast runs with every fault on and users that crash,
+// forget everything and restart, every run converges by the rule for
+// crashes (crash.go): the same live rooms everywhere, and every message
+// taken by each member once, but for the deliveries the rule loses and
+// owes again, which the verdict counts exactly. The crashes, and what the
+// rule loses and owes again, must have happened.
+func TestCrashSweep(t *testing.T) {
+	var crashes, lost, again int64
+	var medians []int64
+	ran := 0
+	for seed := uint64(1); seed <= 120; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			rep, _ := simulate(t, context.Background(), crashConfig(seed))
+			requireConverged(t, rep)
+			c := rep.Faults.Crash
+			if c == nil {
+				t.Fatal("no crash figures")
+			}
+			if c.Crashes > 0 {
+				medians = append(medians, c.ToRoomsMedian)
+			}
+			crashes += c.Crashes
+			lost += c.Lost
+			again += c.Redelivered
+			ran++
+		})
+	}
+	if ran < 120 {
+		return
+	}
+	if crashes == 0 || lost == 0 || again == 0 {
+		t.Errorf("crashes not exercised: %d crashes, %d deliveries lost, %d owed again", crashes, lost, again)
+	}
+	if m := median(medians); m > 5 {
+		t.Errorf("restarted users had the rooms after %d ticks in the median run, want at most 5", m)
+	}
+}
+
 // Over 200 seeds of fast runs with every fault on, the drain heals and
 // brings everyone back, and every run converges: the same live rooms
 // everywhere, no two with one group, no ghosts, every message to every
@@ -74,7 +123,7 @@ func TestFaultSweep(t *testing.T) {
 func TestFaultsAreDeterministic(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	args := []string{"-fast", "-json", "-users", "12", "-duration", "90s", "-seed", "5", "-delay", "2s",
-		"-loss", "0.3", "-dup", "0.2", "-partition", "8s", "-offline", "8s", "-clog", "8s", "-join", "3"}
+		"-loss", "0.3", "-dup", "0.2", "-partition", "8s", "-offline", "8s", "-clog", "8s", "-crash", "8s", "-join", "3"}
 	want := runArgs(t, args...)
 	for _, procs := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {

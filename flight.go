@@ -20,6 +20,7 @@ type flight struct {
 	inflight atomic.Int64 // deliveries admitted or counted and not yet applied
 	capacity int64
 	arriving atomic.Int64 // late joiners online whose view is not yet complete
+	again    atomic.Int64 // with crashes: applies still to come beyond what was sent, less those that never will (see crashLedger)
 }
 
 // networkCapacity is how many deliveries per user the network carries at

@@ -103,6 +103,19 @@ var recordKinds = [numKinds]kindSpec{
 		b = append(b, " clear again after "...)
 		return r.end(append(b, fmtDur(rec.Lasts)...))
 	}},
+	KindCrash: {name: "crash", class: "c-other", shape: "cross", text: func(r *renderer, b []byte, rec *Record) []byte {
+		b = r.start(b, styleAway)
+		b = liveChats(append(b, "I crashed, forgetting "...), len(rec.Rooms))
+		b = append(b, " and "...)
+		b = strconv.AppendInt(b, int64(rec.Lost), 10)
+		b = append(b, " held messages"...)
+		return r.end(b)
+	}},
+	KindRestart: {name: "restart", class: "c-other", shape: "star", text: func(r *renderer, b []byte, rec *Record) []byte {
+		b = r.start(b, styleAway)
+		b = strconv.AppendUint(append(b, "I restarted as incarnation "...), uint64(rec.Inc), 10)
+		return r.end(append(b, ", remembering nothing: telling everyone"...))
+	}},
 	KindCatchUp: {name: "catch_up", class: "c-other", shape: "star", text: func(r *renderer, b []byte, rec *Record) []byte {
 		b = r.uid(append(b, "I caught up with "...), rec.By)
 		return liveChats(append(b, ": "...), len(rec.Rooms))
@@ -233,6 +246,10 @@ func staleText(r *renderer, b []byte, rec *Record) []byte {
 }
 
 func stateText(r *renderer, b []byte, rec *Record) []byte {
+	if rec.Inc > 0 {
+		b = liveChats(append(b, "I restarted and learned "...), len(rec.Rooms))
+		return r.uid(append(b, " from "...), rec.By)
+	}
 	b = liveChats(append(b, "I came online late and learned "...), len(rec.Rooms))
 	return r.uid(append(b, " from "...), rec.By)
 }

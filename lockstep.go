@@ -119,9 +119,11 @@ type linkNumbers struct{ seq, ack, to uint32 }
 // stepUser is a user's loop in lockstep, around its peer.
 type stepUser struct {
 	*User
-	port   *stepPort
-	period time.Duration
-	news   []Online // news taken while waiting, learned when the round starts
+	port    *stepPort
+	period  time.Duration
+	news    []Online    // news taken while waiting, learned when the round starts
+	dead    bool        // crashed: its peer is the crashed incarnation, kept for its figures (see crash.go)
+	earlier userFigures // its crashed incarnations' figures
 }
 
 // round is one step of the lockstep coordinator. A user starts a round
@@ -163,6 +165,14 @@ func (u *stepUser) run(first *round) {
 		act := actNone
 		if r.act {
 			act = actRoll
+		}
+		if u.dead {
+			if u.port.down() { // what reaches it is lost
+				u.port.due(r.tick)(func(Delivery) { u.dropped() })
+				r.done.Done()
+				continue
+			}
+			u.restart(uint64(r.tick), now)
 		}
 		u.port.sendWaiting(now)
 		u.peer.Step(Input{Kind: tickInput, Now: now, Tick: uint64(r.tick), Due: u.port.due(r.tick), Act: act, Away: u.port.away()}, u)
@@ -278,7 +288,7 @@ func (l *lockstep) step() bool {
 		s.applyFaults(t, now, !l.acting)
 		l.ended = !l.acting
 	}
-	if !l.acting && s.net.outstanding() == 0 {
+	if !l.acting && s.net.outstanding() == 0 && s.heldForGood() == 0 {
 		s.runTime = time.Duration(s.ticks) * s.cfg.Tick
 		l.r.final = true
 		l.run(l.r)

@@ -185,9 +185,12 @@ type jsonRecord struct {
 	Away        float64    `json:"away,omitempty"`
 	Rooms       *[]string  `json:"rooms,omitempty"`
 	Sides       [][]string `json:"sides,omitempty"`
-	OneWay      bool       `json:"one_way,omitempty"` // split: only the first side reaches the second
-	Clogged     string     `json:"clogged,omitempty"` // clog, unclog: "out" of by, "in" to by, or "pair" from by to peer
-	Lasts       float64    `json:"lasts,omitempty"`   // clog: seconds it will last; unclog: it lasted
+	OneWay      bool       `json:"one_way,omitempty"`        // split: only the first side reaches the second
+	Clogged     string     `json:"clogged,omitempty"`        // clog, unclog: "out" of by, "in" to by, or "pair" from by to peer
+	Lasts       float64    `json:"lasts,omitempty"`          // clog: seconds it will last; unclog: it lasted
+	Incarnation uint32     `json:"incarnation,omitempty"`    // restart, and a restarted user's state
+	Forgotten   *int32     `json:"held_forgotten,omitempty"` // crash: the messages it held back
+	Lost        [][]string `json:"lost,omitempty"`           // crash: the deliveries lost with it, as [message, member]
 }
 
 func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
@@ -241,7 +244,13 @@ func (r *renderer) appendJSON(b []byte, rec *Record) []byte {
 	if rec.Kind == KindClog || rec.Kind == KindUnclog {
 		j.Clogged, j.Lasts = rec.ClogDir.String(), rec.Lasts.Seconds()
 	}
-	j.OneWay = rec.OneWay
+	if rec.Kind == KindCrash {
+		j.Forgotten = &rec.Lost
+		for _, d := range rec.Losses {
+			j.Lost = append(j.Lost, []string{d.Msg.String(), uidName(d.To)})
+		}
+	}
+	j.OneWay, j.Incarnation = rec.OneWay, rec.Inc
 	return appendJSONLine(b, j)
 }
 

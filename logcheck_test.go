@@ -28,6 +28,7 @@ type logLine struct {
 	Late        bool            `json:"late"`
 	Held        bool            `json:"held"`
 	Rooms       json.RawMessage `json:"rooms"` // a list, except in the summary
+	Lost        [][2]string     `json:"lost"`  // crash: [message, member] deliveries lost with it
 }
 
 // rooms is the list of room ids a state or final line names.
@@ -53,6 +54,11 @@ func (l *logLine) rooms() []string {
 //   - every message reaches every other member of its room (as its creator's
 //     `create` line lists them) at most once, and exactly once once the run
 //     has drained;
+//   - with crashes, by the rule for crashes: between a user's `crash` and
+//     its `restart` it logs nothing, and after it knows only what it
+//     hears anew; each incarnation of a member takes a message at most
+//     once, and some incarnation takes it unless a `crash` line lists it
+//     as lost;
 //   - the final views agree.
 //
 // It returns what it found wrong, at most a few lines of each kind.
@@ -65,8 +71,9 @@ func checkLogOrder(out string) []string {
 		}
 	}
 	type userState struct {
-		away  bool
-		heard map[string]float64 // room id -> when first heard of
+		away, down bool
+		inc        int                // incarnations so far, from 0
+		heard      map[string]float64 // room id -> when first heard of
 	}
 	users := map[string]*userState{}
 	user := func(name string) *userState {
@@ -81,6 +88,8 @@ func checkLogOrder(out string) []string {
 	sentTo := map[string]string{}      // msg -> room
 	sender := map[string]string{}      // msg -> sender
 	got := map[string]map[string]int{} // msg -> recipient -> deliveries
+	once := map[[3]string]bool{}       // msg, recipient, incarnation -> taken
+	lost := map[[2]string]bool{}       // msg, member: lost by the rule for crashes
 	var finals [][]string
 	drained := false
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -124,8 +133,25 @@ func checkLogOrder(out string) []string {
 			continue
 		case "online":
 			continue
+		case "crash":
+			if u.down {
+				report("twice", "line %d: %s crashes while down", n, l.User)
+			}
+			// Whether it knew it was offline dies with it.
+			u.down, u.away, u.heard = true, false, map[string]float64{}
+			for _, d := range l.Lost {
+				lost[d] = true
+			}
+			continue
+		case "restart":
+			if !u.down {
+				report("twice", "line %d: %s restarts without having crashed", n, l.User)
+			}
+			u.down = false
+			u.inc++
+			continue
 		}
-		if u.away {
+		if u.away || u.down {
 			report("away", "line %d: %s logs %s at %v while offline", n, l.User, l.Kind, l.T)
 		}
 		switch l.Kind {
@@ -151,8 +177,11 @@ func checkLogOrder(out string) []string {
 			if got[l.Msg] == nil {
 				got[l.Msg] = map[string]int{}
 			}
-			if got[l.Msg][l.User]++; got[l.Msg][l.User] > 1 {
-				report("dup", "line %d: %s receives %s a second time", n, l.User, l.Msg)
+			got[l.Msg][l.User]++
+			if k := [3]string{l.Msg, l.User, fmt.Sprint(u.inc)}; once[k] {
+				report("dup", "line %d: %s receives %s a second time in one incarnation", n, l.User, l.Msg)
+			} else {
+				once[k] = true
 			}
 			if ms, ok := members[l.Room]; ok && !slices.Contains(ms, l.User) {
 				report("member", "line %d: %s receives %s but is not a member of room %s", n, l.User, l.Msg, l.Room)
@@ -168,8 +197,12 @@ func checkLogOrder(out string) []string {
 			continue
 		}
 		for _, m := range ms {
-			if m != sender[msg] && got[msg][m] != 1 {
-				report("lost", "message %s to room %s reached %s %d times", msg, room, m, got[msg][m])
+			switch n := got[msg][m]; {
+			case m == sender[msg] || lost[[2]string{msg, m}]:
+			case n == 0:
+				report("lost", "message %s to room %s never reached %s", msg, room, m)
+			case n > 1 && users[m].inc == 0:
+				report("lost", "message %s to room %s reached %s %d times", msg, room, m, n)
 			}
 		}
 	}
@@ -202,6 +235,12 @@ func TestLogOrderFast(t *testing.T) {
 		runs = append(runs, []string{"-users", fmt.Sprint(c.Users), "-duration", "60s", "-seed", fmt.Sprint(seed),
 			"-delay", c.Delay.String(), "-loss", fmt.Sprint(c.Loss), "-dup", fmt.Sprint(c.Dup),
 			"-partition", c.Partition.String(), "-offline", c.Offline.String(), "-clog", c.Clog.String(), "-join", fmt.Sprint(c.Join), "-chance", "0.5"})
+	}
+	for seed := uint64(1); seed <= 12; seed++ {
+		c := crashConfig(seed)
+		runs = append(runs, []string{"-users", fmt.Sprint(c.Users), "-duration", "120s", "-seed", fmt.Sprint(seed),
+			"-delay", c.Delay.String(), "-loss", fmt.Sprint(c.Loss), "-dup", fmt.Sprint(c.Dup), "-partition", c.Partition.String(),
+			"-offline", c.Offline.String(), "-clog", c.Clog.String(), "-crash", c.Crash.String(), "-join", fmt.Sprint(c.Join), "-chance", "0.5"})
 	}
 	for _, args := range runs {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

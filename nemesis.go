@@ -30,12 +30,19 @@ import (
 //     sends, on what is sent to it, or on what it sends to one other user.
 //     So about one user in twenty has a clog at any moment. What is sent
 //     over a clogged path is not lost: it goes on when the clog clears.
+//   - Crashes: on every tick each user online, and not offline, crashes
+//     with chance 1/(19L), L the mean time down in ticks, unless that would
+//     leave fewer than two users up; it stays down a whole number of ticks
+//     uniform from 1 to crashMax, and restarts with nothing in memory (see
+//     restart.go). So about one user in twenty is down at any moment.
+//     While down it is offline to the network, and it cannot go offline.
 //   - Late joiners: the last join users, user_{n-join+1} to user_n, come
 //     online in that order at ticks uniform in the first half of the run
 //     (of the first minute without -duration).
 //
-// At the stop, end heals the network, clears the clogs and brings everyone
-// online, so that the drain can deliver everything.
+// At the stop, end heals the network, clears the clogs, restarts whoever
+// is down and brings everyone online, so that the drain can deliver
+// everything.
 type nemesis struct {
 	net        *faults
 	rng        *rand.Rand
@@ -47,6 +54,11 @@ type nemesis struct {
 	clogMax    int64
 	clogChance float64
 	clogs      spells
+	crashMax   int64
+	crashOdds  float64
+	downs      spells
+	up         int32   // users online and not down
+	crashed    []int32 // the users that crashed at the last tick applied
 
 	split     *split // the current split, or nil
 	nextSplit int64  // the tick the partition next changes; 0: never
@@ -82,18 +94,18 @@ func (s spells) end(u int32, t int64) int64 {
 
 // faultTally counts what the nemesis did.
 type faultTally struct {
-	Splits, OneWay, Outages, Clogs   int64
-	SplitTicks, AwayTicks, ClogTicks int64
-	LateJoiners                      int64
+	Splits, OneWay, Outages, Clogs, Crashes     int64
+	SplitTicks, AwayTicks, ClogTicks, DownTicks int64
+	LateJoiners                                 int64
 }
 
 // faultPlan is the fault schedule's settings, in ticks (0: none): the
 // longest split or healed period, outage and clog, the late joiners, and
 // the last tick one may come online.
 type faultPlan struct {
-	splitMax, offMax, clogMax int64
-	join                      int
-	lateBy                    int64
+	splitMax, offMax, clogMax, crashMax int64
+	join                                int
+	lateBy                              int64
 }
 
 // newNemesis draws the schedule of users users, with ticks of tick.
@@ -122,6 +134,12 @@ func newNemesis(net *faults, seed uint64, users int, tick time.Duration, plan fa
 		m.clogChance = 1 / (19 * mean)
 		m.clogs = newSpells(users)
 	}
+	if plan.crashMax > 0 {
+		m.crashMax = plan.crashMax
+		m.crashOdds = 1 / (19 * float64(plan.crashMax+1) / 2)
+		m.downs = newSpells(users)
+	}
+	m.up = int32(users - join)
 	for range join {
 		m.lateAt = append(m.lateAt, 1+m.rng.Int64N(max(1, lateBy)))
 	}
@@ -144,7 +162,7 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 			switch {
 			case m.outages.endsAt(u, t):
 				m.comeBack(u, t)
-			case !m.outages.on(u) && m.rng.Float64() < m.offChance:
+			case !m.outages.on(u) && m.rng.Float64() < m.offChance && (m.crashMax == 0 || !m.downs.on(u)):
 				m.outages.start(u, t, 1+m.rng.Int64N(m.offMax))
 				m.tally.Outages++
 				m.net.away[u].Store(true)
@@ -161,10 +179,41 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 			}
 		}
 	}
+	m.crashed = m.crashed[:0]
+	if m.crashMax > 0 {
+		m.crashes(t)
+	}
 	for m.joined < len(m.lateAt) && m.lateAt[m.joined] <= t {
 		joined = append(joined, m.join())
 	}
 	return recs, joined
+}
+
+// crashes restarts the users whose time down ends at tick t, and crashes
+// others: see nemesis. A crashed user is offline to the network until it
+// restarts; the run (Sim.crash) takes its memory.
+func (m *nemesis) crashes(t int64) {
+	for u := int32(1); u < m.firstLate+int32(m.joined); u++ {
+		switch {
+		case m.downs.endsAt(u, t):
+			m.restart(u, t)
+		case !m.downs.on(u) && !m.net.away[u].Load() && m.up > 2 && m.rng.Float64() < m.crashOdds:
+			m.downs.start(u, t, 1+m.rng.Int64N(m.crashMax))
+			m.crashed = append(m.crashed, u)
+			m.tally.Crashes++
+			m.up--
+			m.net.away[u].Store(true)
+			m.net.down[u].Store(true)
+		}
+	}
+}
+
+// restart brings user u, down, up again at tick t.
+func (m *nemesis) restart(u int32, t int64) {
+	m.tally.DownTicks += m.downs.end(u, t)
+	m.up++
+	m.net.down[u].Store(false)
+	m.net.away[u].Store(false)
 }
 
 // clog clogs user u's traffic from tick t, and returns the network's log
@@ -214,6 +263,13 @@ func (m *nemesis) end(t int64) (recs []Record, joined []int32) {
 		}
 	}
 	m.clogMax = 0
+	m.crashed = m.crashed[:0]
+	for u := int32(1); u <= m.users && m.crashMax > 0; u++ {
+		if m.downs.on(u) {
+			m.restart(u, t)
+		}
+	}
+	m.crashMax = 0
 	for m.joined < len(m.lateAt) {
 		joined = append(joined, m.join())
 	}
@@ -229,6 +285,7 @@ func (m *nemesis) join() int32 {
 	u := m.firstLate + int32(m.joined)
 	m.joined++
 	m.tally.LateJoiners++
+	m.up++
 	m.net.away[u].Store(false)
 	return u
 }

@@ -284,6 +284,9 @@ func (p *Port) arrives(d Delivery) bool {
 // online.
 func (p *Port) away() bool { return p.net.faults != nil && p.net.faults.away[p.uid].Load() }
 
+// down reports whether the owner has crashed and not yet restarted.
+func (p *Port) down() bool { return p.net.faults != nil && p.net.faults.down[p.uid].Load() }
+
 // lose counts a transmission lost on arrival: the owner was away.
 func (p *Port) lose() { p.tx.Lost++ }
 
@@ -296,12 +299,13 @@ func (p *Port) lose() { p.tx.Lost++ }
 type faults struct {
 	loss, dup float64
 	split     atomic.Pointer[split]  // nil while the network is whole
-	away      []atomic.Bool          // by uid: offline, or not yet online
+	away      []atomic.Bool          // by uid: offline, or not yet online, or down
+	down      []atomic.Bool          // by uid: crashed, and not yet restarted
 	clogs     []atomic.Pointer[clog] // by uid: the clog on the user's traffic, or nil
 }
 
 func newFaults(users int, loss, dup float64) *faults {
-	return &faults{loss: loss, dup: dup, away: make([]atomic.Bool, users+1), clogs: make([]atomic.Pointer[clog], users+1)}
+	return &faults{loss: loss, dup: dup, away: make([]atomic.Bool, users+1), down: make([]atomic.Bool, users+1), clogs: make([]atomic.Pointer[clog], users+1)}
 }
 
 // split is a partition of the network: the side or sides of each user, by
@@ -345,13 +349,15 @@ func (f *faults) clogged(a, b int32) bool {
 // runCounts reports whether the run counts ev in flight, sent and applied,
 // for its drain: everything but the report tree's reports and news, which
 // come as long as anything is unstable.
-func runCounts(ev *Event) bool { return ev.Kind != ReportEvent && ev.Kind != NewsEvent }
+func runCounts(ev *Event) bool {
+	return ev.Kind != ReportEvent && ev.Kind != NewsEvent && ev.Kind != RestartEvent
+}
 
 // outstanding counts deliveries sent but not yet applied, and late joiners
 // whose view is not yet complete. Lockstep reads it between rounds, when
 // no user is working.
 func (n *Network) outstanding() int64 {
-	k := n.fl.arriving.Load()
+	k := n.fl.arriving.Load() + n.fl.again.Load()
 	for _, p := range n.ports {
 		k += p.sent - p.applied
 	}

@@ -228,6 +228,7 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 			T1: sec(from), T2: sec(to), Y: y(u) - p.LaneH/2, H: p.LaneH, Title: title})
 	}
 	away := make(map[int32]time.Duration)
+	down := make(map[int32]*Record)
 	clogged := make(map[int32]*Record)
 	races := make(map[string][]pageRace)
 	var split *Record
@@ -287,6 +288,14 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 			band("clog", r.By, from, r.T, title)
 			delete(clogged, r.By)
 			continue
+		case KindCrash:
+			down[r.User] = r
+			delete(away, r.User) // what it knew of being offline died with it
+		case KindRestart:
+			if c, ok := down[r.User]; ok {
+				band("down", r.User, c.T, r.T, lineOf(c))
+				delete(down, r.User)
+			}
 		case KindOffline:
 			away[r.User] = r.T
 		case KindBack:
@@ -332,6 +341,9 @@ func (p *pageData) layout(rep *Report, h *timeline, rend renderer) {
 	for u := int32(1); u <= int32(users); u++ { // in uid order: the same page for the same run
 		if from, ok := away[u]; ok {
 			band("away", u, from, h.shown.To, uidName(u)+" is offline to the end of the diagram")
+		}
+		if c, ok := down[u]; ok {
+			band("down", u, c.T, h.shown.To, lineOf(c))
 		}
 	}
 }

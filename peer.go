@@ -153,6 +153,7 @@ func newPeer(uid int32, cfg peerConfig, rng *rand.Rand) *Peer {
 		p.stage = notYetOnline
 	}
 	if p.restarted() {
+		p.view.inc = cfg.inc
 		p.online, p.stage, p.stab.hold = true, awaitRooms, true
 		p.welcomed, p.waiting = make([]bool, cfg.users+1), cfg.users-1
 	}

@@ -30,6 +30,8 @@ const (
 	KindCatchUp // a late joiner learned from a peer what it had missed
 	KindClog    // a user's traffic is clogged: a network line; By is the user
 	KindUnclog  // the clog cleared: a network line
+	KindCrash   // the user crashed: it forgets everything
+	KindRestart // the user restarted, as a new incarnation
 
 	numKinds = iota + 1 // one past the last kind
 )
@@ -53,11 +55,20 @@ type Record struct {
 	Held      bool      // receive: the message waited for its room to be known
 	Reason    string
 	Away      time.Duration // back: how long the user was away
-	Rooms     []Stamp       // state, catch_up: the live rooms right after the transfer
+	Rooms     []Stamp       // state, catch_up: the live rooms right after the transfer; crash: those it forgot
 	Sides     [][]int32     // split: the users on each side; a bridge is on both
 	OneWay    bool          // split: only the first side reaches the other
 	ClogDir   clogDir       // clog, unclog: which of By's traffic (Peer: to whom, for a pair)
 	Lasts     time.Duration // clog: how long it will last; unclog: how long it lasted
+	Lost      int32         // crash: the messages it held back
+	Losses    []msgTo       // crash: the deliveries the rule for crashes loses with it (see crash.go)
+	Inc       uint32        // restart, and a restarted user's state: its incarnation
+}
+
+// msgTo is one delivery: a message to a member.
+type msgTo struct {
+	Msg Stamp
+	To  int32
 }
 
 // clogDir is which of a user's traffic a clog holds.

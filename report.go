@@ -69,6 +69,7 @@ type Settings struct {
 	Partition string  `json:"partition,omitempty"`
 	Offline   string  `json:"offline,omitempty"`
 	Clog      string  `json:"clog,omitempty"`
+	Crash     string  `json:"crash,omitempty"`
 	Join      int     `json:"join,omitempty"`
 }
 
@@ -100,6 +101,9 @@ func (st Settings) faultText() string {
 	if st.Clog != "" {
 		b.WriteString(", clogs up to " + st.Clog)
 	}
+	if st.Crash != "" {
+		b.WriteString(", crashes down up to " + st.Crash)
+	}
 	if st.Join > 0 {
 		b.WriteString(", " + plural(int64(st.Join), "late joiner"))
 	}
@@ -123,6 +127,9 @@ func settingsOf(c Config) Settings {
 	}
 	if c.Clog > 0 {
 		st.Clog = c.Clog.String()
+	}
+	if c.Crash > 0 {
+		st.Crash = c.Crash.String()
 	}
 	return st
 }
@@ -197,17 +204,32 @@ type Stability struct {
 	News         int64 `json:"news"`                // down it
 }
 
+// CrashFigures are what crashes did, by the rule for crashes (see
+// crash.go): what crashed users forgot, the deliveries the rule lost and
+// owed again, and how soon a restarted user had the rooms, in ticks.
+type CrashFigures struct {
+	Crashes        int64   `json:"crashes"`
+	DownSeconds    float64 `json:"down_seconds"`
+	RoomsForgotten int64   `json:"rooms_forgotten"`
+	HeldLost       int64   `json:"held_lost"`   // of lost: held back by a member that crashed
+	Lost           int64   `json:"lost"`        // deliveries lost by the rule
+	Redelivered    int64   `json:"redelivered"` // deliveries owed again to a restarted member
+	ToRoomsMedian  int64   `json:"to_rooms_median_ticks"`
+	ToRoomsMax     int64   `json:"to_rooms_max_ticks"`
+}
+
 // FaultFigures are what the faults did.
 type FaultFigures struct {
-	Splits        int64   `json:"splits"`
-	OneWay        int64   `json:"one_way_splits"` // of the splits
-	SplitSeconds  float64 `json:"split_seconds"`
-	Outages       int64   `json:"outages"`
-	OutageSeconds float64 `json:"outage_seconds"`
-	Clogs         int64   `json:"clogs"`
-	ClogSeconds   float64 `json:"clog_seconds"`
-	LateJoiners   int64   `json:"late_joiners"`
-	RoomsLearned  int64   `json:"rooms_learned"`
+	Splits        int64         `json:"splits"`
+	OneWay        int64         `json:"one_way_splits"` // of the splits
+	SplitSeconds  float64       `json:"split_seconds"`
+	Outages       int64         `json:"outages"`
+	OutageSeconds float64       `json:"outage_seconds"`
+	Clogs         int64         `json:"clogs"`
+	ClogSeconds   float64       `json:"clog_seconds"`
+	LateJoiners   int64         `json:"late_joiners"`
+	RoomsLearned  int64         `json:"rooms_learned"`
+	Crash         *CrashFigures `json:"crashes,omitempty"`
 
 	// Late joiners: ticks from coming online to having the rooms (those
 	// it was online), and to a complete view; the median and the most over
@@ -245,8 +267,9 @@ type runFacts struct {
 	Deliveries Spark
 	LiveSeries []float64 // the samples behind the sparklines
 	DelSeries  []float64
-	Faults     *faultTally // with faults only
-	TombsAll   int64       // the most tombstones all views kept at once, sampled
+	Faults     *faultTally  // with faults only
+	Crashes    *crashLedger // with -crash only
+	TombsAll   int64        // the most tombstones all views kept at once, sampled
 }
 
 // userFigures are what a user reports of its run, as values: taken once
@@ -262,6 +285,7 @@ type userFigures struct {
 	TombsPeak             int64
 	Reports, News         int64
 	Late                  *lateFigures // a late joiner's way in; nil for others
+	Restarts              []int64      // after each restart, the ticks until it had the rooms
 }
 
 // lateFigures are a late joiner's way in, in ticks from coming online:
@@ -279,8 +303,9 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	var tot Counts
 	var tx transportCounts
 	var lags []int64
-	var toRooms, toComplete []int64
+	var toRooms, toComplete, restarts []int64
 	for _, u := range users {
+		restarts = append(restarts, u.Restarts...)
 		for k, n := range u.Lags {
 			for len(lags) <= k {
 				lags = append(lags, 0)
@@ -319,6 +344,12 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 		r.Drain = max(run.Wall-run.RunTime, 0).Seconds()
 		r.Traffic.PerSecond = float64(r.Traffic.Delivered) / run.Wall.Seconds()
 	}
+	if l := run.Crashes; l != nil {
+		// By the rule for crashes (crash.go), some deliveries are lost and
+		// some are owed again.
+		tot.Expected += l.again - l.lost
+		tot.OwedSum += l.againSum - l.lostSum
+	}
 	r.Actions.Create = Action{tot.Creates, tot.CreateFailed}
 	r.Actions.Message = Action{tot.Messages, tot.MessageFailed}
 	r.Actions.Close = Action{tot.Closes, tot.CloseFailed}
@@ -353,8 +384,16 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 		}
 		r.Faults.ToRoomsMedian, r.Faults.ToRoomsMax = median(toRooms), slices.Max(append(toRooms, 0))
 		r.Faults.ToCompleteMedian, r.Faults.ToCompleteMax = median(toComplete), slices.Max(append(toComplete, 0))
+		if l := run.Crashes; l != nil {
+			r.Faults.Crash = &CrashFigures{Crashes: f.Crashes, DownSeconds: seconds(f.DownTicks),
+				RoomsForgotten: l.roomsForgotten, HeldLost: l.heldLost, Lost: l.lost, Redelivered: l.again,
+				ToRoomsMedian: median(restarts), ToRoomsMax: slices.Max(append(restarts, 0))}
+		}
 	}
-	r.Problems = check(views, &tot, r.Messages.Held)
+	r.Problems = check(views, &tot, r.Messages.Held, run.Crashes != nil)
+	if run.Crashes != nil && len(views) > 0 {
+		r.Rooms.Live = int64(len(views[0].Rooms())) // a crashed creator forgets its rooms: count what the views agree on
+	}
 	r.Converged = len(r.Problems) == 0
 	if c.JSON {
 		for _, v := range views {
@@ -403,7 +442,7 @@ const maxProblems = 5
 // when the run converged: every user has the same live rooms, no two live
 // rooms share a group, every room created was closed, replaced or is live,
 // and every message reached every other member of its room exactly once.
-func check(views []*View, tot *Counts, held int64) []string {
+func check(views []*View, tot *Counts, held int64, crashes bool) []string {
 	var problems []string
 	add := func(format string, args ...any) {
 		if len(problems) < maxProblems {
@@ -419,6 +458,35 @@ func check(views []*View, tot *Counts, held int64) []string {
 			add("%s and %s disagree: %s", uidName(views[0].Self()), uidName(v.Self()), d)
 		}
 	}
+	if !crashes {
+		problems = append(problems, checkCreators(views, tot, len(ref))...)
+	}
+	if held > 0 {
+		add("%d messages still held back", held)
+	}
+	if tot.Deliveries != tot.Expected {
+		add("%d deliveries, but messages were owed %d", tot.Deliveries, tot.Expected)
+	} else if tot.GotSum != tot.OwedSum {
+		add("as many deliveries as owed, but not to the members they were owed to")
+	}
+	if tot.NonMember > 0 {
+		add("%d messages reached a non-member", tot.NonMember)
+	}
+	if len(problems) > maxProblems {
+		problems = problems[:maxProblems]
+	}
+	return problems
+}
+
+// checkCreators compares the rooms with what their creators know of them:
+// no two live rooms share a group, and the creators' counts of their
+// rooms add up, live ones to the live in the views. A crashed creator
+// forgets its rooms, so runs with crashes rely on the views' agreement.
+func checkCreators(views []*View, tot *Counts, live int) []string {
+	var problems []string
+	add := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf(format, args...))
+	}
 	// Each creator knows the group of its own live rooms: compare member
 	// sets themselves, not the fingerprints views key them by.
 	var own []Room
@@ -431,22 +499,11 @@ func check(views []*View, tot *Counts, held int64) []string {
 			add("two live rooms share a group: chats %s and %s", own[i-1].Stamp, own[i].Stamp)
 		}
 	}
-	if int64(len(ref)) != tot.OwnLive {
-		add("%d rooms are live in the views, but their creators count %d live", len(ref), tot.OwnLive)
+	if int64(live) != tot.OwnLive {
+		add("%d rooms are live in the views, but their creators count %d live", live, tot.OwnLive)
 	}
 	if n := tot.Closed + tot.Duplicates + tot.OwnLive; n != tot.Created {
 		add("%d rooms created, but %d closed, replaced or live", tot.Created, n)
-	}
-	if held > 0 {
-		add("%d messages still held back", held)
-	}
-	if tot.Deliveries != tot.Expected {
-		add("%d deliveries, but messages were owed %d", tot.Deliveries, tot.Expected)
-	} else if tot.GotSum != tot.OwedSum {
-		add("as many deliveries as owed, but not to the members they were owed to")
-	}
-	if tot.NonMember > 0 {
-		add("%d messages reached a non-member", tot.NonMember)
 	}
 	return problems
 }
@@ -494,6 +551,11 @@ func (r *Report) faultsDone() string {
 	}
 	if r.Join > 0 {
 		parts = append(parts, fmt.Sprintf("%s learned %s", plural(f.LateJoiners, "late joiner"), plural(f.RoomsLearned, "live room")))
+	}
+	if c := f.Crash; c != nil {
+		parts = append(parts, fmt.Sprintf("%s (%s down) forgot %s and %s; restarted users had the rooms after %d ticks in the median (at most %d); by the rule for crashes %s lost (%d held back) and %s again",
+			plural(c.Crashes, "crash"), fmtSeconds(c.DownSeconds), plural(c.RoomsForgotten, "live room"), plural(c.HeldLost, "held message"),
+			c.ToRoomsMedian, c.ToRoomsMax, plural(c.Lost, "delivery"), c.HeldLost, plural(c.Redelivered, "delivery")))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -567,7 +629,11 @@ func (r *Report) writeText(w io.Writer) error {
 		good, bad, reset = styleGood, styleBad, styleReset
 	}
 	if r.Converged {
-		p("verdict", "%sconverged%s: all %d users agree on %s, no two share a group, every message delivered once", good, reset, r.Online, plural(r.Rooms.Live, "live room"))
+		once := "every message delivered once"
+		if r.Crash != "" {
+			once += " to each member, by the rule for crashes"
+		}
+		p("verdict", "%sconverged%s: all %d users agree on %s, no two share a group, %s", good, reset, r.Online, plural(r.Rooms.Live, "live room"), once)
 	} else {
 		p("verdict", "%sNOT CONVERGED%s", bad, reset)
 		for _, s := range r.Problems {

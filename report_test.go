@@ -78,7 +78,7 @@ func TestCheckFindsMisdelivery(t *testing.T) {
 		t.Fatalf("deliveries %d, owed %d: the counts should agree here", tot.Deliveries, tot.Expected)
 	}
 	want := []string{"as many deliveries as owed, but not to the members they were owed to"}
-	if got := check(w.views, &tot, 0); !slices.Equal(got, want) {
+	if got := check(w.views, &tot, 0, false); !slices.Equal(got, want) {
 		t.Errorf("problems = %q, want %q", got, want)
 	}
 }
@@ -97,7 +97,7 @@ func TestCheckFindsDisagreement(t *testing.T) {
 	}
 	r := &Report{Settings: Settings{Users: 3}}
 	r.Messages.Held = int64(w.v(3).HeldCount())
-	r.Problems = check(w.views, &tot, r.Messages.Held)
+	r.Problems = check(w.views, &tot, r.Messages.Held, false)
 	want := []string{
 		"user_1 and user_3 disagree: only the first has chat 1.1 live",
 		"1 messages still held back",

@@ -54,6 +54,7 @@ import (
 func (p *Peer) restart(now time.Duration, out port) {
 	p.view.clock = max(p.view.clock, (p.tick+1)*uint64(p.cfg.users))
 	p.onlineAt, p.helloAt = p.tick, p.view.epoch
+	p.view.record(Record{T: now, Kind: KindRestart, Inc: p.cfg.inc})
 	p.greetAll(now, out)
 }
 

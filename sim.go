@@ -27,11 +27,12 @@ type Config struct {
 
 	// Faults: every transmission is lost with chance Loss, delivered twice
 	// with chance Dup; the network splits for up to Partition at a time,
-	// users go offline for up to Offline, paths clog for up to Clog, and
-	// the last Join users come online late.
-	Loss, Dup                float64
-	Partition, Offline, Clog time.Duration
-	Join                     int
+	// users go offline for up to Offline, paths clog for up to Clog, users
+	// crash and stay down for up to Crash, and the last Join users come
+	// online late.
+	Loss, Dup                       float64
+	Partition, Offline, Clog, Crash time.Duration
+	Join                            int
 
 	Color  bool    // colour the text log and summary (decided from -color, the terminal and NO_COLOR)
 	Follow []int32 // show only these users' lines, and the network's; nil shows everyone's
@@ -45,7 +46,7 @@ type Config struct {
 
 // faulty reports whether any fault is injected.
 func (c Config) faulty() bool {
-	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Clog > 0 || c.Join > 0
+	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Clog > 0 || c.Crash > 0 || c.Join > 0
 }
 
 // lateBy is the last tick a late joiner may come online: the first half
@@ -88,10 +89,12 @@ type Sim struct {
 	wires     *wireKeeper   // the lost and resent transmissions a page draws; nil without them
 
 	// Lockstep.
-	first   *round         // the round users start in, until the coordinator takes it
-	barrier sync.WaitGroup // every round's done
-	lines   []lineBuffer   // lines[i] holds user_{i+1}'s lines of a round
-	ticks   int64          // action ticks run
+	steppers []*stepUser    // steppers[i] is user_{i+1}'s loop
+	crashes  crashLedger    // what crashes cost, by the rule (see crash.go)
+	first    *round         // the round users start in, until the coordinator takes it
+	barrier  sync.WaitGroup // every round's done
+	lines    []lineBuffer   // lines[i] holds user_{i+1}'s lines of a round
+	ticks    int64          // action ticks run
 
 	runTime  time.Duration // simulated in fast mode
 	wall     time.Duration // wall time from the first tick to the end of the drain
@@ -133,7 +136,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 			return max(1, wholeTicks(d, cfg.Tick))
 		}
 		s.nemesis = newNemesis(s.net.faults, cfg.Seed, cfg.Users, cfg.Tick,
-			faultPlan{splitMax: ticks(cfg.Partition), offMax: ticks(cfg.Offline), clogMax: ticks(cfg.Clog), join: cfg.Join, lateBy: cfg.lateBy()})
+			faultPlan{splitMax: ticks(cfg.Partition), offMax: ticks(cfg.Offline), clogMax: ticks(cfg.Clog), crashMax: ticks(cfg.Crash), join: cfg.Join, lateBy: cfg.lateBy()})
 		if cfg.HTML != "" {
 			s.wires = newWireKeeper(cfg.Users, keepLost(cfg), cfg.Window.From)
 			s.net.wires = s.wires
@@ -244,7 +247,7 @@ func (s *Sim) newUser(k int32, late bool) *User {
 		UID:         k,
 		UserChannel: make(chan Online, 16),
 		peer: newPeer(k, peerConfig{users: cfg.Users, chance: cfg.Chance, faulty: cfg.faulty(), latecomer: late,
-			timing: s.net.timing, log: !cfg.Quiet && !hidden || s.recording != nil}, rng),
+			crash: cfg.Crash > 0, timing: s.net.timing, log: !cfg.Quiet && !hidden || s.recording != nil}, rng),
 		out:    s.out,
 		rend:   s.rend,
 		quiet:  cfg.Quiet,
@@ -263,6 +266,7 @@ func (s *Sim) newUser(k int32, late bool) *User {
 			u.keep = lb
 		}
 		su := &stepUser{User: u, period: cfg.Tick, port: newStepPort(s.net, k, cfg.Seed, s.net.sched.(tickSchedule))}
+		s.steppers = append(s.steppers, su)
 		u.EventChannel = su.port.inbox
 		first := s.first
 		s.running.Go(func() { su.run(first) })
@@ -290,19 +294,29 @@ func (s *Sim) applyFaults(t int64, now time.Duration, stopped bool) {
 	for i := range recs {
 		recs[i].T = now
 	}
-	if s.recording != nil {
-		s.recording.keep(recs)
-	}
-	if !s.cfg.Quiet {
-		var b []byte
-		for i := range recs {
-			b = s.rend.append(b, &recs[i])
-		}
-		s.out.Write(b)
-	}
+	s.writeRecords(nil, recs)
 	for _, j := range joined {
 		s.announce(j)
 	}
+	for _, u := range s.nemesis.crashed {
+		s.crash(u, now)
+	}
+}
+
+// writeRecords writes records made between rounds, the network's or
+// user u's, to the log and the recording.
+func (s *Sim) writeRecords(u *User, recs []Record) {
+	if s.recording != nil {
+		s.recording.keep(recs)
+	}
+	if s.cfg.Quiet || u != nil && u.hidden {
+		return
+	}
+	var b []byte
+	for i := range recs {
+		b = s.rend.append(b, &recs[i])
+	}
+	s.out.Write(b)
 }
 
 // announce counts late joiner j, now online, until its view is complete:
@@ -365,6 +379,9 @@ func (s *Sim) runReal(ctx context.Context) {
 		}
 		if s.cfg.Join > 0 {
 			what += ", late joiners' rooms"
+		}
+		if s.cfg.Crash > 0 {
+			what += ", crashed users' restarts"
 		}
 		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (%s), then the summary\n", s.stopped, what)
 	}
@@ -493,7 +510,11 @@ func (s *Sim) report() *Report {
 		if s.lats != nil {
 			lat = s.lats[i]
 		}
-		figs[i] = u.figures(s.net.ports[i], lat)
+		var earlier userFigures
+		if s.steppers != nil {
+			earlier = s.steppers[i].earlier
+		}
+		figs[i] = u.figures(s.net.ports[i], lat, earlier)
 		if s.dropped != nil {
 			figs[i].Skipped += s.dropped[i]
 		}
@@ -506,6 +527,9 @@ func (s *Sim) report() *Report {
 	}
 	if s.nemesis != nil {
 		facts.Faults = &s.nemesis.tally
+	}
+	if s.cfg.Crash > 0 {
+		facts.Crashes = &s.crashes
 	}
 	return buildReport(s.cfg, facts, figs, views)
 }

@@ -105,6 +105,7 @@ type epochCount struct {
 // stability.
 type progress struct {
 	Inc      uint32       // the reporting user's incarnation: a later one's reports replace an earlier's
+	Hold     bool         // the reporting user restarted and holds W: see take
 	N        uint32       // the report's number, from 1: a later one replaces an earlier
 	Pos      uint64       // the subtree's position
 	MaxPos   uint64       // the greatest position in the subtree: a horizon
@@ -193,6 +194,13 @@ func newStability(uid int32, users int) *stability {
 
 func (s *stability) root() bool { return s.parent == 0 }
 
+// holds reports whether this user's reports hold W (see take): it
+// restarted, and has not yet had every welcome or a report from each of
+// its children, whose counts its earlier self's last report has.
+func (s *stability) holds() bool {
+	return s.hold || s.inc > 0 && slices.Contains(s.kids, nil)
+}
+
 // count notes k counted events of epoch e sent (sent) or applied.
 func (s *stability) count(e uint64, k int64, sent bool) {
 	if sent {
@@ -225,14 +233,18 @@ func (s *stability) report(now uint64, note arrivalNote) *progress {
 	s.made++
 	s.fresh = false
 	maxPos, lastSend := s.latest()
-	return &progress{Inc: s.inc, N: s.made, Pos: s.least(), MaxPos: maxPos, LastSend: lastSend, Counts: s.sums(), Notes: s.notes()}
+	return &progress{Inc: s.inc, Hold: s.holds(), N: s.made, Pos: s.least(), MaxPos: maxPos, LastSend: lastSend, Counts: s.sums(), Notes: s.notes()}
 }
 
 // take takes a report from child c; one older than the last it took is
-// of no more use.
+// of no more use. While a restarted child holds W, the last report of its
+// earlier self stands, if this user has one: it counts what that self
+// sent and no one acknowledged, and its position is before whatever the
+// earlier self sent since, so W waits below all of it, as it must until
+// the child has had every welcome (see restart.go), and no further back.
 func (s *stability) take(c int32, r *progress) {
 	k := &s.kids[c-s.kidsLo]
-	if *k != nil && (r.Inc < (*k).Inc || r.Inc == (*k).Inc && r.N <= (*k).N) {
+	if *k != nil && (r.Inc < (*k).Inc || r.Inc == (*k).Inc && r.N <= (*k).N || r.Hold && r.Inc > (*k).Inc) {
 		return
 	}
 	*k = r

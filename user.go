@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"sync/atomic"
 )
 
@@ -31,6 +32,7 @@ type User struct {
 	faulty bool
 	buf    []byte // rendering scratch
 	missed int64  // real time: tick markers a second one replaced before they ran
+	before int64  // deliveries its crashed incarnations made
 	trace  actionTrace
 
 	// What the sampler reads while the user runs; the owner stores, others
@@ -75,7 +77,7 @@ func (u *User) keepOrStop() {
 
 // publish brings the gauges the sampler reads up to date.
 func (u *User) publish() {
-	u.deliveriesGauge.Store(u.peer.view.Deliveries)
+	u.deliveriesGauge.Store(u.before + u.peer.view.Deliveries)
 	u.liveGauge.Store(int64(u.peer.view.LiveCount()))
 	u.tombsGauge.Store(int64(u.peer.view.tombs.len()))
 }
@@ -86,18 +88,23 @@ func (u *User) gauge() (live, deliveries, tombs int64) {
 	return u.liveGauge.Load(), u.deliveriesGauge.Load(), u.tombsGauge.Load()
 }
 
-// figures reports the user's figures, with its port's. Call it once the
-// user has exited.
-func (u *User) figures(p *Port, lat *hist) userFigures {
-	pr := u.peer
+// figures reports the user's figures, with its port's and those of its
+// crashed incarnations, earlier. Call it once the user has exited.
+func (u *User) figures(p *Port, lat *hist, earlier userFigures) userFigures {
+	f := peerFigures(u.peer)
+	f.add(earlier)
+	f.Skipped += u.missed
+	f.Sent, f.Latency, f.Transport = p.sent, lat, p.tx
+	return f
+}
+
+// peerFigures are the figures of one incarnation of a user.
+func peerFigures(pr *Peer) userFigures {
 	f := userFigures{
-		Ticks: pr.ticks, Skipped: pr.skipped + u.missed, Acted: pr.acted,
-		Sent:      p.sent,
+		Ticks: pr.ticks, Skipped: pr.skipped, Acted: pr.acted,
 		Held:      int64(pr.view.HeldCount()),
 		Counts:    pr.view.Counts,
-		Latency:   lat,
-		Transport: p.tx,
-		Lags:      pr.stab.lags,
+		Lags:      slices.Clone(pr.stab.lags),
 		TombsPeak: int64(pr.tombsPeak),
 		Reports:   pr.reports,
 		News:      pr.news,
@@ -108,5 +115,31 @@ func (u *User) figures(p *Port, lat *hist) userFigures {
 			f.Late.ToComplete = int64(pr.doneTick - pr.onlineAt)
 		}
 	}
+	if pr.restarted() && pr.roomsAt != 0 {
+		f.Restarts = []int64{int64(pr.roomsAt - pr.onlineAt)}
+	}
 	return f
+}
+
+// add adds an earlier incarnation's figures to f: what it did, what it
+// counted and what it held are the user's too (a message it held when it
+// crashed is counted by the run, as the rule has it: see crash.go).
+func (f *userFigures) add(e userFigures) {
+	f.Ticks += e.Ticks
+	f.Skipped += e.Skipped
+	f.Acted += e.Acted
+	f.Counts.add(&e.Counts)
+	f.TombsPeak = max(f.TombsPeak, e.TombsPeak)
+	f.Reports += e.Reports
+	f.News += e.News
+	for k, n := range e.Lags {
+		for len(f.Lags) <= k {
+			f.Lags = append(f.Lags, 0)
+		}
+		f.Lags[k] += n
+	}
+	if f.Late == nil {
+		f.Late = e.Late
+	}
+	f.Restarts = append(f.Restarts, e.Restarts...)
 }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// The run's side of crashes (-crash, lockstep only): taking a crashed
+// user's memory, and counting what the crash costs by the rule of
+// restart.go, so that the verdict can hold the run to it. The users learn
+// nothing from this: a restarted user comes back by what its peers tell
+// it (see restart.go).
+//
+// The rule, per delivery of a message to a member:
+//   - a message the member held back (its room not yet known) when it
+//     crashed is lost, unless a sender still owes it to the member (it had
+//     no acknowledgement of it), who sends it to the next incarnation;
+//   - one the member had applied, and whose sender still owes it, comes
+//     again to the next incarnation: it is redelivered, once;
+//   - one the sender's crash took before the member's present incarnation
+//     had it is lost, whatever an earlier incarnation of the member had.
+//
+// Whatever a crashed user had sent and was still on its way dies with it.
+// The ledger is exact because lockstep crashes users between rounds, when
+// every user is idle and each peer's links say what it has taken.
+type crashLedger struct {
+	lost, again       int64   // message deliveries lost, and owed again, by the rule
+	losses            []msgTo // the last crash's lost deliveries, for its log line
+	lostSum, againSum uint64  // their deliveryHash sums
+	heldLost          int64   // of lost: held back when their member crashed
+	roomsForgotten    int64   // live rooms in the views of crashed users
+}
+
+// crash takes user uid's memory at time now, between rounds: it counts
+// what the crash costs, drops what the user had on its way, logs the
+// crash and leaves the user down until the nemesis restarts it.
+func (s *Sim) crash(uid int32, now time.Duration) {
+	u := s.steppers[uid-1]
+	old := u.peer
+	l := &s.crashes
+	held := map[*Event]bool{}
+	for _, ms := range old.view.held {
+		for _, m := range ms {
+			held[m] = true
+		}
+	}
+	again := int64(0)
+	for m := range held {
+		if !s.owes(m.From, old, m) {
+			l.lose(m, uid)
+			l.heldLost++
+		}
+	}
+	for _, sender := range s.steppers {
+		if sender.dead || sender.UID == uid {
+			continue
+		}
+		for _, it := range unacked(sender.peer, uid, old.cfg.inc) {
+			if settledAt(old, sender.peer, it.seq) {
+				again++ // applied, or held, and it will come again
+				if it.ev.Kind == MessageEvent && !held[it.ev] {
+					l.owedAgain(it.ev, uid)
+				}
+			}
+		}
+	}
+	for r, present := range s.steppers {
+		to := int32(r + 1)
+		lk := &old.links.table[to]
+		if to == uid || lk.nextSeq == 0 {
+			continue
+		}
+		// Numbers mean something to the present incarnation only if the
+		// link was with it.
+		same := lk.peerKnown && lk.peerInc == present.peer.cfg.inc
+		for _, it := range lk.unacked.items[lk.unacked.head:] {
+			if !same || !s.settled(to, old, it.seq) {
+				if lk.peerKnown {
+					again-- // sent, and never to be applied (what waited for the peer's word was never sent)
+				}
+				if it.ev.Kind == MessageEvent {
+					l.lose(it.ev, to)
+				}
+			}
+		}
+	}
+	if old.stage == settled {
+		again++ // its restart, until its view is complete (see outstanding)
+	}
+	s.net.fl.again.Add(again)
+	s.net.purge(uid, old.cfg.inc)
+	l.roomsForgotten += int64(old.view.LiveCount())
+	slices.SortFunc(l.losses, func(a, b msgTo) int { return cmp.Or(cmp.Compare(a.Msg.pack(), b.Msg.pack()), cmp.Compare(a.To, b.To)) })
+	old.view.record(Record{T: now, Kind: KindCrash, Rooms: old.view.Rooms(), Lost: int32(len(held)), Losses: l.losses})
+	l.losses = nil
+	s.writeRecords(u.User, old.Records())
+	old.ResetRecords()
+	u.bury()
+}
+
+func (l *crashLedger) lose(m *Event, to int32) {
+	l.losses = append(l.losses, msgTo{m.ID(), to})
+	l.lost++
+	l.lostSum += deliveryHash(m.ID(), to)
+}
+
+func (l *crashLedger) owedAgain(m *Event, to int32) {
+	l.again++
+	l.againSum += deliveryHash(m.ID(), to)
+}
+
+// unacked is what peer p's link to user to still keeps for to's
+// incarnation inc: nothing if the link is with another.
+func unacked(p *Peer, to int32, inc uint32) []sentItem {
+	l := &p.links.table[to]
+	if l.nextSeq == 0 || l.peerKnown && l.peerInc != inc {
+		return nil
+	}
+	return l.unacked.items[l.unacked.head:]
+}
+
+// settledAt reports whether peer p has taken number seq of what from sent
+// it, on their link.
+func settledAt(p *Peer, from *Peer, seq uint32) bool {
+	l := &p.links.table[from.uid]
+	if l.nextSeq == 0 || !l.peerKnown || l.peerInc != from.cfg.inc {
+		return false
+	}
+	_, above := slices.BinarySearch(l.above, seq)
+	return seq < l.recvNext || above
+}
+
+// settled reports whether user to, as it is now, has taken number seq of
+// what from sent it: a user down has taken nothing.
+func (s *Sim) settled(to int32, from *Peer, seq uint32) bool {
+	r := s.steppers[to-1]
+	return !r.dead && settledAt(r.peer, from, seq)
+}
+
+// owes reports whether user sender, up, still keeps m unacknowledged for
+// the incarnation of to: it will send it to the next one.
+func (s *Sim) owes(sender int32, to *Peer, m *Event) bool {
+	su := s.steppers[sender-1]
+	if su.dead {
+		return false
+	}
+	return slices.ContainsFunc(unacked(su.peer, to.uid, to.cfg.inc), func(it sentItem) bool { return it.ev == m })
+}
+
+// heldForGood counts, with crashes, the messages users hold back: one
+// held for a room whose create no one will ever send again is delivered
+// once W passes it (View.ReleaseBelow), which the drain waits for. Read
+// between rounds.
+func (s *Sim) heldForGood() int {
+	if s.cfg.Crash == 0 {
+		return 0
+	}
+	n := 0
+	for _, u := range s.steppers {
+		n += u.peer.view.HeldCount()
+	}
+	return n
+}
+
+// bury keeps the crashed peer's figures and leaves the user down.
+func (u *stepUser) bury() {
+	f := peerFigures(u.peer)
+	f.Held = 0 // held back when it crashed: the ledger counts them
+	u.earlier.add(f)
+	u.before += u.peer.view.Deliveries
+	u.dead = true
+}
+
+// restart brings the user back at tick as a new incarnation with nothing
+// in memory but its uid, the membership and its tick (see restart.go).
+func (u *stepUser) restart(tick uint64, now time.Duration) {
+	cfg := u.peer.cfg
+	cfg.inc, cfg.latecomer = uint32(tick)+1, false
+	u.peer = newPeer(u.UID, cfg, u.peer.rng)
+	if u.keep == nil && (u.quiet || u.hidden) {
+		u.peer.view.KeepRecords(false)
+	}
+	u.dead = false
+	u.peer.Step(Input{Kind: restartInput, Now: now, Tick: tick}, u)
+}
+
+// purge drops what user uid's incarnation inc has on its way: in the
+// buckets of every user, and held at its own port by a clog. Lockstep
+// calls it between rounds.
+func (n *Network) purge(uid int32, inc uint32) {
+	gone := func(ev *Event) bool { return ev.From == uid && ev.Inc == inc }
+	for _, f := range n.filers {
+		sp, ok := f.(*stepPort)
+		if !ok {
+			continue
+		}
+		for k, b := range sp.buckets {
+			kept := 0
+			for i, ev := range b {
+				if gone(ev) {
+					continue
+				}
+				b[kept] = ev
+				if sp.numbers != nil {
+					sp.numbers[k][kept] = sp.numbers[k][i]
+				}
+				kept++
+			}
+			clear(b[kept:])
+			sp.buckets[k] = b[:kept]
+			if sp.numbers != nil {
+				sp.numbers[k] = sp.numbers[k][:kept]
+			}
+		}
+	}
+	p := n.ports[uid-1]
+	p.waiting = slices.DeleteFunc(p.waiting, func(w waitingTransmission) bool { return gone(w.d.Event) })
+}
