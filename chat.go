@@ -383,6 +383,11 @@ func (v *View) applyRoom(ev *Event, now time.Duration) {
 		v.adopt(s, ev, now)
 		return
 	}
+	if ev.Kind == CreateEvent && ev.Room.pack() == s.packed && !s.is(closed) {
+		// Known already, members and all: only a restarted user, which
+		// learned it from a member's state, gets a create it knows.
+		return
+	}
 	if newer(s, ev) {
 		v.transition(s, ev, now)
 		return
@@ -592,6 +597,7 @@ type RoomState struct {
 	Key    groupKey
 	Packed uint64
 	Closed bool
+	Group  *Group // the members, if the sender is one of them; nil otherwise
 }
 
 // Snapshot returns every group the view knows an incarnation of, live or
@@ -600,7 +606,11 @@ func (v *View) Snapshot() []RoomState {
 	out := make([]RoomState, 0, v.rooms.len())
 	for k, s := range v.slots() {
 		if s.packed != 0 {
-			out = append(out, RoomState{k, s.packed, s.is(closed)})
+			rs := RoomState{Key: k, Packed: s.packed, Closed: s.is(closed)}
+			if s.is(listed) {
+				rs.Group = v.joined[s.joinedAt].group
+			}
+			out = append(out, rs)
 		}
 	}
 	slices.SortFunc(out, func(a, b RoomState) int { return cmp.Compare(a.Packed, b.Packed) })
@@ -619,6 +629,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 	v.clock = max(v.clock, ev.Clock)
 	v.SetEpoch(ev.Epoch)
 	var release []groupKey
+	var adopt []RoomState
 	changed := 0
 	for _, rs := range ev.State {
 		v.clock = max(v.clock, unpack(rs.Packed).Clock)
@@ -655,6 +666,9 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 		if s.is(holds) {
 			release = append(release, rs.Key)
 		}
+		if v.inc > 0 && rs.Group != nil && !rs.Closed {
+			adopt = append(adopt, rs)
+		}
 	}
 	switch {
 	case first:
@@ -662,6 +676,13 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 		v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms(), Inc: v.inc})
 	case changed > 0:
 		v.record(Record{T: now, Kind: KindCatchUp, By: ev.From, Rooms: v.Rooms()})
+	}
+	// A restarted user was in rooms whose creates it will not get
+	// again: a member's word tells it their members.
+	for _, rs := range adopt {
+		if s, _ := v.lookup(rs.Key); s.is(viaState) && s.packed == rs.Packed {
+			v.adopt(s, &Event{Kind: CreateEvent, From: unpack(rs.Packed).UID, Room: unpack(rs.Packed), Group: rs.Group}, now)
+		}
 	}
 	// The state comes first in the log, then what it released: a message
 	// held for a room is received once the room is known.

@@ -255,3 +255,80 @@ func TestCrashHistories(t *testing.T) {
 	}
 	t.Logf("%d crashes; %d deliveries lost by the rule", crashed, excused)
 }
+
+// While a restarted child holds W, its parent keeps the last report of
+// the child's earlier self, whose position and unsettled counts bound W;
+// once the child lets W go, its report replaces the earlier one.
+func TestRestartedChildHoldsW(t *testing.T) {
+	s := newStability(1, 3)
+	s.take(2, &progress{N: 4, Pos: 10, MaxPos: 10, Counts: []epochCount{{7, 2}}})
+	s.take(3, &progress{N: 1, Pos: 12, MaxPos: 12})
+	s.settle(20, 20)
+	if s.stable != 7 {
+		t.Fatalf("W is %d, want 7: the earlier self's unsettled sends", s.stable)
+	}
+	s.take(2, &progress{Inc: 15, Hold: true, N: 1, Pos: 0})
+	s.settle(21, 21)
+	if s.stable != 7 || s.kids[0].Inc != 0 {
+		t.Fatalf("W is %d and the child's report is incarnation %d's, want 7 and the earlier self's", s.stable, s.kids[0].Inc)
+	}
+	s.take(2, &progress{Inc: 15, N: 2, Pos: 18, MaxPos: 18})
+	s.settle(22, 22)
+	if s.stable != 12 {
+		t.Fatalf("W is %d once the restarted child let it go, want 12", s.stable)
+	}
+	r := newStability(1, 3) // a parent that has no earlier report takes the hold
+	r.take(2, &progress{Inc: 15, Hold: true, N: 1, Pos: 0})
+	if r.kids[0] == nil || r.least() != 0 {
+		t.Fatal("a parent with no earlier report did not hold W at the child's word")
+	}
+}
+
+// A message held back for a room no view will learn of again is
+// delivered, late, once W passes its epoch: not before.
+func TestReleaseBelow(t *testing.T) {
+	v := NewView(2, true)
+	m := &Event{Kind: MessageEvent, From: 1, Clock: 9, Room: Stamp{8, 1}, Group: newGroup(3, 1, 2), Epoch: 5}
+	v.Apply(m, 0)
+	v.ReleaseBelow(5, 0)
+	if v.HeldCount() != 1 {
+		t.Fatal("released before W passed the message's epoch")
+	}
+	v.ReleaseBelow(6, 0)
+	if v.HeldCount() != 0 || v.Deliveries != 1 || v.Late != 1 {
+		t.Fatalf("held %d, delivered %d, late %d: want it delivered once, late", v.HeldCount(), v.Deliveries, v.Late)
+	}
+}
+
+// A restarted user's stamps start past any its earlier selves made, and
+// it takes back the rooms it was in, members and all, from a member's
+// welcome, so that it can act in them.
+func TestRestartedUserTakesItsRoomsBack(t *testing.T) {
+	tn := newTestNetOf(t, 3, 0, 1, peerConfig{faulty: true, crash: true})
+	g := newGroup(3, 1, 2, 3)
+	tn.p(1).Step(Input{Kind: proposeInput, Proposal: Proposal{Kind: CreateEvent, Group: g}}, tn.ports[1])
+	for range ackTicks + 2 { // until the create is acknowledged: it will not come again
+		tn.route(nil, nil)
+		tn.tickAll(actNone)
+	}
+	if l := &tn.p(1).links.table[3]; l.unacked.len() != 0 {
+		t.Fatal("the create is still unacknowledged")
+	}
+	cfg := tn.cfg[3]
+	cfg.inc = 41
+	tn.peers[3] = newPeer(3, cfg, rand.New(rand.NewPCG(1, 3)))
+	tn.tick = max(tn.tick, 40)
+	tn.p(3).Step(Input{Kind: restartInput, Tick: 40}, tn.ports[3])
+	for range 3 {
+		tn.route(nil, nil)
+		tn.tickAll(actNone)
+	}
+	p := tn.p(3)
+	if p.view.RoomCount() != 1 || p.stab.hold {
+		t.Fatalf("the restarted user is in %d rooms (want 1), holding W %v", p.view.RoomCount(), p.stab.hold)
+	}
+	p.Step(Input{Kind: proposeInput, Proposal: Proposal{Kind: CreateEvent, Group: newGroup(3, 2, 3)}}, tn.ports[3])
+	if got := p.view.clock; got <= 41*3 {
+		t.Errorf("its next stamp is %d, want past 41 ticks times 3 users", got)
+	}
+}
