@@ -705,9 +705,11 @@ func (v *View) TakeRelayed(ev *Event, from int32, now time.Duration) {
 
 // ReleaseBelow delivers, late, every message held back whose epoch is
 // below w, the stable epoch: its room's create was sent no later, and so
-// was applied by every user that did not crash since, so a view that
-// still lacks it after a crash never will have it: the room was closed
-// and forgotten, or died with its creator's crash (see restart.go).
+// was applied by every user that did not crash since. A view that still
+// lacks it after a crash has lost it with the crash (the room was closed
+// and forgotten, or died with its creator's crash: see restart.go), and
+// may get it again only from a restarted creator's rooms, counted in a
+// later epoch; the message is delivered once either way.
 func (v *View) ReleaseBelow(w uint64, now time.Duration) {
 	if v.nHeld == 0 {
 		return

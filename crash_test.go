@@ -332,3 +332,20 @@ func TestRestartedUserTakesItsRoomsBack(t *testing.T) {
 		t.Errorf("its next stamp is %d, want past 41 ticks times 3 users", got)
 	}
 }
+
+// A restarted root learns which late joiners to guard only from its
+// children's reports: until every child has reported, it reclaims no
+// further than the word it heard, whatever W it knows.
+func TestRestartedRootReclaimsOnlyWhatItHeard(t *testing.T) {
+	s := newStability(1, 3)
+	s.inc = 30
+	s.heard(stableWord{Stable: 20, Reclaim: 4, Horizon: 20}, 30)
+	if r, _ := s.reclaim(); r != 4 {
+		t.Fatalf("reclaims by %d before its children reported, want the 4 it heard", r)
+	}
+	s.take(2, &progress{Inc: 0, N: 1, Pos: 25, MaxPos: 25, Notes: []arrivalEntry{{3, arrivalNote{Hello: 6}}}})
+	s.take(3, &progress{Inc: 0, N: 1, Pos: 25, MaxPos: 25})
+	if r, _ := s.reclaim(); r != 6 {
+		t.Fatalf("reclaims by %d once its children reported a late joiner's hello at 6, want 6", r)
+	}
+}

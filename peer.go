@@ -501,6 +501,7 @@ func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 		for _, r := range ev.Relay {
 			p.view.TakeRelayed(r, ev.From, now)
 		}
+		p.recent = append(p.recent, ev.Relay...) // should its sender crash again
 	case ReportEvent:
 	case NewsEvent:
 		p.fromParent = p.fromParent || ev.From == p.stab.parent

@@ -445,7 +445,10 @@ func (s *stability) noteArrival(uid int32, n arrivalNote) {
 // every view, so the greatest is too.
 func (s *stability) reclaim() (reclaim, horizon uint64) {
 	r := s.reclaimHeard
-	if s.root() {
+	// A restarted root knows the late joiners to guard only from its
+	// children's reports: until it has them all, it reclaims no further
+	// than it heard.
+	if s.root() && !s.holds() {
 		w := s.stable
 		for _, l := range s.guards {
 			w = min(w, l.hello)
