@@ -586,8 +586,12 @@ func (r *Report) writeText(w io.Writer) error {
 	p("actions", "%d: create %d (%d failed), message %d (%d failed), close %d (%d failed)",
 		a.Total, a.Create.Tried, a.Create.Failed, a.Message.Tried, a.Message.Failed, a.Close.Tried, a.Close.Failed)
 	m := r.Rooms
-	p("rooms", "%d created: %d closed, %s resolved, %d live at the end",
-		m.Created, m.Closed, plural(m.Duplicates, "concurrent duplicate"), m.Live)
+	forgot := ""
+	if r.Crash != "" {
+		forgot = " (closed and resolved as their creators counted them: a crash forgets a creator's own)"
+	}
+	p("rooms", "%d created: %d closed, %s resolved, %d live at the end%s",
+		m.Created, m.Closed, plural(m.Duplicates, "concurrent duplicate"), m.Live, forgot)
 	if r.Traffic.PerSecond > 0 {
 		p("traffic", "%d events delivered, %s a second (run and drain)", r.Traffic.Delivered, fmtCount(r.Traffic.PerSecond))
 	} else {
