@@ -19,12 +19,13 @@ import (
 //     until the user answers. A peer that hears a later incarnation of a
 //     user fences the earlier one (links.renew), and welcomes the new one
 //     over the renewed link with its rooms, as a late joiner's answer
-//     would (Peer.renewed).
-//   - The first welcome gives it rooms to act in. Once every other user
-//     has welcomed it, its view is complete: a create or close any user
-//     had applied when it welcomed is in that user's rooms, and anything
-//     sent after it fenced the earlier self comes to the new one, or is
-//     owed to it, over the renewed link.
+//     would, naming the members of those it is in (Peer.renewed).
+//   - The first welcome gives it rooms to act in, and it takes back the
+//     rooms it was in. Once every other user has welcomed it, its view is
+//     complete: a create or close any user had applied when it welcomed
+//     is in that user's rooms, and anything sent after it fenced the
+//     earlier self comes to the new one, or is owed to it, over the
+//     renewed link.
 //   - Sends are settled by acknowledgement, not by apply (see
 //     stability): a crash can lose a user's counts, but what it sent and
 //     no one acknowledged is either owed to the others still or died with
@@ -36,9 +37,11 @@ import (
 //   - So each welcome also relays the creates and closes of the
 //     restarted user's earlier selves that the welcoming user applied and
 //     does not know stable (Peer.recent). The restarted user takes them,
-//     and once every user has welcomed it, sends each to everyone again,
-//     counted in its own epoch, before its reports let W go: every user
-//     ends with what any user had of its earlier self.
+//     and once every user has welcomed it, sends everyone its rooms as
+//     the welcomes have them together (sendRelays), counted in its own
+//     epoch, before its reports let W go: every user ends with what any
+//     user had of its earlier self. Meanwhile its parent keeps the last
+//     report of its earlier self (stability.take).
 //
 // Messages are not sent again: one that reached some members and died
 // with its sender's crash before the others had it is lost to them. A

@@ -32,6 +32,11 @@ import (
 // the least epoch not complete. Never early; late by how long reports
 // take to climb the tree.
 //
+// With crashes a send is settled when its acknowledgement comes back,
+// not when it is applied: every count of a send then lives with its
+// sender, and dies with it, and a restarted user's reports hold W while
+// it comes back (see restart.go).
+//
 // A report is a snapshot, not a difference: each says everything its
 // subtree has to say, so a later one replaces an earlier, and one lost,
 // duplicated or overtaken costs nothing but the wait for the next. They
