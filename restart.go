@@ -97,7 +97,9 @@ func (p *Peer) greet(now time.Duration, out port) {
 // once. A restarted peer is welcomed, with this user's rooms and what it
 // needs of its earlier selves.
 func (p *Peer) renewed(from int32, inc uint32, now time.Duration, out port) {
-	p.view.Learn(from, now) // it is online, and so is every user before it
+	if !p.restarted() {
+		p.view.Learn(from, now) // it is online, and so is every user before it (a restarted user learns them all from its first welcome)
+	}
 	if from == p.stab.parent {
 		p.stab.fresh = true
 	}
