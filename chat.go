@@ -520,24 +520,36 @@ func (v *View) applyMessage(ev *Event, now time.Duration) {
 // known.
 func (v *View) releaseHeld(key groupKey, now time.Duration) {
 	s, _ := v.lookup(key)
+	v.unhold(key, func(m *Event) bool {
+		if s.packed < m.Room.pack() {
+			return false
+		}
+		v.deliver(m, s, true, now)
+		return true
+	})
+}
+
+// unhold lets go of the messages held back for group key that free takes,
+// in the order they were held, and keeps the rest.
+func (v *View) unhold(key groupKey, free func(*Event) bool) {
 	held := v.held[key]
 	kept := held[:0]
 	for _, m := range held {
-		if s.packed < m.Room.pack() {
+		if free(m) {
+			v.nHeld--
+		} else {
 			kept = append(kept, m)
-			continue
 		}
-		v.nHeld--
-		v.deliver(m, s, true, now)
 	}
 	clear(held[len(kept):])
-	if len(kept) == 0 {
-		delete(v.held, key)
-		s.flags &^= holds
-		v.store(key, s)
-	} else {
+	if len(kept) > 0 {
 		v.held[key] = kept
+		return
 	}
+	delete(v.held, key)
+	s, _ := v.lookup(key)
+	s.flags &^= holds
+	v.store(key, s)
 }
 
 func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
@@ -715,28 +727,17 @@ func (v *View) ReleaseBelow(w uint64, now time.Duration) {
 		return
 	}
 	var due []*Event
-	for key, held := range v.held {
-		kept := held[:0]
-		for _, m := range held {
-			if m.Epoch < w {
-				due = append(due, m)
-			} else {
-				kept = append(kept, m)
+	for key := range v.held {
+		v.unhold(key, func(m *Event) bool {
+			if m.Epoch >= w {
+				return false
 			}
-		}
-		clear(held[len(kept):])
-		if len(kept) > 0 {
-			v.held[key] = kept
-			continue
-		}
-		delete(v.held, key)
-		s, _ := v.lookup(key)
-		s.flags &^= holds
-		v.store(key, s)
+			due = append(due, m)
+			return true
+		})
 	}
-	slices.SortFunc(due, func(a, b *Event) int { return cmp.Compare(a.ID().pack(), b.ID().pack()) })
+	slices.SortFunc(due, func(a, b *Event) int { return cmp.Compare(a.ID().pack(), b.ID().pack()) }) // held in a map: the same order every run
 	for _, m := range due {
-		v.nHeld--
 		s, _ := v.lookup(m.Group.key)
 		v.deliver(m, s, true, now)
 	}

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 )
 
 // crashPlay is what a history with crashes keeps beside the peers: when
@@ -96,11 +95,7 @@ func owes(tn *testNet, s int32, to *Peer, m *Event) bool {
 	if tn.down[s] {
 		return false
 	}
-	l := &tn.p(s).links.table[to.uid]
-	if l.nextSeq == 0 || l.peerKnown && l.peerInc != to.cfg.inc {
-		return false
-	}
-	return slices.ContainsFunc(l.unacked.items[l.unacked.head:], func(it sentItem) bool { return it.ev == m })
+	return slices.ContainsFunc(unacked(tn.p(s), to.uid, to.cfg.inc), func(it sentItem) bool { return it.ev == m })
 }
 
 // restart brings crashed user u back as a new incarnation.
@@ -213,17 +208,9 @@ func (h *peerHistory) checkCrashes() []string {
 // included, and returns what broke.
 func playCrashes(tb testing.TB, rng chooser, seed uint64, steps int) (*peerHistory, []string) {
 	n := 3 + rng.IntN(5)
-	h := &peerHistory{rng: rng, faults: true, maxDelay: time.Duration(1+rng.IntN(5)) * time.Second}
-	h.late, h.lateAt = int32(n), 1+rng.IntN(40)
-	h.tn = newTestNetOf(tb, n, 1, seed, peerConfig{faulty: true, crash: true})
+	h := newPeerHistory(tb, rng, seed, n, peerConfig{faulty: true, crash: true})
 	h.crashes = &crashPlay{seed: seed, upAt: make([]int, n+1), excused: map[[2]Stamp]int{}}
-	for i := 1; i <= steps; i++ {
-		h.step(i)
-	}
-	if !h.drain() {
-		return h, []string{"the drain did not end"}
-	}
-	return h, h.checkCrashes()
+	return h, h.play(steps)
 }
 
 // Over many random histories of whole peers with every fault and users

@@ -23,6 +23,18 @@ func fmtCount(x float64) string {
 	}
 }
 
+// addCounts adds src to dst, value by value, counts[k] being how many
+// values are k, and returns dst, grown as need be.
+func addCounts(dst, src []int64) []int64 {
+	for len(dst) < len(src) {
+		dst = append(dst, 0)
+	}
+	for k, n := range src {
+		dst[k] += n
+	}
+	return dst
+}
+
 // plural writes a count and a noun, in the plural unless the count is 1.
 func plural(n int64, noun string) string {
 	if n == 1 {

@@ -56,13 +56,11 @@ import (
 //     then only words outside the links reach the peer.
 type links struct {
 	timing       linkTiming
-	inc          uint32       // this user's incarnation
-	restarted    bool         // so it knows no peer's incarnation until it hears from it
+	inc          uint32       // this user's incarnation: after a restart (not 0) it knows no peer's until it hears from it
 	table        []link       // by peer uid
 	active       []activeLink // links with something to do
 	ackEv, gapEv *Event       // what acknowledgements and gap reports carry
 	settled      *stability   // with crashes: where an acknowledged send is counted settled (see stability)
-	renewals     int64        // links started afresh for a peer's later incarnation
 }
 
 // link is one peer's end of the link to another.
@@ -124,12 +122,11 @@ func newLinkTiming(tick, transit time.Duration) linkTiming {
 // one after a restart, knowing none.
 func newLinks(self int32, users int, timing linkTiming, inc uint32) *links {
 	return &links{
-		timing:    timing,
-		inc:       inc,
-		restarted: inc > 0,
-		table:     make([]link, users+1),
-		ackEv:     &Event{Kind: AckEvent, From: self, Inc: inc},
-		gapEv:     &Event{Kind: GapEvent, From: self, Inc: inc},
+		timing: timing,
+		inc:    inc,
+		table:  make([]link, users+1),
+		ackEv:  &Event{Kind: AckEvent, From: self, Inc: inc},
+		gapEv:  &Event{Kind: GapEvent, From: self, Inc: inc},
 	}
 }
 
@@ -162,7 +159,7 @@ func (ls *links) control(out port, r int32, ev *Event, now time.Duration) {
 func (ls *links) link(r int32) *link {
 	l := &ls.table[r]
 	if l.nextSeq == 0 {
-		l.nextSeq, l.acked, l.recvNext, l.peerKnown = 1, 1, 1, !ls.restarted
+		l.nextSeq, l.acked, l.recvNext, l.peerKnown = 1, 1, 1, ls.inc == 0
 	}
 	if !l.isActive {
 		l.isActive, l.activeAt = true, int32(len(ls.active))
@@ -252,7 +249,6 @@ func (ls *links) renew(out port, r int32, l *link, inc uint32, now time.Duration
 	l.peerInc, l.peerKnown = inc, true
 	k := txFirst
 	if known {
-		ls.renewals++
 		l.recvNext, l.above, l.ackDue = 1, l.above[:0], false
 		n := uint32(1)
 		for i := l.unacked.head; i < len(l.unacked.items); i++ {

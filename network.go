@@ -348,7 +348,8 @@ func (f *faults) clogged(a, b int32) bool {
 
 // runCounts reports whether the run counts ev in flight, sent and applied,
 // for its drain: everything but the report tree's reports and news, which
-// come as long as anything is unstable.
+// come as long as anything is unstable, and a restarted user's word,
+// which it repeats until it is welcomed.
 func runCounts(ev *Event) bool {
 	return ev.Kind != ReportEvent && ev.Kind != NewsEvent && ev.Kind != RestartEvent
 }

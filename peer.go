@@ -428,8 +428,9 @@ func (p *Peer) arrivalNote() arrivalNote {
 }
 
 // counted reports whether events of kind k are counted for stability:
-// what changes rooms, what is owed to members, and a late joiner's hello,
-// whose stability tells it that everyone knows it.
+// what changes rooms, what is owed to members, a late joiner's hello,
+// whose stability tells it that everyone knows it, and a restarted user's
+// rooms, which W must not pass until everyone has them.
 func counted(k EventKind) bool { return k <= CloseEvent || k == HelloEvent || k == RoomsEvent }
 
 // recipients are the users an event from self goes to, when self knows

@@ -27,15 +27,16 @@ type peerHistory struct {
 	crashes  *crashPlay
 }
 
-// newPeerHistory makes the history of n users with the test's choices
-// from rng and the peers' own sources from seed.
-func newPeerHistory(tb testing.TB, rng chooser, seed uint64, n int, faults bool) *peerHistory {
+// newPeerHistory makes the history of n users configured as base, with
+// the test's choices from rng and the peers' own sources from seed.
+func newPeerHistory(tb testing.TB, rng chooser, seed uint64, n int, base peerConfig) *peerHistory {
+	faults := base.faulty
 	h := &peerHistory{rng: rng, faults: faults, maxDelay: time.Duration(1+rng.IntN(5)) * time.Second}
 	late := 0
 	if faults && n >= 3 {
 		late, h.late, h.lateAt = 1, int32(n), 1+rng.IntN(40)
 	}
-	h.tn = newTestNet(tb, n, late, faults, seed)
+	h.tn = newTestNetOf(tb, n, late, seed, base)
 	return h
 }
 
@@ -216,15 +217,19 @@ func (h *peerHistory) check() []string {
 
 // playPeers plays one whole history of peers and returns what broke.
 func playPeers(tb testing.TB, rng chooser, seed uint64, steps int, faults bool) (*peerHistory, []string) {
-	n := 2 + rng.IntN(5)
-	h := newPeerHistory(tb, rng, seed, n, faults)
+	h := newPeerHistory(tb, rng, seed, 2+rng.IntN(5), peerConfig{faulty: faults})
+	return h, h.play(steps)
+}
+
+// play runs the history's steps, then the drain, and returns what broke.
+func (h *peerHistory) play(steps int) []string {
 	for i := 1; i <= steps; i++ {
 		h.step(i)
 	}
 	if !h.drain() {
-		return h, []string{"the drain did not end"}
+		return []string{"the drain did not end"}
 	}
-	return h, h.check()
+	return h.check()
 }
 
 // Over many random histories of whole peers, with their links, outages,

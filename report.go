@@ -306,12 +306,7 @@ func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Re
 	var toRooms, toComplete, restarts []int64
 	for _, u := range users {
 		restarts = append(restarts, u.Restarts...)
-		for k, n := range u.Lags {
-			for len(lags) <= k {
-				lags = append(lags, 0)
-			}
-			lags[k] += n
-		}
+		lags = addCounts(lags, u.Lags)
 		r.Stability.TombsPeak = max(r.Stability.TombsPeak, u.TombsPeak)
 		r.Stability.Reports += u.Reports
 		r.Stability.News += u.News

@@ -132,12 +132,7 @@ func (f *userFigures) add(e userFigures) {
 	f.TombsPeak = max(f.TombsPeak, e.TombsPeak)
 	f.Reports += e.Reports
 	f.News += e.News
-	for k, n := range e.Lags {
-		for len(f.Lags) <= k {
-			f.Lags = append(f.Lags, 0)
-		}
-		f.Lags[k] += n
-	}
+	f.Lags = addCounts(f.Lags, e.Lags)
 	if f.Late == nil {
 		f.Late = e.Late
 	}
