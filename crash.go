@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// The run's side of crashes (-crash, lockstep only): taking a crashed
+// The run's side of crashes (-crash): taking a crashed
 // user's memory, and counting what the crash costs by the rule of
 // restart.go, so that the verdict can hold the run to it. The users learn
 // nothing from this: a restarted user comes back by what its peers tell
@@ -22,8 +22,11 @@ import (
 //     had it is lost, whatever an earlier incarnation of the member had.
 //
 // Whatever a crashed user had sent and was still on its way dies with it.
-// The ledger is exact because lockstep crashes users between rounds, when
-// every user is idle and each peer's links say what it has taken.
+// The ledger is exact because the run crashes users while every user is
+// idle, between steps of its peer, when each peer's links say what it has
+// taken: lockstep between rounds, real time in a pause of every user
+// (Sim.stopTheWorld). From then on nothing the crashed incarnation sent
+// gets through (purge), so what a peer had taken of it is final.
 type crashLedger struct {
 	lost, again       int64   // message deliveries lost, and owed again, by the rule
 	losses            []msgTo // the last crash's lost deliveries, for its log line
@@ -32,11 +35,12 @@ type crashLedger struct {
 	roomsForgotten    int64   // live rooms in the views of crashed users
 }
 
-// crash takes user uid's memory at time now, between rounds: it counts
-// what the crash costs, drops what the user had on its way, logs the
-// crash and leaves the user down until the nemesis restarts it.
+// crash takes user uid's memory at time now, while every user is idle:
+// it counts what the crash costs, drops what the user had on its way,
+// logs the crash and leaves the user down until the nemesis lets it up
+// and its driver restarts it.
 func (s *Sim) crash(uid int32, now time.Duration) {
-	u := s.steppers[uid-1]
+	u := s.users[uid-1]
 	old := u.peer
 	l := &s.crashes
 	held := map[*Event]bool{}
@@ -52,7 +56,7 @@ func (s *Sim) crash(uid int32, now time.Duration) {
 			l.heldLost++
 		}
 	}
-	for _, sender := range s.steppers {
+	for _, sender := range s.users {
 		if sender.dead || sender.UID == uid {
 			continue
 		}
@@ -65,7 +69,7 @@ func (s *Sim) crash(uid int32, now time.Duration) {
 			}
 		}
 	}
-	for r, present := range s.steppers {
+	for r, present := range s.users {
 		to := int32(r + 1)
 		lk := &old.links.table[to]
 		if to == uid || lk.nextSeq == 0 {
@@ -86,7 +90,7 @@ func (s *Sim) crash(uid int32, now time.Duration) {
 		}
 	}
 	if old.stage == settled {
-		again++ // its restart, until its view is complete (see outstanding)
+		s.net.fl.arriving.Add(1) // its restart, until its view is complete
 	}
 	s.net.fl.again.Add(again)
 	s.net.purge(uid, old.cfg.inc)
@@ -94,7 +98,7 @@ func (s *Sim) crash(uid int32, now time.Duration) {
 	slices.SortFunc(l.losses, func(a, b msgTo) int { return cmp.Or(cmp.Compare(a.Msg.pack(), b.Msg.pack()), cmp.Compare(a.To, b.To)) })
 	old.view.record(Record{T: now, Kind: KindCrash, Rooms: old.view.Rooms(), Lost: int32(len(held)), Losses: l.losses})
 	l.losses = nil
-	s.writeRecords(u.User, old.Records())
+	s.writeRecords(u, old.Records())
 	old.ResetRecords()
 	u.bury()
 }
@@ -134,18 +138,33 @@ func settledAt(p *Peer, from *Peer, seq uint32) bool {
 // settled reports whether user to, as it is now, has taken number seq of
 // what from sent it: a user down has taken nothing.
 func (s *Sim) settled(to int32, from *Peer, seq uint32) bool {
-	r := s.steppers[to-1]
+	r := s.users[to-1]
 	return !r.dead && settledAt(r.peer, from, seq)
 }
 
 // owes reports whether user sender, up, still keeps m unacknowledged for
 // the incarnation of to: it will send it to the next one.
 func (s *Sim) owes(sender int32, to *Peer, m *Event) bool {
-	su := s.steppers[sender-1]
+	su := s.users[sender-1]
 	if su.dead {
 		return false
 	}
 	return slices.ContainsFunc(unacked(su.peer, to.uid, to.cfg.inc), func(it sentItem) bool { return it.ev == m })
+}
+
+// heldNow counts, with crashes, the messages users hold back as their
+// gauges last said, for the drain in real time (see heldForGood). A user
+// publishes its gauges before it gives back the room of what it applied,
+// and the drain reads them after that room.
+func (s *Sim) heldNow() int64 {
+	if s.cfg.Crash == 0 {
+		return 0
+	}
+	var n int64
+	for _, u := range s.users {
+		n += u.heldGauge.Load()
+	}
+	return n
 }
 
 // heldForGood counts, with crashes, the messages users hold back: one
@@ -157,38 +176,18 @@ func (s *Sim) heldForGood() int {
 		return 0
 	}
 	n := 0
-	for _, u := range s.steppers {
+	for _, u := range s.users {
 		n += u.peer.view.HeldCount()
 	}
 	return n
 }
 
-// bury keeps the crashed peer's figures and leaves the user down.
-func (u *stepUser) bury() {
-	f := peerFigures(u.peer)
-	f.Held = 0 // held back when it crashed: the ledger counts them
-	u.earlier.add(f)
-	u.before += u.peer.view.Deliveries
-	u.dead = true
-}
-
-// restart brings the user back at tick as a new incarnation with nothing
-// in memory but its uid, the membership and its tick (see restart.go).
-func (u *stepUser) restart(tick uint64, now time.Duration) {
-	cfg := u.peer.cfg
-	cfg.inc, cfg.latecomer = uint32(tick)+1, false
-	u.peer = newPeer(u.UID, cfg, u.peer.rng)
-	if u.keep == nil && (u.quiet || u.hidden) {
-		u.peer.view.KeepRecords(false)
-	}
-	u.dead = false
-	u.peer.Step(Input{Kind: restartInput, Now: now, Tick: tick}, u)
-}
-
-// purge drops what user uid's incarnation inc has on its way: in the
-// buckets of every user, and held at its own port by a clog. Lockstep
-// calls it between rounds.
+// purge drops what user uid's incarnation inc has on its way: held at its
+// own port by a clog, and in lockstep in the buckets of every user. In
+// real time what is in inboxes is lost on arrival (Port.arrives). The run
+// calls it while every user is idle.
 func (n *Network) purge(uid int32, inc uint32) {
+	n.faults.gone[uid].Store(inc + 1)
 	gone := func(ev *Event) bool { return ev.From == uid && ev.Inc == inc }
 	for _, f := range n.filers {
 		sp, ok := f.(*stepPort)

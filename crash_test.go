@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 // crashPlay is what a history with crashes keeps beside the peers: when
@@ -334,5 +335,44 @@ func TestRestartedRootReclaimsOnlyWhatItHeard(t *testing.T) {
 	s.take(3, &progress{Inc: 0, N: 1, Pos: 25, MaxPos: 25})
 	if r, _ := s.reclaim(); r != 6 {
 		t.Fatalf("reclaims by %d once its children reported a late joiner's hello at 6, want 6", r)
+	}
+}
+
+// A user the nemesis has let up is rebooting until its driver restarts it
+// (in real time, at its next tick): it neither crashes again nor goes
+// offline meanwhile, for the run would crash a peer already dead, and
+// count its losses twice. Once restarted, it crashes and goes offline as
+// before.
+func TestRebootingUserStaysUp(t *testing.T) {
+	const users, most = 20, 3
+	f := newFaults(users, 0, 0)
+	m := newNemesis(f, 1, users, time.Second, faultPlan{crashMax: most, offMax: most})
+	dead := map[int32]bool{}
+	crashes, restarts := 0, 0
+	for tick := int64(1); tick <= 3000; tick++ {
+		m.apply(tick)
+		for _, u := range m.crashed {
+			if dead[u] {
+				t.Fatalf("tick %d: user_%d crashed again before it restarted", tick, u)
+			}
+			dead[u] = true
+			crashes++
+		}
+		for u := int32(1); u <= users; u++ {
+			if !dead[u] || !f.rebooting[u].Load() {
+				continue
+			}
+			if f.away[u].Load() {
+				t.Fatalf("tick %d: user_%d went offline before it restarted", tick, u)
+			}
+			if tick%3 == 0 { // the driver restarts it a tick or two late
+				f.rebooting[u].Store(false)
+				dead[u] = false
+				restarts++
+			}
+		}
+	}
+	if crashes < 100 || restarts < 100 {
+		t.Errorf("%d crashes, %d restarts", crashes, restarts)
 	}
 }

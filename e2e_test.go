@@ -329,21 +329,24 @@ func TestE2EInterruptWritesPage(t *testing.T) {
 }
 
 // The binary in real time with every fault, stopped by Ctrl-C in the
-// middle of outages and splits: the JSON log it prints, start to summary,
+// middle of outages, splits and crashes: the JSON log it prints, start to summary,
 // tells no effect before its cause (see checkLogOrder), and stderr says
 // why the stop takes a while.
 func TestE2ELogOrderAfterInterrupt(t *testing.T) {
 	cmd, r, _, errs := startPipe(t, "-json", "-users", "30", "-tick", "20ms", "-delay", "40ms", "-loss", "0.3", "-dup", "0.2",
-		"-partition", "300ms", "-offline", "200ms", "-join", "6")
+		"-partition", "300ms", "-offline", "200ms", "-crash", "200ms", "-join", "6")
 	var log strings.Builder
-	for outages := 0; outages < 40; {
+	for outages, crashes := 0, 0; outages < 40 || crashes < 5; {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			t.Fatalf("run ended early: %v", err)
 		}
 		log.WriteString(line)
-		if strings.Contains(line, `"kind":"offline"`) {
+		switch {
+		case strings.Contains(line, `"kind":"offline"`):
 			outages++
+		case strings.Contains(line, `"kind":"crash"`):
+			crashes++
 		}
 	}
 	cmd.Process.Signal(os.Interrupt)

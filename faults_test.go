@@ -77,6 +77,45 @@ func TestCrashSweep(t *testing.T) {
 	}
 }
 
+// The same in real time, under a fake clock, over fewer seeds: the run
+// pauses every user to crash one (Sim.stopTheWorld), and the ledger holds
+// the run to the rule as exactly as between lockstep's rounds. Half the
+// runs are stopped as by Ctrl-C, in the middle of crashes.
+func TestCrashSweepRealTime(t *testing.T) {
+	var crashes, lost, again int64
+	ran := 0
+	for seed := uint64(1); seed <= 24; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c := crashConfig(seed)
+				c.Fast, c.Tick = false, 20*time.Millisecond
+				for _, d := range []*time.Duration{&c.Delay, &c.Partition, &c.Offline, &c.Clog, &c.Crash, &c.Duration} {
+					*d /= 50 // the same in ticks
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if seed%2 == 0 {
+					c.Duration = time.Hour
+					go func() {
+						time.Sleep(time.Duration(seed) * 100 * time.Millisecond)
+						cancel()
+					}()
+				}
+				rep, _ := simulate(t, ctx, c)
+				requireConverged(t, rep)
+				crashes += rep.Faults.Crash.Crashes
+				lost += rep.Faults.Crash.Lost
+				again += rep.Faults.Crash.Redelivered
+				ran++
+			})
+		})
+	}
+	if ran == 24 && (crashes == 0 || lost == 0 || again == 0) {
+		t.Errorf("crashes not exercised: %d crashes, %d deliveries lost, %d owed again", crashes, lost, again)
+	}
+	t.Logf("%d crashes, %d deliveries lost, %d owed again", crashes, lost, again)
+}
+
 // Over 200 seeds of fast runs with every fault on, the drain heals and
 // brings everyone back, and every run converges: the same live rooms
 // everywhere, no two with one group, no ghosts, every message to every

@@ -15,11 +15,12 @@ import "sync/atomic"
 // never meet it.
 //
 // The drain reads it too: a run with faults is over once nothing is in
-// flight and every late joiner's view is complete (quiescent).
+// flight and every late joiner's view is complete (quiescent), and with
+// crashes once no message is held back (Sim.quiet).
 type flight struct {
 	inflight atomic.Int64 // deliveries admitted or counted and not yet applied
 	capacity int64
-	arriving atomic.Int64 // late joiners online whose view is not yet complete
+	arriving atomic.Int64 // late joiners online, and users crashed or restarted, whose view is not yet complete
 	again    atomic.Int64 // with crashes: applies still to come beyond what was sent, less those that never will (see crashLedger)
 }
 
@@ -48,5 +49,10 @@ func (f *flight) count(k int64) { f.inflight.Add(k) }
 func (f *flight) retire(k int64) { f.inflight.Add(-k) }
 
 // quiescent reports whether nothing is in flight and every late joiner's
-// view is complete.
-func (f *flight) quiescent() bool { return f.inflight.Load() == 0 && f.arriving.Load() == 0 }
+// and restarted user's view is complete. The counts it sums are read
+// while users run: what is owed before what is in flight, since a user
+// sends before it counts a view complete, and each is read once.
+func (f *flight) quiescent() bool {
+	owed := f.arriving.Load() + f.again.Load()
+	return owed+f.inflight.Load() == 0
+}

@@ -119,11 +119,9 @@ type linkNumbers struct{ seq, ack, to uint32 }
 // stepUser is a user's loop in lockstep, around its peer.
 type stepUser struct {
 	*User
-	port    *stepPort
-	period  time.Duration
-	news    []Online    // news taken while waiting, learned when the round starts
-	dead    bool        // crashed: its peer is the crashed incarnation, kept for its figures (see crash.go)
-	earlier userFigures // its crashed incarnations' figures
+	port   *stepPort
+	period time.Duration
+	news   []Online // news taken while waiting, learned when the round starts
 }
 
 // round is one step of the lockstep coordinator. A user starts a round
@@ -172,7 +170,8 @@ func (u *stepUser) run(first *round) {
 				r.done.Done()
 				continue
 			}
-			u.restart(uint64(r.tick), now)
+			u.restart(uint64(r.tick), now, u)
+			u.port.restarted()
 		}
 		u.port.sendWaiting(now)
 		u.peer.Step(Input{Kind: tickInput, Now: now, Tick: uint64(r.tick), Due: u.port.due(r.tick), Act: act, Away: u.port.away()}, u)

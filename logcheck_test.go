@@ -263,7 +263,9 @@ func TestLogOrderRealTime(t *testing.T) {
 		runs = append(runs,
 			run{cfg: Config{Users: 30, Seed: seed, Tick: 20 * time.Millisecond, Chance: 0.3, Offline: 200 * time.Millisecond, Duration: 3 * time.Second}},
 			run{cfg: Config{Users: 20, Seed: seed, Tick: 20 * time.Millisecond, Chance: 0.3, Delay: 40 * time.Millisecond, Loss: 0.3, Dup: 0.2,
-				Partition: 300 * time.Millisecond, Offline: 200 * time.Millisecond, Clog: 100 * time.Millisecond, Join: 6, Duration: time.Hour}, stop: 3 * time.Second})
+				Partition: 300 * time.Millisecond, Offline: 200 * time.Millisecond, Clog: 100 * time.Millisecond, Join: 6, Duration: time.Hour}, stop: 3 * time.Second},
+			run{cfg: Config{Users: 20, Seed: seed, Tick: 20 * time.Millisecond, Chance: 0.3, Delay: 40 * time.Millisecond, Loss: 0.2, Dup: 0.1,
+				Partition: 300 * time.Millisecond, Offline: 200 * time.Millisecond, Clog: 100 * time.Millisecond, Crash: 200 * time.Millisecond, Join: 4, Duration: time.Hour}, stop: 3 * time.Second})
 	}
 	for _, r := range runs {
 		r.cfg.JSON = true

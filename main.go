@@ -207,7 +207,7 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	fs.Var(&durValue{&cfg.Partition, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "partition", "split the network now and then (half the splits one way: one side reaches the other, nothing comes back), each split and each healed period lasting up to `D` (at most 24h)")
 	fs.Var(&durValue{&cfg.Offline, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "offline", "take users offline now and then (about one in ten at a time), each for up to `D` (at most 24h)")
 	fs.Var(&durValue{&cfg.Clog, 0, maxTick, "from 0 (none) to 24h, like 10s"}, "clog", "clog a user's sends, what is sent to it, or its sends to one other now and then (about one user in twenty at a time), each for up to `D` (at most 24h): what a clog holds waits, and is not lost")
-	fs.Var(&durValue{&cfg.Crash, 0, maxTick, "from 0 (none) to 24h, like 30s"}, "crash", "crash users now and then (about one in twenty at a time; never fewer than two up), each down for up to `D` (at most 24h); a crashed user forgets everything and restarts as a new incarnation that learns the rooms from its peers (with -fast only, for now)")
+	fs.Var(&durValue{&cfg.Crash, 0, maxTick, "from 0 (none) to 24h, like 30s"}, "crash", "crash users now and then (about one in twenty at a time; never fewer than two up), each down for up to `D` (at most 24h); a crashed user forgets everything and restarts as a new incarnation that learns the rooms from its peers")
 	fs.Var(&intValue{&cfg.Join, 0, maxUsers - 2}, "join", "`N` users come online late, in the first half of the run, and learn the rooms from a peer (at least 2 users stay online from the start)")
 	fs.Var(&choiceValue{"auto", []string{"auto", "always", "never"}}, "color", "colour the log and summary: `WHEN` auto (on a terminal, unless NO_COLOR is set), always or never; JSON never")
 	fs.Var(&followValue{&cfg.Follow}, "follow", "show only the lines of `user_N` (repeat it, or a comma list), and the network's; the summary covers everyone")
@@ -250,9 +250,6 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	}
 	if cfg.Crash > 0 && cfg.Users-cfg.Join < 3 {
 		return cfg, fs, fmt.Errorf("-crash with -users %d and -join %d: a crash must leave two users up, so at least 3 must be online from the start", cfg.Users, cfg.Join)
-	}
-	if cfg.Crash > 0 && !cfg.Fast {
-		return cfg, fs, errors.New("-crash runs only with -fast for now: give -fast too")
 	}
 	return cfg, fs, nil
 }

@@ -35,7 +35,10 @@ import (
 //     leave fewer than two users up; it stays down a whole number of ticks
 //     uniform from 1 to crashMax, and restarts with nothing in memory (see
 //     restart.go). So about one user in twenty is down at any moment.
-//     While down it is offline to the network, and it cannot go offline.
+//     While down it is offline to the network, and it cannot go offline;
+//     nor can it, or crash again, once up until its driver has restarted
+//     it at its next tick (at once in lockstep; in real time a tick may
+//     pass first).
 //   - Late joiners: the last join users, user_{n-join+1} to user_n, come
 //     online in that order at ticks uniform in the first half of the run
 //     (of the first minute without -duration).
@@ -162,7 +165,7 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 			switch {
 			case m.outages.endsAt(u, t):
 				m.comeBack(u, t)
-			case !m.outages.on(u) && m.rng.Float64() < m.offChance && (m.crashMax == 0 || !m.downs.on(u)):
+			case !m.outages.on(u) && m.rng.Float64() < m.offChance && (m.crashMax == 0 || !m.downs.on(u) && !m.net.rebooting[u].Load()):
 				m.outages.start(u, t, 1+m.rng.Int64N(m.offMax))
 				m.tally.Outages++
 				m.net.away[u].Store(true)
@@ -197,7 +200,7 @@ func (m *nemesis) crashes(t int64) {
 		switch {
 		case m.downs.endsAt(u, t):
 			m.restart(u, t)
-		case !m.downs.on(u) && !m.net.away[u].Load() && m.up > 2 && m.rng.Float64() < m.crashOdds:
+		case !m.downs.on(u) && !m.net.away[u].Load() && !m.net.rebooting[u].Load() && m.up > 2 && m.rng.Float64() < m.crashOdds:
 			m.downs.start(u, t, 1+m.rng.Int64N(m.crashMax))
 			m.crashed = append(m.crashed, u)
 			m.tally.Crashes++
@@ -214,6 +217,7 @@ func (m *nemesis) restart(u int32, t int64) {
 	m.up++
 	m.net.down[u].Store(false)
 	m.net.away[u].Store(false)
+	m.net.rebooting[u].Store(true)
 }
 
 // clog clogs user u's traffic from tick t, and returns the network's log

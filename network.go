@@ -271,9 +271,10 @@ func (p *Port) put(r int32, d Delivery) {
 
 // arrives reports whether a transmission that has reached its due time
 // gets through to the owner: with faults, one from a user it is cut off
-// from, or to an owner the network has offline, is lost on arrival.
+// from or from a crashed incarnation, or to an owner the network has
+// offline, is lost on arrival.
 func (p *Port) arrives(d Delivery) bool {
-	if f := p.net.faults; f != nil && f.blocked(d.Event.From, p.uid) {
+	if f := p.net.faults; f != nil && (f.blocked(d.Event.From, p.uid) || d.Event.Inc < f.gone[d.Event.From].Load()) {
 		p.tx.Lost++
 		return false
 	}
@@ -286,6 +287,11 @@ func (p *Port) away() bool { return p.net.faults != nil && p.net.faults.away[p.u
 
 // down reports whether the owner has crashed and not yet restarted.
 func (p *Port) down() bool { return p.net.faults != nil && p.net.faults.down[p.uid].Load() }
+
+// restarted tells the network that the owner, crashed, has restarted: from
+// now on it may crash again or go offline. Until then it is rebooting: the
+// nemesis has let it up, and its driver restarts it at its next tick.
+func (p *Port) restarted() { p.net.faults.rebooting[p.uid].Store(false) }
 
 // lose counts a transmission lost on arrival: the owner was away.
 func (p *Port) lose() { p.tx.Lost++ }
@@ -301,11 +307,13 @@ type faults struct {
 	split     atomic.Pointer[split]  // nil while the network is whole
 	away      []atomic.Bool          // by uid: offline, or not yet online, or down
 	down      []atomic.Bool          // by uid: crashed, and not yet restarted
+	gone      []atomic.Uint32        // by uid: the incarnations below it crashed, and what they sent dies on the way
+	rebooting []atomic.Bool          // by uid: down no more, and not yet restarted by its driver
 	clogs     []atomic.Pointer[clog] // by uid: the clog on the user's traffic, or nil
 }
 
 func newFaults(users int, loss, dup float64) *faults {
-	return &faults{loss: loss, dup: dup, away: make([]atomic.Bool, users+1), down: make([]atomic.Bool, users+1), clogs: make([]atomic.Pointer[clog], users+1)}
+	return &faults{loss: loss, dup: dup, away: make([]atomic.Bool, users+1), down: make([]atomic.Bool, users+1), gone: make([]atomic.Uint32, users+1), rebooting: make([]atomic.Bool, users+1), clogs: make([]atomic.Pointer[clog], users+1)}
 }
 
 // split is a partition of the network: the side or sides of each user, by

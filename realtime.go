@@ -3,6 +3,7 @@ package main
 import (
 	"container/heap"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -93,6 +94,8 @@ type realUser struct {
 	stopping bool          // the stop marker has come
 	tickAt   time.Duration // due time of a tick marker not yet run, or -1
 	tickNum  uint64        // the user's own count of that tick
+	pauses   *pauses       // the run's pauses
+	pausing  *pause        // a pause asked for and not yet begun
 }
 
 // Markers are deliveries without a room event that the run sends a user
@@ -100,8 +103,9 @@ type realUser struct {
 // channel that every user selected on would have one lock that all of
 // them contend for on every wake.
 var (
-	tickMark = &Event{} // roll for an action
-	stopMark = &Event{} // stop acting, drain and settle
+	tickMark  = &Event{} // roll for an action
+	stopMark  = &Event{} // stop acting, drain and settle
+	pauseMark = &Event{} // pause at the end of the batch (see Sim.stopTheWorld)
 )
 
 // run is the user's loop, until the drain is over.
@@ -114,7 +118,7 @@ func (u *realUser) run() {
 	for !u.stopping {
 		// Wait on the user's own channel; on announcements only before
 		// the first tick, and on the delay timer only while deliveries
-		// are held back.
+		// are held back. What came during a pause is taken first.
 		var wakeC <-chan time.Time
 		if at, ok := u.port.nextDue(); ok {
 			if at != wakeAt {
@@ -124,9 +128,12 @@ func (u *realUser) run() {
 			wakeC = wake.C
 		}
 		var d Delivery
-		if news == nil && wakeC == nil {
+		paused := u.port.backlog.len() > 0
+		switch {
+		case paused:
+		case news == nil && wakeC == nil:
 			d = <-u.EventChannel
-		} else {
+		default:
 			select {
 			case d = <-u.EventChannel:
 			case o := <-news:
@@ -142,9 +149,9 @@ func (u *realUser) run() {
 			}
 		}
 		now := u.elapsed.now()
-		u.handle(d, now)
-		for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
-			u.handle(<-u.EventChannel, now)
+		if !paused {
+			u.handle(d, now)
+			u.handleQueued(now)
 		}
 		if u.tickAt >= 0 && news != nil {
 			// The ticker starts once every user is online: whatever news
@@ -165,18 +172,54 @@ func (u *realUser) run() {
 	u.drainOut()
 }
 
+// handleQueued handles what is queued on the user's channel now, and no
+// more, in one batch. It never waits: a send blocked on a full inbox takes
+// from the channel too (see Port.put), so what was queued may be gone.
+func (u *realUser) handleQueued(now time.Duration) {
+	for n := len(u.EventChannel); n > 0 && !u.stopping; n-- {
+		select {
+		case d := <-u.EventChannel:
+			u.handle(d, now)
+		default:
+			return
+		}
+	}
+}
+
 // learn takes news of users online at the start.
 func (u *realUser) learn(o Online, now time.Duration) {
 	u.peer.Step(Input{Kind: newsInput, Now: now, Last: o.Last}, u)
 }
 
-// endBatch ends a batch of work: the log lines go out, the room of applied
-// deliveries goes back to the network, and the gauges are brought up to
-// date.
+// endBatch ends a batch of work: the log lines go out, the gauges are
+// brought up to date and the room of applied deliveries goes back to the
+// network, in that order: the drain reads the room first and the gauges
+// after (drain.quietNow). Then the user pauses if the run asked it to.
 func (u *realUser) endBatch() {
 	u.flushLog()
-	u.port.retire()
 	u.publish()
+	u.port.retire()
+	if u.pausing != nil {
+		u.pause()
+	}
+}
+
+// pause holds the user still at the end of a batch, when its peer is
+// between steps, until the run has done what it paused for (see
+// Sim.stopTheWorld). What reaches the user meanwhile it takes, so that no
+// sender blocks on it, and applies once the pause is over.
+func (u *realUser) pause() {
+	p := u.pausing
+	u.pausing = nil
+	p.still.Done()
+	for {
+		select {
+		case d := <-u.EventChannel:
+			u.port.backlog.push(d)
+		case <-p.over:
+			return
+		}
+	}
 }
 
 // runTick runs the tick marker taken: the peer's tick, with what is due
@@ -187,6 +230,13 @@ func (u *realUser) endBatch() {
 func (u *realUser) runTick(now time.Duration) {
 	at := u.tickAt
 	u.tickAt = -1
+	if u.dead {
+		if u.port.down() {
+			return
+		}
+		u.restart(u.tickNum, now, u)
+		u.port.restarted()
+	}
 	act := actRoll
 	switch {
 	case u.stopping && u.faulty:
@@ -197,6 +247,7 @@ func (u *realUser) runTick(now time.Duration) {
 	u.port.sendWaiting(now)
 	u.peer.Step(Input{Kind: tickInput, Now: now, Tick: u.tickNum, Due: u.port.due(now), Act: act, Away: u.port.away()}, u)
 	u.trace.end()
+	u.publish()
 	u.port.retire()
 	u.takeBacklog(u.elapsed.now())
 }
@@ -224,6 +275,9 @@ func (u *realUser) handle(d Delivery, now time.Duration) {
 	case stopMark:
 		u.stopping = true
 		return
+	case pauseMark:
+		u.pausing = u.pauses.pausing
+		return
 	}
 	if d.Due > now {
 		u.port.delayed.push(d)
@@ -234,8 +288,13 @@ func (u *realUser) handle(d Delivery, now time.Duration) {
 	}
 }
 
-// deliver hands a transmission that is due and got through to the peer.
+// deliver hands a transmission that is due and got through to the peer,
+// unless the peer crashed: then it is lost.
 func (u *realUser) deliver(d Delivery, now time.Duration) {
+	if u.dead {
+		u.dropped()
+		return
+	}
 	u.peer.Step(Input{Kind: deliverInput, Now: now, D: d}, u)
 	u.trace.end()
 }
@@ -249,6 +308,14 @@ func (u *realUser) deliver(d Delivery, now time.Duration) {
 func (u *realUser) drainOut() {
 	u.drain.stopActing()
 	for waiting := true; waiting; u.endBatch() {
+		if u.port.backlog.len() > 0 { // what came during a pause
+			now := u.elapsed.now()
+			u.takeBacklog(now)
+			for u.tickAt >= 0 {
+				u.runTick(now)
+			}
+			continue
+		}
 		select {
 		case d := <-u.EventChannel:
 			now := u.elapsed.now()
@@ -373,14 +440,46 @@ func (d *drain) stopSending() {
 }
 
 // quietNow makes the network quiet, with faults, once every user has
-// stopped acting and nothing is in flight, and reports whether it has.
-// Only the ticker calls it, once a tick in the drain.
-func (d *drain) quietNow(fl *flight) bool {
-	if d.acting.Load() > 0 || !fl.quiescent() {
+// stopped acting, nothing is in flight and nothing is held back, and
+// reports whether it has. Only the ticker calls it, once a tick in the
+// drain.
+func (d *drain) quietNow(fl *flight, held func() int64) bool {
+	if d.acting.Load() > 0 || !fl.quiescent() || held() > 0 {
 		return false
 	}
 	close(d.quiet)
 	return true
+}
+
+// pauses is how the run pauses every user in real time: to crash users,
+// which lockstep does between rounds (see crash.go). The ticker sets
+// pausing before it sends the pause markers, and a user reads it when it
+// takes its marker.
+type pauses struct {
+	pausing *pause
+}
+
+// pause is one pause of every user.
+type pause struct {
+	still sync.WaitGroup // done once every user is still
+	over  chan struct{}  // closed when the users may go on
+}
+
+// stopTheWorld pauses every user at the end of its batch and returns once
+// all are still: between steps of their peers, with their log lines
+// written and the room of what they applied given back. The caller reads
+// and changes the peers as lockstep does between rounds, then closes the
+// pause's over. Users learn nothing from a pause: it is the run's way to
+// see every user at one moment, the moment a crash takes one.
+func (s *Sim) stopTheWorld() *pause {
+	p := &pause{over: make(chan struct{})}
+	p.still.Add(len(s.users))
+	s.pauses.pausing = p
+	for _, u := range s.users {
+		u.EventChannel <- Delivery{Event: pauseMark}
+	}
+	p.still.Wait()
+	return p
 }
 
 // simTime tells the simulation time: the time since t0 in real time. In
@@ -450,7 +549,7 @@ func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 					s.applyFaults(ticks, now, false)
 				}
 				if stopped && !quiet {
-					quiet = s.drain.quietNow(s.net.fl)
+					quiet = s.drain.quietNow(s.net.fl, s.heldNow)
 				}
 				next.at += tick
 				heap.Fix(&h, 0)

@@ -81,6 +81,7 @@ type Sim struct {
 	dropped []int64 // real time: ticks the ticker dropped, by user index
 	lats    []*hist // real time: each user's send-to-apply latency
 	drain   *drain  // real time: the end of the run
+	pauses  pauses  // real time: to crash users
 
 	nemesis   *nemesis      // the fault schedule; nil without faults
 	mem       *memWatch     // the memory limit; nil without one
@@ -89,12 +90,11 @@ type Sim struct {
 	wires     *wireKeeper   // the lost and resent transmissions a page draws; nil without them
 
 	// Lockstep.
-	steppers []*stepUser    // steppers[i] is user_{i+1}'s loop
-	crashes  crashLedger    // what crashes cost, by the rule (see crash.go)
-	first    *round         // the round users start in, until the coordinator takes it
-	barrier  sync.WaitGroup // every round's done
-	lines    []lineBuffer   // lines[i] holds user_{i+1}'s lines of a round
-	ticks    int64          // action ticks run
+	crashes crashLedger    // what crashes cost, by the rule (see crash.go)
+	first   *round         // the round users start in, until the coordinator takes it
+	barrier sync.WaitGroup // every round's done
+	lines   []lineBuffer   // lines[i] holds user_{i+1}'s lines of a round
+	ticks   int64          // action ticks run
 
 	runTime  time.Duration // simulated in fast mode
 	wall     time.Duration // wall time from the first tick to the end of the drain
@@ -266,13 +266,12 @@ func (s *Sim) newUser(k int32, late bool) *User {
 			u.keep = lb
 		}
 		su := &stepUser{User: u, period: cfg.Tick, port: newStepPort(s.net, k, cfg.Seed, s.net.sched.(tickSchedule))}
-		s.steppers = append(s.steppers, su)
 		u.EventChannel = su.port.inbox
 		first := s.first
 		s.running.Go(func() { su.run(first) })
 		return u
 	}
-	ru := &realUser{User: u, elapsed: s.elapsed, period: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain,
+	ru := &realUser{User: u, elapsed: s.elapsed, period: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain, pauses: &s.pauses,
 		port: newRealPort(s.net, k, cfg.Seed)}
 	u.EventChannel = ru.port.inbox
 	s.lats = append(s.lats, ru.lat)
@@ -297,6 +296,15 @@ func (s *Sim) applyFaults(t int64, now time.Duration, stopped bool) {
 	s.writeRecords(nil, recs)
 	for _, j := range joined {
 		s.announce(j)
+	}
+	if len(s.nemesis.crashed) == 0 {
+		return
+	}
+	if !s.cfg.Fast {
+		// Lockstep crashes users between rounds; real time stops them.
+		p := s.stopTheWorld()
+		defer close(p.over)
+		now = s.elapsed.now()
 	}
 	for _, u := range s.nemesis.crashed {
 		s.crash(u, now)
@@ -510,11 +518,7 @@ func (s *Sim) report() *Report {
 		if s.lats != nil {
 			lat = s.lats[i]
 		}
-		var earlier userFigures
-		if s.steppers != nil {
-			earlier = s.steppers[i].earlier
-		}
-		figs[i] = u.figures(s.net.ports[i], lat, earlier)
+		figs[i] = u.figures(s.net.ports[i], lat)
 		if s.dropped != nil {
 			figs[i].Skipped += s.dropped[i]
 		}
@@ -563,9 +567,17 @@ func (s *Sim) sayDraining(drained <-chan struct{}) {
 		case <-drained:
 			return
 		case <-t.C:
-			msg := fmt.Sprintf("chatsim: still draining after %s: %s in flight", time.Since(start).Round(time.Second), plural(s.net.fl.inflight.Load(), "delivery"))
-			if k := s.net.fl.arriving.Load(); k > 0 {
-				msg += fmt.Sprintf(", %s catching up", plural(k, "late joiner"))
+			fl := s.net.fl
+			msg := fmt.Sprintf("chatsim: still draining after %s: %s in flight", time.Since(start).Round(time.Second), plural(fl.inflight.Load()+fl.again.Load(), "delivery"))
+			if k := fl.arriving.Load(); k > 0 {
+				who := "late joiner"
+				if s.cfg.Crash > 0 {
+					who = "late or restarted user"
+				}
+				msg += fmt.Sprintf(", %s catching up", plural(k, who))
+			}
+			if k := s.heldNow(); k > 0 {
+				msg += fmt.Sprintf(", %s held back", plural(k, "message"))
 			}
 			fmt.Fprintln(s.stderr, msg)
 		}

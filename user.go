@@ -3,6 +3,7 @@ package main
 import (
 	"slices"
 	"sync/atomic"
+	"time"
 )
 
 // User is one simulated person: a goroutine that drives its Peer, the
@@ -32,12 +33,16 @@ type User struct {
 	faulty bool
 	buf    []byte // rendering scratch
 	missed int64  // real time: tick markers a second one replaced before they ran
-	before int64  // deliveries its crashed incarnations made
 	trace  actionTrace
+
+	// With crashes (see crash.go).
+	dead    bool        // crashed: peer is the crashed incarnation, kept for its figures
+	earlier userFigures // its crashed incarnations' figures
+	before  int64       // deliveries its crashed incarnations made
 
 	// What the sampler reads while the user runs; the owner stores, others
 	// load.
-	liveGauge, deliveriesGauge, tombsGauge atomic.Int64
+	liveGauge, deliveriesGauge, tombsGauge, heldGauge atomic.Int64
 }
 
 // lineWriter takes a user's rendered log lines: the run's sink in real
@@ -75,11 +80,17 @@ func (u *User) keepOrStop() {
 	}
 }
 
-// publish brings the gauges the sampler reads up to date.
+// publish brings the gauges the sampler reads up to date. A crashed
+// user's stand as its last incarnation left them: its peer's deliveries
+// are in before already.
 func (u *User) publish() {
+	if u.dead {
+		return
+	}
 	u.deliveriesGauge.Store(u.before + u.peer.view.Deliveries)
 	u.liveGauge.Store(int64(u.peer.view.LiveCount()))
 	u.tombsGauge.Store(int64(u.peer.view.tombs.len()))
+	u.heldGauge.Store(int64(u.peer.view.HeldCount()))
 }
 
 // gauge is the user's live rooms, deliveries and tombstones as last
@@ -88,11 +99,34 @@ func (u *User) gauge() (live, deliveries, tombs int64) {
 	return u.liveGauge.Load(), u.deliveriesGauge.Load(), u.tombsGauge.Load()
 }
 
-// figures reports the user's figures, with its port's and those of its
-// crashed incarnations, earlier. Call it once the user has exited.
-func (u *User) figures(p *Port, lat *hist, earlier userFigures) userFigures {
+// bury keeps the crashed peer's figures and leaves the user down.
+func (u *User) bury() {
 	f := peerFigures(u.peer)
-	f.add(earlier)
+	f.Held = 0 // held back when it crashed: the ledger counts them
+	u.earlier.add(f)
+	u.before += u.peer.view.Deliveries
+	u.dead = true
+}
+
+// restart brings the user back at tick as a new incarnation with nothing
+// in memory but its uid, the membership and its tick (see restart.go).
+// out is the user's driver.
+func (u *User) restart(tick uint64, now time.Duration, out port) {
+	cfg := u.peer.cfg
+	cfg.inc, cfg.latecomer = uint32(tick)+1, false
+	u.peer = newPeer(u.UID, cfg, u.peer.rng)
+	if u.keep == nil && (u.quiet || u.hidden) {
+		u.peer.view.KeepRecords(false)
+	}
+	u.dead = false
+	u.peer.Step(Input{Kind: restartInput, Now: now, Tick: tick}, out)
+}
+
+// figures reports the user's figures, with its port's and those of its
+// crashed incarnations. Call it once the user has exited.
+func (u *User) figures(p *Port, lat *hist) userFigures {
+	f := peerFigures(u.peer)
+	f.add(u.earlier)
 	f.Skipped += u.missed
 	f.Sent, f.Latency, f.Transport = p.sent, lat, p.tx
 	return f
