@@ -16,7 +16,7 @@ import "sync/atomic"
 //
 // The drain reads it too: a run with faults is over once nothing is in
 // flight and every late joiner's view is complete (quiescent), and with
-// crashes once no message is held back (Sim.quiet).
+// crashes once no message is held back (drain.quietNow).
 type flight struct {
 	inflight atomic.Int64 // deliveries admitted or counted and not yet applied
 	capacity int64
