@@ -33,7 +33,7 @@ const networkCapacity = 64
 // admit reserves room for k deliveries a user is about to send, or refuses
 // them if the network is full.
 func (f *flight) admit(k int64) bool {
-	if f.inflight.Add(k) > f.capacity {
+	if f.inflight.Add(k)+f.again.Load() > f.capacity { // again changes only while every user is paused
 		f.inflight.Add(-k)
 		return false
 	}

@@ -499,7 +499,7 @@ func (s *Sim) sampleReal(stop <-chan struct{}) {
 		case <-tk.C:
 			s.sample()
 		case <-memC:
-			if s.mem.over(s.net.fl.inflight.Load()) && !isClosed(s.memHit) {
+			if s.mem.over(s.net.fl.inflight.Load()+s.net.fl.again.Load()) && !isClosed(s.memHit) {
 				close(s.memHit)
 			}
 		case <-statsC:
