@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -342,37 +345,86 @@ func TestRestartedRootReclaimsOnlyWhatItHeard(t *testing.T) {
 // (in real time, at its next tick): it neither crashes again nor goes
 // offline meanwhile, for the run would crash a peer already dead, and
 // count its losses twice. Once restarted, it crashes and goes offline as
-// before.
+// before. Nor does it count as up: a real-time run many fault ticks behind
+// its users (lag 40 here) must still keep two users alive, or it crashes
+// them all at once.
 func TestRebootingUserStaysUp(t *testing.T) {
-	const users, most = 20, 3
-	f := newFaults(users, 0, 0)
-	m := newNemesis(f, 1, users, time.Second, faultPlan{crashMax: most, offMax: most})
-	dead := map[int32]bool{}
-	crashes, restarts := 0, 0
-	for tick := int64(1); tick <= 3000; tick++ {
-		m.apply(tick)
-		for _, u := range m.crashed {
-			if dead[u] {
-				t.Fatalf("tick %d: user_%d crashed again before it restarted", tick, u)
+	for _, c := range []struct {
+		users int32
+		lag   int64 // the driver restarts a user let up on a tick that is a multiple of lag
+	}{{20, 3}, {5, 40}} {
+		t.Run(fmt.Sprintf("users=%d,lag=%d", c.users, c.lag), func(t *testing.T) {
+			const most = 3
+			f := newFaults(int(c.users), 0, 0)
+			m := newNemesis(f, 1, int(c.users), time.Second, faultPlan{crashMax: most, offMax: most})
+			dead := map[int32]bool{}
+			crashes, restarts := 0, 0
+			for tick := int64(1); tick <= 3000; tick++ {
+				m.apply(tick)
+				for _, u := range m.crashed {
+					if dead[u] {
+						t.Fatalf("tick %d: user_%d crashed again before it restarted", tick, u)
+					}
+					dead[u] = true
+					crashes++
+				}
+				if up := int(c.users) - len(dead); up < 2 {
+					t.Fatalf("tick %d: %d users up, want 2 at least", tick, up)
+				}
+				for u := int32(1); u <= c.users; u++ {
+					if !dead[u] || !f.rebooting[u].Load() {
+						continue
+					}
+					if f.away[u].Load() {
+						t.Fatalf("tick %d: user_%d went offline before it restarted", tick, u)
+					}
+					if tick%c.lag == 0 {
+						delete(dead, u)
+						f.rebooting[u].Store(false)
+						restarts++
+					}
+				}
 			}
-			dead[u] = true
-			crashes++
-		}
-		for u := int32(1); u <= users; u++ {
-			if !dead[u] || !f.rebooting[u].Load() {
-				continue
+			if crashes < 50 || restarts < 50 {
+				t.Errorf("%d crashes, %d restarts", crashes, restarts)
 			}
-			if f.away[u].Load() {
-				t.Fatalf("tick %d: user_%d went offline before it restarted", tick, u)
-			}
-			if tick%3 == 0 { // the driver restarts it a tick or two late
-				f.rebooting[u].Store(false)
-				dead[u] = false
-				restarts++
-			}
-		}
+		})
 	}
-	if crashes < 100 || restarts < 100 {
-		t.Errorf("%d crashes, %d restarts", crashes, restarts)
+}
+
+// A run stopped during start-up, before every user started, runs no
+// fault but their end: a crash then could never be healed, for a
+// restarted user waits for a welcome from every user, and users that
+// never started send none.
+func TestStopDuringStartUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Users: 30, Seed: 1, Tick: time.Millisecond, Chance: 0.5, Duration: time.Hour, Quiet: true,
+			Crash: time.Millisecond, Offline: time.Millisecond, Clog: time.Millisecond}
+		s := newSim(cfg, io.Discard, io.Discard)
+		rep, err := s.run(&cancelAfter{Context: context.Background(), checks: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireConverged(t, rep)
+		if len(s.users) >= cfg.Users || rep.Stopped != "interrupted" {
+			t.Fatalf("%d users started, stopped %q: want a stop during start-up", len(s.users), rep.Stopped)
+		}
+		if f := rep.Faults; f.Crash.Crashes+f.Outages+f.Clogs != 0 {
+			t.Errorf("faults after the stop: %d crashes, %d outages, %d clogs", f.Crash.Crashes, f.Outages, f.Clogs)
+		}
+	})
+}
+
+// cancelAfter is a context that is cancelled once Err has been asked
+// checks times: a stop at a chosen point of start-up.
+type cancelAfter struct {
+	context.Context
+	checks int
+}
+
+func (c *cancelAfter) Err() error {
+	if c.checks--; c.checks < 0 {
+		return context.Canceled
 	}
+	return nil
 }

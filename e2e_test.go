@@ -164,6 +164,14 @@ func TestE2EInterrupt(t *testing.T) {
 	interrupt(t, cmd, r, errs)
 }
 
+// Ctrl-C during start-up, with crashes and outages due every few ticks:
+// the faults only end, so no user is crashed before every user started,
+// and the run converges.
+func TestE2EInterruptDuringStartUp(t *testing.T) {
+	cmd, r, errs := startReading(t, "-users", "5000", "-tick", "100us", "-crash", "1ms", "-offline", "1ms", "-quiet")
+	interrupt(t, cmd, r, errs)
+}
+
 // waitForAction reads the log until a user has acted.
 func waitForAction(t *testing.T, r *bufio.Reader) {
 	t.Helper()

@@ -193,14 +193,26 @@ func (m *nemesis) apply(t int64) (recs []Record, joined []int32) {
 }
 
 // crashes restarts the users whose time down ends at tick t, and crashes
-// others: see nemesis. A crashed user is offline to the network until it
-// restarts; the run (Sim.crash) takes its memory.
+// others: see nemesis. A crashed user is offline to the network until the
+// nemesis lets it up, and rebooting until its driver restarts it at its
+// next tick; the run (Sim.crash) takes its memory.
 func (m *nemesis) crashes(t int64) {
+	// Users let up but not restarted yet count in m.up, but are not up:
+	// a crash must leave two users up without them. In real time an
+	// overloaded run can be many fault ticks behind its users' ticks, and
+	// would otherwise crash every user at once.
+	var rebooting int32
+	for u := int32(1); u < m.firstLate+int32(m.joined); u++ {
+		if m.net.rebooting[u].Load() {
+			rebooting++
+		}
+	}
 	for u := int32(1); u < m.firstLate+int32(m.joined); u++ {
 		switch {
 		case m.downs.endsAt(u, t):
 			m.restart(u, t)
-		case !m.downs.on(u) && !m.net.away[u].Load() && !m.net.rebooting[u].Load() && m.up > 2 && m.rng.Float64() < m.crashOdds:
+			rebooting++
+		case !m.downs.on(u) && !m.net.away[u].Load() && !m.net.rebooting[u].Load() && m.up-rebooting > 2 && m.rng.Float64() < m.crashOdds:
 			m.downs.start(u, t, 1+m.rng.Int64N(m.crashMax))
 			m.crashed = append(m.crashed, u)
 			m.tally.Crashes++

@@ -98,7 +98,8 @@ func wholeTicks(d, tick time.Duration) int64 { return int64((d + tick - 1) / tic
 
 // Port is one user's end of the network, the part both modes share: its
 // inbox, its sources of randomness, and its counts. Only its owner's
-// goroutine uses it, but for the counts the run reads between rounds.
+// goroutine uses it, but for the counts the run reads, and what a crash
+// purges from waiting, between rounds or in a pause of every user.
 type Port struct {
 	net   *Network
 	uid   int32
@@ -108,8 +109,8 @@ type Port struct {
 	stash func(Delivery)
 
 	// Deliveries sent and applied. Both change only while the owner works
-	// on a round, so the run can read them between rounds: their sums
-	// differ by what is still on its way.
+	// on a round, so the run can read them between rounds or in a pause:
+	// their sums differ by what is still on its way.
 	sent, applied int64
 
 	tx      transportCounts
@@ -293,7 +294,8 @@ func (p *Port) down() bool { return p.net.faults != nil && p.net.faults.down[p.u
 // nemesis has let it up, and its driver restarts it at its next tick.
 func (p *Port) restarted() { p.net.faults.rebooting[p.uid].Store(false) }
 
-// lose counts a transmission lost on arrival: the owner was away.
+// lose counts a transmission lost on arrival: the owner was away or down,
+// or its sender's crash took it.
 func (p *Port) lose() { p.tx.Lost++ }
 
 // faults is what a faulty network does to what it carries: it loses each
@@ -362,9 +364,9 @@ func runCounts(ev *Event) bool {
 	return ev.Kind != ReportEvent && ev.Kind != NewsEvent && ev.Kind != RestartEvent
 }
 
-// outstanding counts deliveries sent but not yet applied, and late joiners
-// whose view is not yet complete. Lockstep reads it between rounds, when
-// no user is working.
+// outstanding counts deliveries sent but not yet applied or owed again
+// after crashes, and late joiners and restarted users whose view is not
+// yet complete. Lockstep reads it between rounds, when no user is working.
 func (n *Network) outstanding() int64 {
 	k := n.fl.arriving.Load() + n.fl.again.Load()
 	for _, p := range n.ports {

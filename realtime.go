@@ -29,12 +29,12 @@ func (s realSchedule) later(sent, due time.Duration, rng *rand.Rand) time.Durati
 }
 
 // realPort is a user's end of the network in real time: what came in
-// while it was blocked sending, what has come in but is not due yet, the
+// while it was blocked sending or paused, what has come in but is not due yet, the
 // room reserved for the action under way, and the applied deliveries not
 // yet given back.
 type realPort struct {
 	*Port
-	backlog   queue[Delivery]   // received while blocked in a send; applied next, in order
+	backlog   queue[Delivery]   // received while blocked in a send or paused; applied next, in order
 	delayed   minHeap[Delivery] // deliveries whose injected delay has not passed, by due time
 	reserved  reservation       // room reserved for the action under way
 	unretired int64             // applied deliveries not yet given back
@@ -81,7 +81,7 @@ func (p *realPort) retire() {
 
 // realUser is a user's loop in real time, around its peer. Events are
 // applied as they arrive. Everything else comes down the same channel too:
-// the ticker's tick markers and the stop marker. So an idle user waits on
+// the ticker's tick markers, the run's pause markers and the stop marker. So an idle user waits on
 // a plain receive, or on a select of its own channel and its delay timer
 // while deliveries are held back by -delay.
 type realUser struct {
@@ -252,9 +252,9 @@ func (u *realUser) runTick(now time.Duration) {
 	u.takeBacklog(u.elapsed.now())
 }
 
-// takeBacklog handles what the user received while blocked in a send:
-// with faults a send can happen outside a tick too, when a link resends on
-// what arrives.
+// takeBacklog handles what the user received while blocked in a send
+// (with faults a send can happen outside a tick too, when a link resends on
+// what arrives) or while paused.
 func (u *realUser) takeBacklog(now time.Duration) {
 	for u.port.backlog.len() > 0 {
 		u.handle(u.port.backlog.pop(), now)
@@ -263,7 +263,7 @@ func (u *realUser) takeBacklog(now time.Duration) {
 
 // handle applies a delivery now, or holds it until its injected delay has
 // passed. A marker is noted for the loop: a tick to run after the batch
-// (a second tick before the first ran is skipped), or the stop.
+// (a second tick before the first ran is skipped), a pause, or the stop.
 func (u *realUser) handle(d Delivery, now time.Duration) {
 	switch d.Event {
 	case tickMark:
@@ -403,7 +403,8 @@ func (u *realUser) caughtUp() { u.port.net.fl.arriving.Add(-1) }
 // stops acting; the network carries on (with faults, retransmissions win
 // against the loss that goes on, and late joiners get their state) until
 // it is quiet: every user has stopped acting and, with faults, nothing is
-// in flight. Then every user stops sending; once all have, the drain is
+// in flight or owed again, every late joiner and restarted user has the
+// rooms, and no user holds a message back (drain.quietNow). Then every user stops sending; once all have, the drain is
 // over, and what is on each inbox is all there is.
 type drain struct {
 	faulty  bool
@@ -528,17 +529,25 @@ func (s *Sim) runTicker(stopping, done <-chan struct{}) {
 	var ticks int64 // the schedule's ticks so far
 	stopped, quiet := false, false
 	for {
+		fired := false
 		select {
 		case <-stopping:
+		case <-done:
+			return
+		case <-timer.C:
+			fired = true
+		}
+		// A stop outranks a tick due at the same moment: once the run has
+		// stopped, the schedule runs no more faults, only their end.
+		if isClosed(stopping) {
 			if s.nemesis == nil {
 				return
 			}
 			stopping, stopped = nil, true
 			s.applyFaults(ticks+1, s.elapsed.now(), true)
+		}
+		if !fired {
 			continue
-		case <-done:
-			return
-		case <-timer.C:
 		}
 		now := s.elapsed.now()
 		for h.min().at <= now {

@@ -84,13 +84,13 @@ type Sim struct {
 	pauses  pauses  // real time: to crash users
 
 	nemesis   *nemesis      // the fault schedule; nil without faults
+	crashes   crashLedger   // what crashes cost, by the rule (see crash.go)
 	mem       *memWatch     // the memory limit; nil without one
 	memHit    chan struct{} // real time: closed when the memory limit is reached
 	recording *recording    // the records for -html and -shiviz; nil without them
 	wires     *wireKeeper   // the lost and resent transmissions a page draws; nil without them
 
 	// Lockstep.
-	crashes crashLedger    // what crashes cost, by the rule (see crash.go)
 	first   *round         // the round users start in, until the coordinator takes it
 	barrier sync.WaitGroup // every round's done
 	lines   []lineBuffer   // lines[i] holds user_{i+1}'s lines of a round
@@ -360,7 +360,8 @@ func (s *Sim) runReal(ctx context.Context) {
 	// With faults the drain can take a while: say why, unless the reason
 	// to stop said so already or the output is gone.
 	said := false
-	if ctx.Err() == nil {
+	tickerOn := ctx.Err() == nil
+	if tickerOn {
 		// Every user is online: start the ticker.
 		ticker.Go(func() { s.runTicker(stopping, tickerStop) })
 		select {
@@ -376,9 +377,6 @@ func (s *Sim) runReal(ctx context.Context) {
 		}
 	} else {
 		s.stopped = "interrupted"
-		if s.nemesis != nil {
-			ticker.Go(func() { s.runTicker(stopping, tickerStop) })
-		}
 	}
 	if s.nemesis != nil && !said {
 		what := "retransmissions"
@@ -394,6 +392,11 @@ func (s *Sim) runReal(ctx context.Context) {
 		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (%s), then the summary\n", s.stopped, what)
 	}
 	close(stopping)
+	if ctx.Err() != nil && s.nemesis != nil && !tickerOn {
+		// Stopped during start-up: the ticker only ends the faults and
+		// ticks the users through the drain.
+		ticker.Go(func() { s.runTicker(stopping, tickerStop) })
+	}
 	if s.nemesis == nil {
 		close(tickerStop)
 		ticker.Wait()

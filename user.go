@@ -14,8 +14,9 @@ import (
 //
 // UserChannel brings news of the users online at the start. In real time
 // EventChannel brings transmissions from peers and the run's markers (a
-// tick, the stop) behind them; in lockstep, where senders file deliveries
-// straight into the recipient's buckets, only the start of each round.
+// tick, a pause, the stop) behind them; in lockstep, where senders file
+// deliveries straight into the recipient's buckets, only the start of each
+// round.
 // Each user sends from its own loop, never from a goroutine per send, so
 // the events of one sender reach each recipient in the order they were
 // sent, unless a delay or a clog is injected on purpose.
@@ -104,6 +105,7 @@ func (u *User) bury() {
 	f := peerFigures(u.peer)
 	f.Held = 0 // held back when it crashed: the ledger counts them
 	u.earlier.add(f)
+	u.heldGauge.Store(0) // the drain waits for held messages; the dead hold none
 	u.before += u.peer.view.Deliveries
 	u.dead = true
 }
