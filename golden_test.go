@@ -11,7 +11,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-// goldenRuns are small fast runs, with injected delay, whose whole output
+// goldenRuns are small fast runs, with injected faults, whose whole output
 // is checked in under testdata/.
 var goldenRuns = []struct {
 	file string
@@ -21,6 +21,7 @@ var goldenRuns = []struct {
 	{"fast.jsonl.golden", []string{"-fast", "-json", "-users", "5", "-duration", "60s", "-seed", "7", "-delay", "3s"}},
 	{"faults.golden", faultArgs},
 	{"faults.jsonl.golden", append([]string{"-json"}, faultArgs...)},
+	{"crash.golden", []string{"-fast", "-users", "6", "-duration", "40s", "-seed", "2", "-crash", "3s", "-clog", "5s", "-partition", "10s", "-loss", "0.1"}},
 }
 
 // faultArgs is a small fast run with every fault.

@@ -112,10 +112,13 @@ func (u *User) bury() {
 
 // restart brings the user back at tick as a new incarnation with nothing
 // in memory but its uid, the membership and its tick (see restart.go).
-// out is the user's driver.
+// The incarnation is numbered by the tick, which the user keeps by its own
+// clock: ticks start at 1 and a user is down a tick at least, so each
+// incarnation's number is greater than its earlier selves', the first
+// one's 0 included. out is the user's driver.
 func (u *User) restart(tick uint64, now time.Duration, out port) {
 	cfg := u.peer.cfg
-	cfg.inc, cfg.latecomer = uint32(tick)+1, false
+	cfg.inc, cfg.latecomer = uint32(tick), false
 	u.peer = newPeer(u.UID, cfg, u.peer.rng)
 	if u.keep == nil && (u.quiet || u.hidden) {
 		u.peer.view.KeepRecords(false)
