@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"iter"
 	"slices"
 	"time"
 )
@@ -60,11 +61,11 @@ func (s *Sim) crash(uid int32, now time.Duration) {
 		if sender.dead || sender.UID == uid {
 			continue
 		}
-		for _, it := range unacked(sender.peer, uid, old.cfg.inc) {
-			if settledAt(old, sender.peer, it.seq) {
+		for seq, ev := range unacked(sender.peer, uid, old.cfg.inc) {
+			if settledAt(old, sender.peer, seq) {
 				again++ // applied, or held, and it will come again
-				if it.ev.Kind == MessageEvent && !held[it.ev] {
-					l.owedAgain(it.ev, uid)
+				if ev.Kind == MessageEvent && !held[ev] {
+					l.owedAgain(ev, uid)
 				}
 			}
 		}
@@ -78,13 +79,13 @@ func (s *Sim) crash(uid int32, now time.Duration) {
 		// Numbers mean something to the present incarnation only if the
 		// link was with it.
 		same := lk.peerKnown && lk.peerInc == present.peer.cfg.inc
-		for _, it := range lk.unacked.items[lk.unacked.head:] {
-			if !same || !s.settled(to, old, it.seq) {
+		for seq, ev := range lk.kept() {
+			if !same || !s.settled(to, old, seq) {
 				if lk.peerKnown {
 					again-- // sent, and never to be applied (what waited for the peer's word was never sent)
 				}
-				if it.ev.Kind == MessageEvent {
-					l.lose(it.ev, to)
+				if ev.Kind == MessageEvent {
+					l.lose(ev, to)
 				}
 			}
 		}
@@ -116,12 +117,23 @@ func (l *crashLedger) owedAgain(m *Event, to int32) {
 
 // unacked is what peer p's link to user to still keeps for to's
 // incarnation inc: nothing if the link is with another.
-func unacked(p *Peer, to int32, inc uint32) []sentItem {
+func unacked(p *Peer, to int32, inc uint32) iter.Seq2[uint32, *Event] {
 	l := &p.links.table[to]
 	if l.nextSeq == 0 || l.peerKnown && l.peerInc != inc {
-		return nil
+		return func(func(uint32, *Event) bool) {}
 	}
-	return l.unacked.items[l.unacked.head:]
+	return l.kept()
+}
+
+// keeps reports whether peer p keeps m unacknowledged for incarnation inc
+// of user to.
+func keeps(p *Peer, to int32, inc uint32, m *Event) bool {
+	for _, ev := range unacked(p, to, inc) {
+		if ev == m {
+			return true
+		}
+	}
+	return false
 }
 
 // settledAt reports whether peer p has taken number seq of what from sent
@@ -149,7 +161,7 @@ func (s *Sim) owes(sender int32, to *Peer, m *Event) bool {
 	if su.dead {
 		return false
 	}
-	return slices.ContainsFunc(unacked(su.peer, to.uid, to.cfg.inc), func(it sentItem) bool { return it.ev == m })
+	return keeps(su.peer, to.uid, to.cfg.inc, m)
 }
 
 // heldNow counts, with crashes, the messages users hold back as their

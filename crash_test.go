@@ -62,9 +62,9 @@ func (h *peerHistory) crash(u int32) {
 			continue
 		}
 		l := &old.links.table[r]
-		for _, it := range l.unacked.items[l.unacked.head:] {
-			if it.ev.Kind == MessageEvent && !settledNow(tn, r, old, it.seq) {
-				c.excused[[2]Stamp{it.ev.ID(), {UID: r}}]++
+		for seq, ev := range l.kept() {
+			if ev.Kind == MessageEvent && !settledNow(tn, r, old, seq) {
+				c.excused[[2]Stamp{ev.ID(), {UID: r}}]++
 			}
 		}
 	}
@@ -99,7 +99,7 @@ func owes(tn *testNet, s int32, to *Peer, m *Event) bool {
 	if tn.down[s] {
 		return false
 	}
-	return slices.ContainsFunc(unacked(tn.p(s), to.uid, to.cfg.inc), func(it sentItem) bool { return it.ev == m })
+	return keeps(tn.p(s), to.uid, to.cfg.inc, m)
 }
 
 // restart brings crashed user u back as a new incarnation.

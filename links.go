@@ -1,6 +1,7 @@
 package main
 
 import (
+	"iter"
 	"slices"
 	"time"
 )
@@ -40,7 +41,7 @@ import (
 //
 // A user that crashes forgets its links, and restarts as a new
 // incarnation (Event.Inc: 0 for every user at the start, the restart tick
-// plus one after a restart, so a later self has the greater number). A
+// after a restart, so a later self has the greater number). A
 // link is between two incarnations: each transmission says whose it is
 // (Event.Inc) and which incarnation of the receiver it was numbered for
 // (Delivery.To). So:
@@ -65,24 +66,27 @@ type links struct {
 
 // link is one peer's end of the link to another.
 type link struct {
+	// The words and flags first, together: a peer keeps a link to every
+	// other user, so at 1000 users with faults the links are a million,
+	// and padding between fields would cost 16 bytes each.
 	peerInc   uint32 // the peer's incarnation the link is with
+	nextSeq   uint32 // sending: the number of the next transmission, from 1
+	acked     uint32 // sending: the peer has everything below it
+	recvNext  uint32 // receiving: everything below it has settled, from 1
+	activeAt  int32  // its index in links.active, when active
 	peerKnown bool   // false after this user's restart, until the peer's first word
+	probing   bool   // sending: probed since the last progress
+	ackDue    bool   // receiving: an acknowledgement is owed to the peer
+	isActive  bool
 
 	// Sending.
-	nextSeq uint32          // the number of the next transmission, from 1
-	acked   uint32          // the peer has everything below it
-	unacked queue[sentItem] // in number order
-	timerAt time.Duration   // when to probe, while unacked is not empty
-	probing bool            // probed since the last progress
+	unacked queue[*Event] // numbers acked to nextSeq-1, in order: see kept
+	timerAt time.Duration // when to probe, while unacked is not empty
 
 	// Receiving.
-	recvNext uint32        // everything below it has settled, from 1
 	above    []uint32      // numbers above recvNext that have settled, in order
-	ackDue   bool          // an acknowledgement is owed to the peer
-	ackSince time.Duration // since when
+	ackSince time.Duration // since an acknowledgement is owed
 	gapSince time.Duration // when the gap below above[0] was first seen
-	activeAt int32         // its index in links.active, when active
-	isActive bool
 }
 
 // activeLink is a link with something to do, and the earliest time it may
@@ -92,10 +96,19 @@ type activeLink struct {
 	due  time.Duration // no later than the link next needs tending
 }
 
-// sentItem is a transmission kept until it is acknowledged.
-type sentItem struct {
-	seq uint32
-	ev  *Event
+// kept yields what the link keeps until it is acknowledged, with the
+// numbers it was sent with. Acknowledgements are cumulative, so what is
+// kept is every number from acked up to nextSeq, exclusive: a kept
+// transmission's number is acked plus its place, and the queue need not
+// store it (at 1000 users with faults, links keep millions).
+func (l *link) kept() iter.Seq2[uint32, *Event] {
+	return func(yield func(uint32, *Event) bool) {
+		for i, ev := range l.unacked.items[l.unacked.head:] {
+			if !yield(l.acked+uint32(i), ev) {
+				return
+			}
+		}
+	}
 }
 
 // linkTiming is how long a link waits for things, from the tick and the
@@ -140,7 +153,7 @@ func (ls *links) send(out port, r int32, ev *Event, now time.Duration) {
 		l.timerAt = now + ls.timing.rto
 		ls.wake(l, l.timerAt)
 	}
-	l.unacked.push(sentItem{seq, ev})
+	l.unacked.push(ev)
 	if !l.peerKnown {
 		return // until the peer's incarnation is known: see renew
 	}
@@ -250,17 +263,11 @@ func (ls *links) renew(out port, r int32, l *link, inc uint32, now time.Duration
 	k := txFirst
 	if known {
 		l.recvNext, l.above, l.ackDue = 1, l.above[:0], false
-		n := uint32(1)
-		for i := l.unacked.head; i < len(l.unacked.items); i++ {
-			l.unacked.items[i].seq = n
-			n++
-		}
-		l.acked, l.nextSeq, l.probing = 1, n, false
+		l.acked, l.nextSeq, l.probing = 1, 1+uint32(l.unacked.len()), false
 		k = txResend
 	}
-	for i := l.unacked.head; i < len(l.unacked.items); i++ {
-		it := l.unacked.items[i]
-		ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, k, now)
+	for seq, ev := range l.kept() {
+		ls.transmit(out, r, l, Delivery{Event: ev, Seq: seq}, k, now)
 	}
 	if l.unacked.len() > 0 {
 		l.timerAt = now + ls.timing.rto
@@ -309,12 +316,12 @@ func (ls *links) acknowledged(l *link, ack uint32, now time.Duration) {
 	if ack <= l.acked {
 		return
 	}
-	l.acked = ack
-	for l.unacked.len() > 0 && l.unacked.front().seq < ack {
-		if it := l.unacked.pop(); ls.settled != nil && counted(it.ev.Kind) {
-			ls.settled.count(it.ev.Epoch, 1, false)
+	for range min(ack-l.acked, uint32(l.unacked.len())) {
+		if ev := l.unacked.pop(); ls.settled != nil && counted(ev.Kind) {
+			ls.settled.count(ev.Epoch, 1, false)
 		}
 	}
+	l.acked = ack
 	l.timerAt = now + ls.timing.rto
 	if l.unacked.len() > 0 {
 		ls.wake(l, l.timerAt)
@@ -324,13 +331,12 @@ func (ls *links) acknowledged(l *link, ack uint32, now time.Duration) {
 // resend transmits again what is unacknowledged with numbers from lo up to
 // hi, exclusive.
 func (ls *links) resend(out port, r int32, l *link, lo, hi uint32, now time.Duration) {
-	for i := l.unacked.head; i < len(l.unacked.items); i++ {
-		it := l.unacked.items[i]
-		if it.seq >= hi {
+	for seq, ev := range l.kept() {
+		if seq >= hi {
 			break
 		}
-		if it.seq >= lo {
-			ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, txResend, now)
+		if seq >= lo {
+			ls.transmit(out, r, l, Delivery{Event: ev, Seq: seq}, txResend, now)
 		}
 	}
 	if l.unacked.len() > 0 {
@@ -362,8 +368,7 @@ func (ls *links) tend(out port, now time.Duration) {
 		}
 		if l.unacked.len() > 0 && now >= l.timerAt {
 			if l.peerKnown { // else it waits for the peer's first word
-				it := *l.unacked.front()
-				ls.transmit(out, r, l, Delivery{Event: it.ev, Seq: it.seq}, txResend, now)
+				ls.transmit(out, r, l, Delivery{Event: *l.unacked.front(), Seq: l.acked}, txResend, now)
 				l.probing = true
 			}
 			l.timerAt = now + t.rto

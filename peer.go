@@ -70,7 +70,7 @@ type peerConfig struct {
 	faulty    bool    // faults are injected: keep links, notice outages
 	latecomer bool    // comes online late, and learns the rooms by a state transfer
 	crash     bool    // users crash: a send is settled when acknowledged, and restarted users are welcomed
-	inc       uint32  // this incarnation: 0 at the start, the restart tick plus one after a restart
+	inc       uint32  // this incarnation: 0 at the start, the restart tick after a restart
 	timing    linkTiming
 	log       bool // keep log records
 }
