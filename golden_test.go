@@ -21,6 +21,7 @@ var goldenRuns = []struct {
 	{"fast.jsonl.golden", []string{"-fast", "-json", "-users", "5", "-duration", "60s", "-seed", "7", "-delay", "3s"}},
 	{"faults.golden", faultArgs},
 	{"faults.jsonl.golden", append([]string{"-json"}, faultArgs...)},
+	{"plain.jsonl.golden", []string{"-fast", "-json", "-users", "7", "-duration", "40s", "-seed", "5"}},
 	{"crash.golden", []string{"-fast", "-users", "6", "-duration", "40s", "-seed", "2", "-crash", "3s", "-clog", "5s", "-partition", "10s", "-loss", "0.1"}},
 }
 
