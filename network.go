@@ -26,6 +26,7 @@ import (
 type Network struct {
 	inboxes []chan Delivery // inboxes[u] is user_u's EventChannel; fixed before any user starts
 	filers  []filer         // lockstep: where deliveries to user_u go, by uid; nil in real time
+	casts   *castLog        // lockstep without faults or delay: payloads filed once for all recipients
 	ports   []*Port         // in the order users connected
 	sched   schedule
 	faults  *faults // nil without faults

@@ -83,6 +83,10 @@ type peerConfig struct {
 // for its counts; nothing comes back from them.
 type port interface {
 	transmit(to int32, d Delivery, k txKind, now time.Duration)
+	// transmitAll is the first transmission of payload ev to every user
+	// recipients(ev, ev.From, known) yields, at ev.Sent, as transmit to
+	// each in that order would be; a network may carry it as one.
+	transmitAll(ev *Event, known int32)
 	admit(k int64) bool                   // room for a broadcast's or an action's at most k sends
 	release()                             // what admit reserved and was left unsent
 	applied(ev *Event, now time.Duration) // a payload was applied
@@ -388,6 +392,16 @@ func (p *Peer) fanOut(ev *Event, now time.Duration, out port) {
 	}
 	p.stab.count(ev.Epoch, int64(ev.Group.Size()-1), true)
 	p.stamp(ev)
+	p.sendAll(ev, out)
+}
+
+// sendAll sends payload ev to its recipients: over their links with
+// faults, or as one to all.
+func (p *Peer) sendAll(ev *Event, out port) {
+	if p.links == nil {
+		out.transmitAll(ev, p.view.Known())
+		return
+	}
 	for r := range recipients(ev, p.uid, p.view.Known()) {
 		p.send(r, ev, out)
 	}
@@ -407,9 +421,7 @@ func (p *Peer) broadcast(ev *Event, now time.Duration, out port) {
 	}
 	p.stamp(ev)
 	s.told, s.kidsSaid, p.lastNews = ev.Word, false, p.tick
-	for r := range recipients(ev, p.uid, p.view.Known()) {
-		p.send(r, ev, out)
-	}
+	p.sendAll(ev, out)
 }
 
 // stamp sets what every transmission of ev tells its recipients of
@@ -451,6 +463,27 @@ func recipients(ev *Event, self, known int32) iter.Seq[int32] {
 				return
 			}
 		}
+	}
+}
+
+// reaches reports whether recipients(ev, ev.From, known) yields r.
+func reaches(ev *Event, known, r int32) bool {
+	if r == ev.From {
+		return false
+	}
+	if ev.Kind == MessageEvent {
+		return ev.Group.Has(r)
+	}
+	return r <= known
+}
+
+// transmitEach transmits payload ev to each of its recipients in turn: a
+// port's transmitAll where the network carries each on its own.
+func transmitEach(out interface {
+	transmit(int32, Delivery, txKind, time.Duration)
+}, ev *Event, known int32) {
+	for r := range recipients(ev, ev.From, known) {
+		out.transmit(r, Delivery{Event: ev}, txFirst, ev.Sent)
 	}
 }
 

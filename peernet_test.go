@@ -163,8 +163,9 @@ func (p *testPort) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	n.flight = append(n.flight, inTransit{n.made, p.uid, to, d, k, now})
 }
 
-func (p *testPort) admit(int64) bool              { return true }
-func (p *testPort) release()                      {}
-func (p *testPort) dropped()                      { p.tx.Lost++ }
-func (p *testPort) caughtUp()                     { p.n.late-- }
-func (p *testPort) applied(*Event, time.Duration) {}
+func (p *testPort) transmitAll(ev *Event, known int32) { transmitEach(p, ev, known) }
+func (p *testPort) admit(int64) bool                   { return true }
+func (p *testPort) release()                           {}
+func (p *testPort) dropped()                           { p.tx.Lost++ }
+func (p *testPort) caughtUp()                          { p.n.late-- }
+func (p *testPort) applied(*Event, time.Duration)      {}

@@ -368,6 +368,8 @@ func (u *realUser) transmit(to int32, d Delivery, k txKind, now time.Duration) {
 	u.port.transmit(to, d, k, now)
 }
 
+func (u *realUser) transmitAll(ev *Event, known int32) { transmitEach(u, ev, known) }
+
 func (u *realUser) admit(k int64) bool {
 	p := u.port
 	if !p.net.fl.admit(k) {
