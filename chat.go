@@ -843,9 +843,12 @@ func (q *reclaimQueue) expire(stable, horizon uint64, done func(tomb)) {
 	}
 }
 
-// queue is a FIFO that reuses its memory: items are taken from the front,
-// and the rest is moved down once half the slice is spent, so a steady flow
-// allocates nothing.
+// queue is a FIFO that reuses its memory: items are taken from the
+// front, and once the slice is full the rest is moved down before it
+// grows, if an eighth of it or more has been taken. So a queue that slides
+// along, as a view's tombs do, needs room for at most 8/7 of what it holds
+// (and what append adds when it must grow), not for all it has held since
+// it last moved down; and a steady flow allocates nothing.
 type queue[T any] struct {
 	items []T
 	head  int
@@ -853,16 +856,22 @@ type queue[T any] struct {
 
 func (q *queue[T]) len() int  { return len(q.items) - q.head }
 func (q *queue[T]) front() *T { return &q.items[q.head] }
-func (q *queue[T]) push(x T)  { q.items = append(q.items, x) }
+
+func (q *queue[T]) push(x T) {
+	if len(q.items) == cap(q.items) && q.head > 0 && q.head >= len(q.items)/8 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, x)
+}
 
 func (q *queue[T]) pop() T {
 	var zero T
 	x := q.items[q.head]
 	q.items[q.head] = zero
-	if q.head++; q.head >= len(q.items)/2 {
-		n := copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items, q.head = q.items[:n], 0
+	if q.head++; q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
 	}
 	return x
 }
