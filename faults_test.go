@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -227,6 +228,36 @@ func TestManyJoinersAtOnce(t *testing.T) {
 				requireConverged(t, rep)
 				if rep.Faults.LateJoiners != 40 {
 					t.Errorf("%d late joiners came", rep.Faults.LateJoiners)
+				}
+			})
+		})
+	}
+}
+
+// When a real-time run with faults stops, it says what the drain has to
+// do, and only that: without loss there are no retransmissions.
+func TestStopSaysWhatTheDrainDoes(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Dup: 0.2}, "still in flight, then the summary"},
+		{Config{Clog: 2 * time.Second}, "still in flight (what clogs held), then"},
+		{Config{Loss: 0.2, Join: 2}, "still in flight (retransmissions, late joiners' rooms), then"},
+		{Config{Crash: 2 * time.Second}, "still in flight (retransmissions, crashed users' restarts), then"},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := c.cfg
+				cfg.Users, cfg.Seed, cfg.Tick, cfg.Chance, cfg.Duration, cfg.Quiet = 6, 1, time.Second, 0.5, 5*time.Second, true
+				var errs bytes.Buffer
+				rep, err := newSim(cfg, io.Discard, &errs).run(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				requireConverged(t, rep)
+				if !strings.Contains(errs.String(), "duration reached: stopping; the faults end and users deliver what is "+c.want) {
+					t.Errorf("stderr:\n%s", errs.String())
 				}
 			})
 		})

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime/metrics"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -379,17 +380,7 @@ func (s *Sim) runReal(ctx context.Context) {
 		s.stopped = "interrupted"
 	}
 	if s.nemesis != nil && !said {
-		what := "retransmissions"
-		if s.cfg.Clog > 0 {
-			what += ", what clogs held"
-		}
-		if s.cfg.Join > 0 {
-			what += ", late joiners' rooms"
-		}
-		if s.cfg.Crash > 0 {
-			what += ", crashed users' restarts"
-		}
-		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight (%s), then the summary\n", s.stopped, what)
+		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight%s, then the summary\n", s.stopped, drainWork(s.cfg))
 	}
 	close(stopping)
 	if ctx.Err() != nil && s.nemesis != nil && !tickerOn {
@@ -419,6 +410,29 @@ func (s *Sim) runReal(ctx context.Context) {
 	}
 	close(sampleStop)
 	sampler.Wait()
+}
+
+// drainWork says what the drain of a run with faults has to do beyond
+// delivering what is in flight, in parentheses, or nothing: only what
+// loses transmissions makes retransmissions.
+func drainWork(c Config) string {
+	var what []string
+	if c.Loss > 0 || c.Partition > 0 || c.Offline > 0 || c.Crash > 0 {
+		what = append(what, "retransmissions")
+	}
+	if c.Clog > 0 {
+		what = append(what, "what clogs held")
+	}
+	if c.Join > 0 {
+		what = append(what, "late joiners' rooms")
+	}
+	if c.Crash > 0 {
+		what = append(what, "crashed users' restarts")
+	}
+	if len(what) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(what, ", ") + ")"
 }
 
 // runFast runs the lockstep to its end.
