@@ -94,18 +94,7 @@ func (p *stepPort) transmitAll(ev *Event, known int32) {
 		transmitEach(p, ev, known)
 		return
 	}
-	var n int64 // how many transmit would have made
-	if ev.Kind == MessageEvent {
-		n = int64(ev.Group.Size())
-		if ev.Group.Has(ev.From) {
-			n--
-		}
-	} else {
-		n = int64(known)
-		if ev.From <= known {
-			n--
-		}
-	}
+	n := int64(fanOutSize(ev, known)) // how many transmit would have made
 	if runCounts(ev) {
 		p.sent += n
 	}

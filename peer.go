@@ -466,6 +466,21 @@ func recipients(ev *Event, self, known int32) iter.Seq[int32] {
 	}
 }
 
+// fanOutSize is how many users recipients(ev, ev.From, known) yields.
+func fanOutSize(ev *Event, known int32) int32 {
+	if ev.Kind == MessageEvent {
+		n := int32(ev.Group.Size())
+		if ev.Group.Has(ev.From) {
+			n--
+		}
+		return n
+	}
+	if ev.From <= known {
+		return known - 1
+	}
+	return known
+}
+
 // reaches reports whether recipients(ev, ev.From, known) yields r.
 func reaches(ev *Event, known, r int32) bool {
 	if r == ev.From {

@@ -383,7 +383,7 @@ func (s *Sim) runReal(ctx context.Context) {
 		fmt.Fprintf(s.stderr, "chatsim: %s: stopping; the faults end and users deliver what is still in flight%s, then the summary\n", s.stopped, drainWork(s.cfg))
 	}
 	close(stopping)
-	if ctx.Err() != nil && s.nemesis != nil && !tickerOn {
+	if !tickerOn && s.nemesis != nil {
 		// Stopped during start-up: the ticker only ends the faults and
 		// ticks the users through the drain.
 		ticker.Go(func() { s.runTicker(stopping, tickerStop) })
