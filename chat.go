@@ -35,15 +35,15 @@ type View struct {
 	log   bool   // whether to keep log records
 	inc   uint32 // the user's incarnation, after a restart: see restart.go
 
-	rooms       slotTable             // what the view knows of each group: see lookup
-	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
-	live        int                   // live rooms in this view
-	tombs       reclaimQueue          // closed groups waiting to be reclaimed
-	owned       map[Stamp]owned       // own rooms not yet known to be closed
-	replacedOwn reclaimQueue          // own rooms a duplicate replaced, waiting to be counted
-	held        map[groupKey][]*Event // messages to incarnations newer than the slot's, in arrival order
-	nHeld       int                   // messages held back
-	alive       []Room                // own rooms live at the end, set by Finish
+	rooms       slotTable            // what the view knows of each group: see lookup
+	joined      []joinedRoom         // live rooms self is a member of; slot.joinedAt indexes it
+	live        int                  // live rooms in this view
+	tombs       reclaimQueue         // closed groups waiting to be reclaimed
+	owned       map[Stamp]owned      // own rooms not yet known to be closed
+	replacedOwn reclaimQueue         // own rooms a duplicate replaced, waiting to be counted
+	held        map[groupID][]*Event // messages to incarnations newer than the slot's, in arrival order
+	nHeld       int                  // messages held back
+	alive       []Room               // own rooms live at the end, set by Finish
 
 	records []Record   // log records not yet taken, while log is on
 	stab    *stability // counts what the view applies, for its user's reports; nil for a view alone
@@ -98,7 +98,7 @@ func (c *Counts) add(o *Counts) {
 
 // slot is what a view knows about one group. A view keeps one for every
 // live room and every recent tombstone, and every event applied touches
-// one, so in the view's table it is one word beside the key: the flags in
+// one, so in the view's table it is one word, by the group's id: the flags in
 // the low flagBits bits, and above them the packed stamp or, for a listed
 // room, joinedAt, the stamp then living in View.joined (see lookup and
 // store). Held-back messages, which are rare, wait in View.held.
@@ -126,10 +126,10 @@ const (
 	flagBits = iota // how many flags there are
 )
 
-// lookup returns what the view knows of the group of key k, if anything.
-func (v *View) lookup(k groupKey) (slot, bool) {
-	w, ok := v.rooms.get(k)
-	if !ok {
+// lookup returns what the view knows of group id, if anything.
+func (v *View) lookup(id groupID) (slot, bool) {
+	w := v.rooms.get(id)
+	if w == 0 {
 		return slot{}, false
 	}
 	return v.decode(w), true
@@ -147,20 +147,22 @@ func (v *View) decode(w uint64) slot {
 	return s
 }
 
-// store keeps s as what the view knows of the group of key k.
-func (v *View) store(k groupKey, s slot) {
+// store keeps s as what the view knows of group id. A slot that stores
+// as 0 (no stamp, no flags) is dropped: it says no more than no slot,
+// since only a group self is not in makes a slot without flags.
+func (v *View) store(id groupID, s slot) {
 	w := s.packed
 	if s.is(listed) {
 		v.joined[s.joinedAt].packed = s.packed
 		w = uint64(s.joinedAt)
 	}
-	v.rooms.put(k, w<<flagBits|uint64(s.flags))
+	v.rooms.put(id, w<<flagBits|uint64(s.flags))
 }
 
 // slots yields every group the view knows of, with its slot. The view must
 // not change meanwhile.
-func (v *View) slots() iter.Seq2[groupKey, slot] {
-	return func(yield func(groupKey, slot) bool) {
+func (v *View) slots() iter.Seq2[groupID, slot] {
+	return func(yield func(groupID, slot) bool) {
 		for k, w := range v.rooms.all() {
 			if !yield(k, v.decode(w)) {
 				return
@@ -175,11 +177,19 @@ func (s slot) stamp() Stamp    { return unpack(s.packed) }
 
 // tomb names a closed group, or the record of a replaced own room, to
 // reclaim (see reclaimQueue). A closed group's tomb is void if the group has
-// moved on since (a newer create), which packed detects.
+// moved on since (a newer create), which its packed stamp detects. The
+// stamp is kept in two halves, so that a tomb is 12 bytes, not 16: a large
+// view keeps thousands.
 type tomb struct {
-	key    groupKey
-	packed uint64
+	id     groupID
+	lo, hi uint32 // the packed stamp
 }
+
+func newTomb(id groupID, packed uint64) tomb {
+	return tomb{id, uint32(packed), uint32(packed >> 32)}
+}
+
+func (t tomb) packed() uint64 { return uint64(t.hi)<<32 | uint64(t.lo) }
 
 // owned follows a room this user created until its fate is known: closed
 // (counted at once), replaced by a concurrent duplicate (counted once no
@@ -196,7 +206,7 @@ func NewView(self int32, log bool) *View {
 		self:  self,
 		log:   log,
 		owned: make(map[Stamp]owned),
-		held:  make(map[groupKey][]*Event),
+		held:  make(map[groupID][]*Event),
 	}
 	v.includeSelf()
 	return v
@@ -316,7 +326,7 @@ func (v *View) Close(i int, now time.Duration) *Event {
 		return nil
 	}
 	g := room.group
-	s, _ := v.lookup(g.key)
+	s, _ := v.lookup(g.id)
 	ev := v.newEvent(CloseEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
 	v.closeOwn(ev.Room)
@@ -360,7 +370,7 @@ func (v *View) SetEpoch(e uint64) { v.epoch = max(v.epoch, e) }
 // slot returns what the view knows of g: its slot, or an empty one (packed 0)
 // that is not yet stored.
 func (v *View) slot(g *Group) slot {
-	if s, ok := v.lookup(g.key); ok {
+	if s, ok := v.lookup(g.id); ok {
 		return s
 	}
 	s := slot{}
@@ -474,15 +484,15 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 			kind = KindClose
 		}
 		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
-		v.tombs.push(tomb{g.key, s.packed}, v.epoch)
+		v.tombs.push(newTomb(g.id, s.packed), v.epoch)
 	case s.is(member) && !s.is(listed):
 		// A newer create replaced a room learned from a state transfer,
 		// whose members were unknown: now they are.
 		v.list(&s, g)
 	}
-	v.store(g.key, s)
+	v.store(g.id, s)
 	if s.is(holds) {
-		v.releaseHeld(g.key, now)
+		v.releaseHeld(g.id, now)
 	}
 }
 
@@ -491,7 +501,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 func (v *View) unlist(s *slot) {
 	last := len(v.joined) - 1
 	if int(s.joinedAt) != last {
-		moved := v.joined[last].group.key
+		moved := v.joined[last].group.id
 		m, _ := v.lookup(moved)
 		m.joinedAt = s.joinedAt
 		v.store(moved, m)
@@ -507,9 +517,9 @@ func (v *View) unlist(s *slot) {
 func (v *View) applyMessage(ev *Event, now time.Duration) {
 	s := v.slot(ev.Group)
 	if st := ev.Room.pack(); s.packed < st {
-		v.held[ev.Group.key] = append(v.held[ev.Group.key], ev)
+		v.held[ev.Group.id] = append(v.held[ev.Group.id], ev)
 		s.flags |= holds
-		v.store(ev.Group.key, s)
+		v.store(ev.Group.id, s)
 		v.nHeld++
 		return
 	}
@@ -518,9 +528,9 @@ func (v *View) applyMessage(ev *Event, now time.Duration) {
 
 // releaseHeld delivers the held messages of a group whose incarnation is now
 // known.
-func (v *View) releaseHeld(key groupKey, now time.Duration) {
-	s, _ := v.lookup(key)
-	v.unhold(key, func(m *Event) bool {
+func (v *View) releaseHeld(id groupID, now time.Duration) {
+	s, _ := v.lookup(id)
+	v.unhold(id, func(m *Event) bool {
 		if s.packed < m.Room.pack() {
 			return false
 		}
@@ -529,10 +539,10 @@ func (v *View) releaseHeld(key groupKey, now time.Duration) {
 	})
 }
 
-// unhold lets go of the messages held back for group key that free takes,
+// unhold lets go of the messages held back for group id that free takes,
 // in the order they were held, and keeps the rest.
-func (v *View) unhold(key groupKey, free func(*Event) bool) {
-	held := v.held[key]
+func (v *View) unhold(id groupID, free func(*Event) bool) {
+	held := v.held[id]
 	kept := held[:0]
 	for _, m := range held {
 		if free(m) {
@@ -543,13 +553,13 @@ func (v *View) unhold(key groupKey, free func(*Event) bool) {
 	}
 	clear(held[len(kept):])
 	if len(kept) > 0 {
-		v.held[key] = kept
+		v.held[id] = kept
 		return
 	}
-	delete(v.held, key)
-	s, _ := v.lookup(key)
+	delete(v.held, id)
+	s, _ := v.lookup(id)
 	s.flags &^= holds
-	v.store(key, s)
+	v.store(id, s)
 }
 
 func (v *View) deliver(m *Event, s slot, held bool, now time.Duration) {
@@ -598,15 +608,15 @@ func (v *View) replaceOwn(s Stamp) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
-		v.replacedOwn.push(tomb{packed: s.pack()}, v.epoch)
+		v.replacedOwn.push(newTomb(0, s.pack()), v.epoch)
 	}
 }
 
 // RoomState is what a view knows of one group, as a state transfer
-// carries it: the key, the greatest incarnation seen and whether it is
+// carries it: the group's id, the greatest incarnation seen and whether it is
 // closed. It holds no member set: a view keeps none for rooms it is not in.
 type RoomState struct {
-	Key    groupKey
+	ID     groupID
 	Packed uint64
 	Closed bool
 	Group  *Group // the members, if the sender is one of them; nil otherwise
@@ -618,7 +628,7 @@ func (v *View) Snapshot() []RoomState {
 	out := make([]RoomState, 0, v.rooms.len())
 	for k, s := range v.slots() {
 		if s.packed != 0 {
-			rs := RoomState{Key: k, Packed: s.packed, Closed: s.is(closed)}
+			rs := RoomState{ID: k, Packed: s.packed, Closed: s.is(closed)}
 			if s.is(listed) {
 				rs.Group = v.joined[s.joinedAt].group
 			}
@@ -640,12 +650,12 @@ func (v *View) Snapshot() []RoomState {
 func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 	v.clock = max(v.clock, ev.Clock)
 	v.SetEpoch(ev.Epoch)
-	var release []groupKey
+	var release []groupID
 	var adopt []RoomState
 	changed := 0
 	for _, rs := range ev.State {
 		v.clock = max(v.clock, unpack(rs.Packed).Clock)
-		s, _ := v.lookup(rs.Key)
+		s, _ := v.lookup(rs.ID)
 		if s.packed > rs.Packed || s.packed == rs.Packed && (s.is(closed) || !rs.Closed) {
 			continue // not newer
 		}
@@ -670,13 +680,13 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 		if rs.Closed {
 			s.flags |= closed
 			v.closeOwn(unpack(rs.Packed))
-			v.tombs.push(tomb{rs.Key, s.packed}, v.epoch)
+			v.tombs.push(newTomb(rs.ID, s.packed), v.epoch)
 		} else {
 			v.live++ // a newer incarnation: listed once its create comes (adopt)
 		}
-		v.store(rs.Key, s)
+		v.store(rs.ID, s)
 		if s.is(holds) {
-			release = append(release, rs.Key)
+			release = append(release, rs.ID)
 		}
 		if v.inc > 0 && rs.Group != nil && !rs.Closed {
 			adopt = append(adopt, rs)
@@ -692,7 +702,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 	// A restarted user was in rooms whose creates it will not get
 	// again: a member's word tells it their members.
 	for _, rs := range adopt {
-		if s, _ := v.lookup(rs.Key); s.is(viaState) && s.packed == rs.Packed {
+		if s, _ := v.lookup(rs.ID); s.is(viaState) && s.packed == rs.Packed {
 			v.adopt(s, &Event{Kind: CreateEvent, From: unpack(rs.Packed).UID, Room: unpack(rs.Packed), Group: rs.Group}, now)
 		}
 	}
@@ -708,9 +718,9 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 // entry of from's snapshot, and for a room still live, with its members,
 // as the create itself would bring them.
 func (v *View) TakeRelayed(ev *Event, from int32, now time.Duration) {
-	rs := RoomState{Key: ev.Group.key, Packed: ev.Room.pack(), Closed: ev.Kind == CloseEvent}
+	rs := RoomState{ID: ev.Group.id, Packed: ev.Room.pack(), Closed: ev.Kind == CloseEvent}
 	v.ApplyState(&Event{Kind: StateEvent, From: from, Clock: ev.Clock, Epoch: ev.Epoch, State: []RoomState{rs}}, now, false)
-	if s, ok := v.lookup(rs.Key); ok && s.is(viaState) && !rs.Closed && s.packed == rs.Packed {
+	if s, ok := v.lookup(rs.ID); ok && s.is(viaState) && !rs.Closed && s.packed == rs.Packed {
 		v.adopt(s, ev, now)
 	}
 }
@@ -727,8 +737,8 @@ func (v *View) ReleaseBelow(w uint64, now time.Duration) {
 		return
 	}
 	var due []*Event
-	for key := range v.held {
-		v.unhold(key, func(m *Event) bool {
+	for id := range v.held {
+		v.unhold(id, func(m *Event) bool {
 			if m.Epoch >= w {
 				return false
 			}
@@ -738,7 +748,7 @@ func (v *View) ReleaseBelow(w uint64, now time.Duration) {
 	}
 	slices.SortFunc(due, func(a, b *Event) int { return cmp.Compare(a.ID().pack(), b.ID().pack()) }) // held in a map: the same order every run
 	for _, m := range due {
-		s, _ := v.lookup(m.Group.key)
+		s, _ := v.lookup(m.Group.id)
 		v.deliver(m, s, true, now)
 	}
 }
@@ -746,7 +756,7 @@ func (v *View) ReleaseBelow(w uint64, now time.Duration) {
 // StateOf is the view's state of group g: the stamp of the incarnation it
 // knows, 0 for none, and whether that is closed.
 func (v *View) StateOf(g *Group) (packed uint64, isClosed bool) {
-	s, _ := v.lookup(g.key)
+	s, _ := v.lookup(g.id)
 	return s.packed, s.is(closed)
 }
 
@@ -761,7 +771,7 @@ func (v *View) adopt(s slot, ev *Event, now time.Duration) {
 			v.record(Record{T: now, Kind: KindJoin, Room: ev.Room, By: ev.From, Group: ev.Group})
 		}
 	}
-	v.store(ev.Group.key, s)
+	v.store(ev.Group.id, s)
 }
 
 // list adds the live room s of group g to joined.
@@ -779,13 +789,13 @@ func (v *View) Expire(stable, horizon uint64) {
 	v.tombs.expire(stable, horizon, func(t tomb) {
 		// Void if a newer create revived the group, or if messages to a
 		// newer incarnation are waiting for it.
-		if s, ok := v.lookup(t.key); ok && s.packed == t.packed && s.is(closed) && !s.is(holds) {
-			v.rooms.delete(t.key)
+		if s, ok := v.lookup(t.id); ok && s.packed == t.packed() && s.is(closed) && !s.is(holds) {
+			v.rooms.delete(t.id)
 		}
 	})
 	v.replacedOwn.expire(stable, horizon, func(t tomb) {
 		// A close of it, had there been one, has come by now.
-		if s := unpack(t.packed); v.owned[s].replaced {
+		if s := unpack(t.packed()); v.owned[s].replaced {
 			delete(v.owned, s)
 			v.Duplicates++
 		}
@@ -800,7 +810,7 @@ func (v *View) Expire(stable, horizon uint64) {
 // order they came, since epochs and horizons only grow, so they wait in
 // one queue, those in the second phase first; and since many share an
 // epoch (every close applied in one lockstep tick does), the epochs are
-// kept apart as runs: a tomb costs 16 bytes.
+// kept apart as runs: a tomb costs 12 bytes.
 type reclaimQueue struct {
 	tombs                  queue[tomb]
 	untilClosed, untilSent queue[epochRun] // the runs of tombs in each phase, in order
@@ -880,7 +890,7 @@ func (q *queue[T]) pop() T {
 // those live here are live at the end; the rest were replaced.
 func (v *View) Finish() {
 	for s, o := range v.owned {
-		if r, _ := v.lookup(o.group.key); r.packed == s.pack() && r.live() {
+		if r, _ := v.lookup(o.group.id); r.packed == s.pack() && r.live() {
 			v.OwnLive++
 			v.alive = append(v.alive, Room{s, o.group})
 		} else {

@@ -28,15 +28,20 @@ func newWorld(t testing.TB, n int) *world {
 	return w
 }
 
-// newGroup returns a group of the given uids; n is the number of users.
+// newGroup returns a group of the given uids, named in testNames; n is
+// the number of users.
 func newGroup(n int, uids ...int32) *Group {
 	g := &Group{bits: make([]uint64, words(n))}
 	for _, u := range uids {
 		g.add(u)
 	}
 	g.seal()
-	return g
+	return testNames.name(g)
 }
+
+// testNames names the groups of tests that drive views without a run:
+// one table for them all, as a run has one for its users.
+var testNames = newGroupNames()
 
 func (w *world) v(u int32) *View { return w.views[u-1] }
 
@@ -508,7 +513,7 @@ func TestStateRoomReplacedByNewerCreate(t *testing.T) {
 		older, newer = newer, older
 	}
 	joiner := NewView(3, true)
-	joiner.ApplyState(&Event{Kind: StateEvent, From: 1, State: []RoomState{{Key: g.key, Packed: older.Room.pack()}}}, 0, true)
+	joiner.ApplyState(&Event{Kind: StateEvent, From: 1, State: []RoomState{{ID: g.id, Packed: older.Room.pack()}}}, 0, true)
 	if joiner.RoomCount() != 0 || joiner.LiveCount() != 1 {
 		t.Fatalf("after the state: in %d rooms, %d live; want 0 and 1 (members unknown)", joiner.RoomCount(), joiner.LiveCount())
 	}

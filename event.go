@@ -58,18 +58,25 @@ type Group struct {
 	bits []uint64
 	size int
 	key  groupKey
+	id   groupID // its name in the run's groupNames, given before any view sees it
 }
 
-// groupKey is a group's 64-bit fingerprint, the key under which a view
-// keeps what it knows of the group. Views trust it as the group's identity,
-// the way git trusts object ids: two different groups share one only with
-// a chance of 2^-64, and it matters only if they meet in one view's table,
-// among the ten thousand or so rooms a large view holds at once: for a run
-// that makes ten million groups (a week at 10,000 users), a chance of
-// about 10^-8. In exchange a view's table holds no pointers and no member
-// sets: the garbage collector never scans it, and an entry is 16 bytes.
-// It is never 0, which marks an empty entry of slotTable.
+// groupKey is a group's 64-bit fingerprint, the key under which the run
+// names the group (see groupNames). The run trusts it as the group's
+// identity, the way git trusts object ids: two different groups share one
+// only with a chance of 2^-64 per pair, so for a run that makes ten million
+// groups (a week at 10,000 users), a chance of about 10^-5 that any two
+// of them do, and then the two share one name. It is never 0.
 type groupKey uint64
+
+// groupID names a group in views' tables: see namer. Ids start at 1.
+type groupID uint32
+
+// namer gives each group its id before any view sees it: the run's
+// groupNames. A creator names the group of a create before it sends it.
+type namer interface {
+	name(g *Group) *Group
+}
 
 // words is the bitset length that holds uids 1..n.
 func words(n int) int { return (n + 64) / 64 }

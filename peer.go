@@ -72,7 +72,8 @@ type peerConfig struct {
 	crash     bool    // users crash: a send is settled when acknowledged, and restarted users are welcomed
 	inc       uint32  // this incarnation: 0 at the start, the restart tick after a restart
 	timing    linkTiming
-	log       bool // keep log records
+	log       bool  // keep log records
+	names     namer // the run's, shared by every user
 }
 
 // port is a peer's end of the network as the peer sees it. The peer hands
@@ -365,7 +366,7 @@ func (p *Peer) roll(now time.Duration) *Event {
 	v := p.view
 	switch p.rng.IntN(3) {
 	case 0:
-		return v.Create(pickGroup(p.rng, p.cfg.users, p.uid, v.Known()), now)
+		return v.Create(p.cfg.names.name(pickGroup(p.rng, p.cfg.users, p.uid, v.Known())), now)
 	case 1:
 		return v.Send(p.pick(v.RoomCount()), now)
 	default:

@@ -60,6 +60,9 @@ func newTestNetOf(t testing.TB, n, late int, seed uint64, base peerConfig) *test
 	const tick = time.Second
 	tn := &testNet{t: t, period: tick, away: make([]bool, n+1), down: make([]bool, n+1), peers: make([]*Peer, n+1), ports: make([]*testPort, n+1), cfg: make([]peerConfig, n+1)}
 	timing := newLinkTiming(tick, 4*tick)
+	if base.names == nil {
+		base.names = newGroupNames()
+	}
 	for u := int32(1); int(u) <= n; u++ {
 		cfg := base
 		cfg.users, cfg.chance, cfg.latecomer, cfg.timing, cfg.log = n, 0.5, int(u) > n-late, timing, true

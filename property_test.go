@@ -123,7 +123,7 @@ func (h *history) group(u int32) *Group {
 		g.add(u%int32(h.w.n) + 1)
 		g.seal()
 	}
-	return g
+	return testNames.name(g)
 }
 
 func (h *history) apply(i int) {
@@ -334,7 +334,7 @@ func (v *View) invariants() error {
 		}
 		if s.is(listed) {
 			mined++
-			if int(s.joinedAt) >= len(v.joined) || v.joined[s.joinedAt].group.key != key || !v.joined[s.joinedAt].group.Has(v.self) {
+			if int(s.joinedAt) >= len(v.joined) || v.joined[s.joinedAt].group.id != key || !v.joined[s.joinedAt].group.Has(v.self) {
 				return fmt.Errorf("chat %s: joined index %d wrong", s.stamp(), s.joinedAt)
 			}
 		}
@@ -342,7 +342,7 @@ func (v *View) invariants() error {
 			return fmt.Errorf("chat %s: holds %v, %d held", s.stamp(), s.is(holds), len(v.held[key]))
 		}
 		for _, m := range v.held[key] {
-			if m.Room.pack() <= s.packed || m.Group.key != key {
+			if m.Room.pack() <= s.packed || m.Group.id != key {
 				return fmt.Errorf("message %s held for %s, known as %s", m.ID(), m.Room, s.stamp())
 			}
 		}

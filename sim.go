@@ -75,6 +75,7 @@ type Sim struct {
 	rend    renderer
 	started time.Time // when the first tick could run: every user online
 	running sync.WaitGroup
+	names   *groupNames // the run's names of groups, which every user's creates write
 
 	flushStop chan struct{}
 	flusher   sync.WaitGroup
@@ -115,6 +116,7 @@ func newSim(cfg Config, stdout, stderr io.Writer) *Sim {
 		rend:     renderer{json: cfg.JSON, elapsed: cfg.Fast, color: cfg.Color && !cfg.JSON},
 		live:     newSeries(sparkWidth),
 		delivers: newSeries(sparkWidth),
+		names:    newGroupNames(),
 	}
 	if cfg.Fast {
 		s.first = &round{done: &s.barrier}
@@ -248,7 +250,7 @@ func (s *Sim) newUser(k int32, late bool) *User {
 		UID:         k,
 		UserChannel: make(chan Online, 16),
 		peer: newPeer(k, peerConfig{users: cfg.Users, chance: cfg.Chance, faulty: cfg.faulty(), latecomer: late,
-			crash: cfg.Crash > 0, timing: s.net.timing, log: !cfg.Quiet && !hidden || s.recording != nil}, rng),
+			crash: cfg.Crash > 0, timing: s.net.timing, log: !cfg.Quiet && !hidden || s.recording != nil, names: s.names}, rng),
 		out:    s.out,
 		rend:   s.rend,
 		quiet:  cfg.Quiet,
