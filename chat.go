@@ -234,19 +234,13 @@ func (v *View) HeldCount() int { return v.nHeld }
 // it taught the view: a run of n users starts with about as many records
 // per user as batches of news, not n.
 func (v *View) Learn(last int32, now time.Duration) {
-	from := v.upTo + 1
-	learned := false
-	for u := from; u <= last; u++ {
-		if u == v.self {
-			continue
-		}
-		v.upTo = u
-		v.includeSelf()
-		learned = true
+	from := v.upTo + 1 // never self: includeSelf has passed it
+	if last < from {
+		return
 	}
-	if learned {
-		v.record(Record{T: now, Kind: KindOnline, Peer: from, PeerTo: last})
-	}
+	v.upTo = last
+	v.includeSelf()
+	v.record(Record{T: now, Kind: KindOnline, Peer: from, PeerTo: last})
 }
 
 // includeSelf keeps upTo contiguous: once the view knows everyone before itself,
