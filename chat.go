@@ -396,6 +396,16 @@ func (v *View) applyRoom(ev *Event, now time.Duration) {
 		v.transition(s, ev, now)
 		return
 	}
+	v.ignore(s, ev, now)
+}
+
+// ignore counts and logs a create or close that does not move its group's
+// slot s forward. It and the other record makers of the apply path keep
+// their Record apart from the functions that call them: a Record is
+// about 230 bytes of stack frame wherever one is built, and every user's
+// goroutine runs the apply path, so the fewer bytes its deepest chain
+// takes, the smaller the stack a million of them keep.
+func (v *View) ignore(s slot, ev *Event, now time.Duration) {
 	r := Record{T: now, Room: ev.Room, By: ev.From}
 	if ev.Kind == CreateEvent && s.live() && ev.Room.pack() < s.packed {
 		// A concurrent duplicate that loses to the room this view keeps.
@@ -443,15 +453,10 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	if closing {
 		s.flags |= closed
 	}
-	own := ev.From == v.self
 	if wasLive && prev != ev.Room {
 		// Two incarnations of one group were live at once somewhere: the
 		// greater stamp wins in every view.
-		v.Merges++
-		v.record(Record{T: now, Kind: KindMerge, Room: ev.Room, Dropped: prev, By: ev.From, EventKind: ev.Kind, Won: true})
-		if prev.UID == v.self {
-			v.replaceOwn(prev)
-		}
+		v.replaced(prev, ev, now)
 	}
 	switch {
 	case !closing && !wasLive:
@@ -459,13 +464,9 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		if s.is(member) {
 			v.list(&s, g)
 		}
-		r := Record{T: now, Kind: KindSee, Room: ev.Room, By: ev.From, Group: g}
-		if own {
-			r.Kind = KindCreate
-		} else if s.is(member) {
-			r.Kind = KindJoin
+		if v.log {
+			v.logOpen(ev, s.is(member), now)
 		}
-		v.record(r)
 	case closing:
 		if wasLive {
 			v.live--
@@ -473,11 +474,9 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 				v.unlist(&s)
 			}
 		}
-		kind := KindCloseSeen
-		if own {
-			kind = KindClose
+		if v.log {
+			v.logClose(ev, now)
 		}
-		v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
 		v.tombs.push(newTomb(g.id, s.packed), v.epoch)
 	case s.is(member) && !s.is(listed):
 		// A newer create replaced a room learned from a state transfer,
@@ -488,6 +487,42 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	if s.is(holds) {
 		v.releaseHeld(g.id, now)
 	}
+}
+
+// replaced counts and logs that ev's incarnation replaced prev, live here
+// until now: a merge of concurrent duplicates (see ignore for why it is
+// apart).
+func (v *View) replaced(prev Stamp, ev *Event, now time.Duration) {
+	v.Merges++
+	v.record(Record{T: now, Kind: KindMerge, Room: ev.Room, Dropped: prev, By: ev.From, EventKind: ev.Kind, Won: true})
+	if prev.UID == v.self {
+		v.replaceOwn(prev)
+	}
+}
+
+// logOpen logs the create ev of a room now live here (see ignore for why
+// it is apart).
+//
+//go:noinline
+func (v *View) logOpen(ev *Event, isMember bool, now time.Duration) {
+	r := Record{T: now, Kind: KindSee, Room: ev.Room, By: ev.From, Group: ev.Group}
+	if ev.From == v.self {
+		r.Kind = KindCreate
+	} else if isMember {
+		r.Kind = KindJoin
+	}
+	v.record(r)
+}
+
+// logClose logs the close ev (see ignore for why it is apart).
+//
+//go:noinline
+func (v *View) logClose(ev *Event, now time.Duration) {
+	kind := KindCloseSeen
+	if ev.From == v.self {
+		kind = KindClose
+	}
+	v.record(Record{T: now, Kind: kind, Room: ev.Room, By: ev.From})
 }
 
 // unlist removes s from joined in O(1), moving the last room into its

@@ -427,6 +427,7 @@ type scratch struct {
 	keys       []uint64
 	order, tmp []int32
 	all        []*Event // a bucket with the tick's casts that reach its owner
+	at         [257]int // a pass's counts: here, not on the stack, so that a user's stack stays small
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -449,8 +450,9 @@ func (sc *scratch) sort(b []*Event, o canonical) []int32 {
 		sc.keys = append(sc.keys, k)
 		sc.order = append(sc.order, int32(i))
 	}
+	at := &sc.at
 	for shift := 0; all>>shift != 0; shift += 8 {
-		var at [257]int
+		clear(at[:])
 		for _, k := range sc.keys {
 			at[k>>shift&0xff+1]++
 		}

@@ -39,4 +39,3 @@ func (n *groupNames) name(g *Group) *Group {
 	g.id = id
 	return g
 }
-
