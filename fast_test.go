@@ -409,3 +409,30 @@ func TestSparklinesIncludeDrain(t *testing.T) {
 		t.Errorf("%d deliveries, %v sampled, %v of them in the drain", rep.Messages.Deliveries, sampled, drained)
 	}
 }
+
+// In lockstep a user's loop starts once all its start-up news is in its
+// UserChannel, which holds exactly that much: startNews must count what
+// startUsers sends each user, or start-up would block on a full channel.
+func TestStartNewsCountsWhatStartUsersSends(t *testing.T) {
+	for _, online := range []int32{2, 3, 6, 255, 256, 257, 511, 512, 513, 1000, 4099, 100000, 1000000} {
+		batch := max(1, online/256)
+		got := make([]int, online+2)
+		var announced int32
+		for k := int32(1); k <= online; k++ {
+			if k > 1 {
+				got[k]++
+			}
+			if k-announced >= batch || k == online {
+				for old := int32(1); old < k; old++ {
+					got[old]++
+				}
+				announced = k
+			}
+		}
+		for k := int32(1); k <= online+1; k++ {
+			if want := startNews(k, online, batch); got[k] != want {
+				t.Fatalf("%d online: user %d gets %d messages of news, startNews says %d", online, k, got[k], want)
+			}
+		}
+	}
+}

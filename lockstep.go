@@ -186,7 +186,6 @@ type stepUser struct {
 	*User
 	port   *stepPort
 	period time.Duration
-	news   []Online // news taken while waiting, learned when the round starts
 }
 
 // round is one step of the lockstep coordinator. A user starts a round
@@ -202,21 +201,21 @@ type round struct {
 	next  *round
 }
 
-// run is the user's loop: round after round, until the final one.
+// run is the user's loop: round after round, until the final one. A
+// round starts when the coordinator's marker reaches the user on its own
+// channel (waiting on its own, not on one that every user shares, keeps
+// the users from contending for one lock), and hands it the round: its
+// deliveries are in its buckets already (see stepPort).
 func (u *stepUser) run(first *round) {
-	news := u.UserChannel // news comes only before the first tick
 	for r := first; ; r = r.next {
-		u.await(news)
-		news = nil
-		// Every announcement was sent before the first round started.
+		<-u.EventChannel
 		now := time.Duration(r.tick) * u.period
+		// The news of who is online came before this loop started (see
+		// Sim.startUsers): the first round learns all of it, in order.
 		for len(u.UserChannel) > 0 {
-			u.news = append(u.news, <-u.UserChannel)
-		}
-		for _, o := range u.news {
+			o := <-u.UserChannel
 			u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.period), Last: o.Last}, u)
 		}
-		u.news = u.news[:0]
 		u.keepOrStop() // the recording filled up in the last round
 		if r.final {
 			u.peer.view.Finish()
@@ -244,27 +243,6 @@ func (u *stepUser) run(first *round) {
 		u.flushLog()
 		u.publish()
 		r.done.Done()
-	}
-}
-
-// await waits for the coordinator's start marker, which hands the user
-// the round (its deliveries are in its buckets already: see stepPort),
-// and takes announcements while news is not nil, which the round learns
-// at its start: a round learns the same news at the same time, whenever
-// it came. Waiting on the user's own channel, not on one that every user
-// shares, keeps the users from contending for one lock.
-func (u *stepUser) await(news <-chan Online) {
-	for {
-		if news == nil {
-			<-u.EventChannel
-			return
-		}
-		select {
-		case <-u.EventChannel:
-			return
-		case o := <-news:
-			u.news = append(u.news, o)
-		}
 	}
 }
 

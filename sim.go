@@ -214,17 +214,25 @@ func keepLost(cfg Config) int {
 // startUsers brings users online one by one, each in its own goroutine.
 // Every newcomer is told of everyone already there, and everyone there of
 // the newcomer. Beyond a few hundred users the news for existing users is
-// batched, so that start-up costs O(users) messages per user, not O(users²)
-// in all.
+// batched, so that start-up costs at most 257 messages per user, not
+// O(users). In lockstep a user's loop starts only once all its news is in
+// its UserChannel, which holds exactly that much (see startNews), since
+// the news is learned at the first round anyway: a message to a loop that
+// is not yet waiting wakes nobody, and at a million users the wake-ups
+// were most of start-up.
 func (s *Sim) startUsers(ctx context.Context) {
 	online := int32(s.cfg.Users - s.cfg.Join) // the others come late, and say so themselves
 	batch := int32(max(1, int(online)/256))
 	var announced int32 // every started user knows user_1..user_announced
+	var loops []*stepUser
 	for k := int32(1); k <= int32(s.cfg.Users); k++ {
 		if ctx.Err() != nil {
 			break
 		}
-		u := s.newUser(k, k > online)
+		u, loop := s.newUser(k, k > online, startNews(k, online, batch))
+		if loop != nil {
+			loops = append(loops, loop)
+		}
 		if k > online {
 			continue
 		}
@@ -238,17 +246,39 @@ func (s *Sim) startUsers(ctx context.Context) {
 			announced = k
 		}
 	}
+	first := s.first
+	for _, su := range loops {
+		s.running.Go(func() { su.run(first) })
+	}
 }
 
-// newUser makes user k, its peer and its port, and starts its loop in the
-// run's mode. A late joiner is not online yet.
-func (s *Sim) newUser(k int32, late bool) *User {
+// startNews is how many messages of news startUsers sends user k: who was
+// there when it came, and then each batch after it (every batch-th user,
+// and the last user online).
+func startNews(k, online, batch int32) int {
+	if k > online {
+		return 0
+	}
+	n := int(online/batch - k/batch)
+	if online%batch != 0 && k < online {
+		n++
+	}
+	if k > 1 {
+		n++
+	}
+	return n
+}
+
+// newUser makes user k, its peer and its port, and its loop in the run's
+// mode: in real time it starts the loop; in lockstep it returns it, for
+// startUsers to start. A late joiner is not online yet. news is how many
+// messages of news the user will get at the start.
+func (s *Sim) newUser(k int32, late bool, news int) (*User, *stepUser) {
 	cfg := s.cfg
 	hidden := cfg.Follow != nil && !slices.Contains(cfg.Follow, k)
 	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
 	u := &User{
-		UID:         k,
-		UserChannel: make(chan Online, 16),
+		UID: k,
 		peer: newPeer(k, peerConfig{users: cfg.Users, chance: cfg.Chance, faulty: cfg.faulty(), latecomer: late,
 			crash: cfg.Crash > 0, timing: s.net.timing, log: !cfg.Quiet && !hidden || s.recording != nil, names: s.names}, rng),
 		out:    s.out,
@@ -270,16 +300,16 @@ func (s *Sim) newUser(k int32, late bool) *User {
 		}
 		su := &stepUser{User: u, period: cfg.Tick, port: newStepPort(s.net, k, cfg.Seed, s.net.sched.(tickSchedule))}
 		u.EventChannel = su.port.inbox
-		first := s.first
-		s.running.Go(func() { su.run(first) })
-		return u
+		u.UserChannel = make(chan Online, news)
+		return u, su
 	}
+	u.UserChannel = make(chan Online, 16)
 	ru := &realUser{User: u, elapsed: s.elapsed, period: cfg.Tick, lat: new(hist), tickAt: -1, drain: s.drain, pauses: &s.pauses,
 		port: newRealPort(s.net, k, cfg.Seed)}
 	u.EventChannel = ru.port.inbox
 	s.lats = append(s.lats, ru.lat)
 	s.running.Go(ru.run)
-	return u
+	return u, nil
 }
 
 // applyFaults carries out tick t of the fault schedule, or ends every
