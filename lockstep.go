@@ -212,9 +212,12 @@ func (u *stepUser) run(first *round) {
 		now := time.Duration(r.tick) * u.period
 		// The news of who is online came before this loop started (see
 		// Sim.startUsers): the first round learns all of it, in order.
-		for len(u.UserChannel) > 0 {
-			o := <-u.UserChannel
-			u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.period), Last: o.Last}, u)
+		if u.UserChannel != nil {
+			for len(u.UserChannel) > 0 {
+				o := <-u.UserChannel
+				u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.period), Last: o.Last}, u)
+			}
+			u.UserChannel = nil // no more comes: let its buffer go
 		}
 		u.keepOrStop() // the recording filled up in the last round
 		if r.final {
@@ -385,7 +388,7 @@ func (l *lockstep) run(r *round) *round {
 // them, and the sort keeps that order. Every event in a bucket is due on
 // the same tick, so the send tick is kept as how long before that it was
 // sent, counted down from the longest lag (at most 1001 values, above the
-// sender's 17 bits). A retransmission, whose event was sent long before,
+// sender's 20 bits). A retransmission, whose event was sent long before,
 // and an acknowledgement, which is no event, count as the earliest sent.
 type canonical struct {
 	due  int64 // the tick

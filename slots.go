@@ -62,7 +62,7 @@ func (t *slotTable) put(id groupID, w uint64) {
 	if i >= len(t.dense) {
 		n := len(t.dense)
 		if i >= cap(t.dense) {
-			grown := make([]uint64, i+1, max(minWindow, i+1+i/4)) // by a quarter: a window is most of a view
+			grown := make([]uint64, i+1, max(16, i+1+i/4)) // by a quarter: a window is most of a view
 			copy(grown, t.dense)
 			t.dense = grown
 		} else {
