@@ -26,17 +26,17 @@ func (s Stamp) Less(t Stamp) bool {
 }
 
 // pack packs a stamp into one word whose integer order is the stamp order:
-// the clock in the high 47 bits, the uid (below 2^17, as -users allows) in
-// the low 17. A view keeps packed stamps beside its slots' flags, which
-// takes five bits more (see slot), so clocks must stay below 2^42: a clock
-// advances at most once per event sent anywhere, and 2^42 events is more
-// than a year at 100,000 events a second, beyond any run.
+// the clock in the high 44 bits, the uid (below 2^20, as -users allows) in
+// the low 20. A view keeps packed stamps beside its slots' flags, which
+// takes five bits more (see slot), so clocks must stay below 2^39: a clock
+// advances at most once per event sent anywhere, and 2^39 events is two
+// months at 100,000 events a second, beyond any run.
 func (s Stamp) pack() uint64 { return s.Clock<<uidBits | uint64(s.UID) }
 
 // unpack is the inverse of pack.
 func unpack(w uint64) Stamp { return Stamp{w >> uidBits, int32(w & (1<<uidBits - 1))} }
 
-const uidBits = 17
+const uidBits = 20
 
 // IsZero reports whether s is the zero stamp, which precedes every real one.
 func (s Stamp) IsZero() bool { return s == Stamp{} }

@@ -30,8 +30,10 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// maxUsers is the most users a run may have.
-const maxUsers = 100000
+// maxUsers is the most users a run may have: where this design ends on a
+// machine of 24 GiB, since every user knows every live room and is a
+// goroutine of its own (README.md, Performance, has the figures).
+const maxUsers = 1000000
 
 // Every uid must fit in a packed stamp's uidBits: this fails to compile if
 // maxUsers grows past it.
@@ -192,7 +194,7 @@ func parseArgs(args []string) (Config, *flag.FlagSet, error) {
 	cfg := Config{Users: 4, Tick: time.Second, Chance: 0.3}
 	fs := flag.NewFlagSet("chatsim", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Var(&intValue{&cfg.Users, 2, maxUsers}, "users", "simulate `N` users, from 2 to 100000")
+	fs.Var(&intValue{&cfg.Users, 2, maxUsers}, "users", "simulate `N` users, from 2 to 1000000")
 	fs.Var(&seedValue{&cfg.Seed}, "seed", "seed `S` for every random choice; 0 picks one (the seed in use is printed, to repeat a run)")
 	fs.Var(&durValue{&cfg.Duration, 0, maxSimTime, "from 0 (until Ctrl-C) to 876000h, like 30s or 5m"}, "duration", "stop by itself after `D`, at most 876000h (simulated with -fast, in whole ticks); 0 runs until Ctrl-C")
 	fs.Var(&durValue{&cfg.Tick, minTick, maxTick, "from 100µs to 24h, like 500ms or 2s"}, "tick", "how often each user rolls for an action, `D` from 100µs to 24h")

@@ -42,10 +42,10 @@ var badInputs = []struct {
 	args []string
 	want string // in the first line of stderr
 }{
-	{[]string{"-users", "1"}, `-users: must be a whole number from 2 to 100000`},
-	{[]string{"-users", "-3"}, `-users: must be a whole number from 2 to 100000`},
-	{[]string{"-users", "x"}, `-users: must be a whole number from 2 to 100000`},
-	{[]string{"-users", "1000001"}, `-users: must be a whole number from 2 to 100000`},
+	{[]string{"-users", "1"}, `-users: must be a whole number from 2 to 1000000`},
+	{[]string{"-users", "-3"}, `-users: must be a whole number from 2 to 1000000`},
+	{[]string{"-users", "x"}, `-users: must be a whole number from 2 to 1000000`},
+	{[]string{"-users", "1000001"}, `-users: must be a whole number from 2 to 1000000`},
 	{[]string{"-chance", "1.5"}, `-chance: must be a number from 0 to 1`},
 	{[]string{"-chance", "-0.1"}, `-chance: must be a number from 0 to 1`},
 	{[]string{"-chance", "NaN"}, `-chance: must be a number from 0 to 1`},

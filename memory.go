@@ -158,7 +158,7 @@ func gcPercent(c Config) (int, bool) {
 }
 
 // bigTick is how much one tick may add to the heap before gcPercent lowers
-// GOGC: about 3000 users at the default chance.
+// GOGC: about 4000 users at the default chance.
 const bigTick = 100 << 20
 
 // loggedBytes is what a logged delivery holds until its phase is written
@@ -218,10 +218,12 @@ type memWatch struct {
 const stopShare = 0.85
 
 // deliveryBytes is what a delivery applied may add to the heap: a create
-// is a room in a view, a 16-byte entry in a table up to half empty as it
-// grows, and the delivery itself waits in an inbox and a lockstep bucket:
-// an estimate on the safe side.
-const deliveryBytes = 100
+// is a room in a view, an 8-byte word in its window (see slotTable), up to
+// twice that while the window grows, 16 bytes in the member list of a view
+// that is in it, and 12 in a reclaim queue once it closes, with their
+// queues' slack; the delivery itself waits in an inbox or a lockstep
+// bucket: an estimate on the safe side.
+const deliveryBytes = 64
 
 // newMemWatch watches a run for its limit.
 func newMemWatch(c Config) *memWatch {

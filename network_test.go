@@ -192,7 +192,7 @@ func TestDueTimes(t *testing.T) {
 }
 
 // A bucket's sort is stable by key, for buckets with and without lags
-// (keys past the sender's 17 bits), and leaves nothing behind that would
+// (keys past the sender's 20 bits), and leaves nothing behind that would
 // change the next sort.
 func TestBucketSortIsStableByKey(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
