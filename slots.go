@@ -6,43 +6,64 @@ import (
 )
 
 // slotTable is a view's table of words by group id (see groupNames): a
-// dense window of words, indexed by id from lo, for the groups of recent
-// ids, and a hash table, spill, for the few of older ids still kept. Ids
-// are handed out in the order groups are first created, and every create
-// reaches every user, so a view knows nearly every group of its window: a
-// (user, group) pair costs 8 bytes there, where a hash table of keys costs
-// about 26 (16-byte entries, half to three-quarters full), and a lookup is
-// one load. Nothing in it is a pointer, so the garbage collector never
-// scans it.
+// window of words indexed by id from lo, in pages of pageWords, for the
+// groups of recent ids, and a hash table, spill, for the few of older ids
+// still kept. Ids are handed out in the order groups are first created,
+// and every create reaches every user, so a view knows nearly every group
+// of its window: a (user, group) pair costs 8 bytes there, where a hash
+// table of keys costs about 26 (16-byte entries, half to three-quarters
+// full), and a lookup is two loads. Nothing in a page is a pointer, so the
+// garbage collector never scans the words. The window grows a page at a
+// time, so growing copies nothing (a slice grown by a quarter at a time
+// copied each word four times over), and a page is let go as soon as it
+// holds nothing.
 //
 // A word of 0 is no entry: the view never stores one that says more than
 // a missing one would (see View.store). As the old groups of the window
-// are reclaimed, its front empties; once the window is less than half
-// full, a front part of it that is at most an eighth full is cut off, and
+// are reclaimed, its front empties; once the window's pages are less than
+// half full, a front part of them at most an eighth full is cut off, and
 // what it still held moves to spill. So the window holds about what it
-// spans, and spill holds the long-lived rooms it left behind.
+// spans, and spill holds the long-lived rooms it left behind. Every id in
+// spill is below lo.
 type slotTable struct {
-	lo      groupID  // dense[i] is the word of group lo+i
-	dense   []uint64 // 0 where the view keeps nothing
-	inDense int      // words of dense that are not 0
-	cuts    int      // deletes from dense before the next look for a cut
+	lo      groupID       // the first id of pages[0]: a multiple of pageWords
+	pages   []*windowPage // nil where a page holds nothing
+	inPages int           // words of the pages that are not 0
+	cuts    int           // deletes from pages before the next look for a cut
 	spill   spillTable
 }
 
-// minWindow is the least window worth cutting.
-const minWindow = 64
+// windowPage is pageWords consecutive ids' words, and how many are not 0.
+type windowPage struct {
+	words [pageWords]uint64
+	n     int
+}
 
-func (t *slotTable) len() int { return t.inDense + t.spill.len() }
+// pageWords is the length of a page: 512 bytes of words.
+const pageWords = 64
+
+func (t *slotTable) len() int { return t.inPages + t.spill.len() }
+
+// at returns the page and place of id, which is at or past lo; a nil page
+// when the window has none there.
+func (t *slotTable) at(id groupID) (*windowPage, int, int) {
+	i := int(id - t.lo)
+	p := i / pageWords
+	if p >= len(t.pages) {
+		return nil, p, i % pageWords
+	}
+	return t.pages[p], p, i % pageWords
+}
 
 // get returns the word of group id, or 0 if the table has none.
 func (t *slotTable) get(id groupID) uint64 {
-	if id >= t.lo {
-		if i := int(id - t.lo); i < len(t.dense) {
-			return t.dense[i]
-		}
-		return 0
+	if id < t.lo {
+		return t.spill.get(id)
 	}
-	return t.spill.get(id)
+	if pg, _, k := t.at(id); pg != nil {
+		return pg.words[k]
+	}
+	return 0
 }
 
 // put sets the word of group id; a word of 0 deletes it.
@@ -51,29 +72,26 @@ func (t *slotTable) put(id groupID, w uint64) {
 		t.delete(id)
 		return
 	}
-	if len(t.dense) == 0 && id > t.lo {
-		t.lo = id // an empty window starts at the next group it gets; spill keeps the ids below lo
+	if len(t.pages) == 0 && id > t.lo {
+		t.lo = id - id%pageWords // an empty window starts at the next group it gets
 	}
 	if id < t.lo {
 		t.spill.put(id, w)
 		return
 	}
-	i := int(id - t.lo)
-	if i >= len(t.dense) {
-		n := len(t.dense)
-		if i >= cap(t.dense) {
-			grown := make([]uint64, i+1, max(16, i+1+i/4)) // by a quarter: a window is most of a view
-			copy(grown, t.dense)
-			t.dense = grown
-		} else {
-			t.dense = t.dense[:i+1]
-			clear(t.dense[n:])
+	pg, p, k := t.at(id)
+	if pg == nil {
+		for p >= len(t.pages) {
+			t.pages = append(t.pages, nil)
 		}
+		pg = new(windowPage)
+		t.pages[p] = pg
 	}
-	if t.dense[i] == 0 {
-		t.inDense++
+	if pg.words[k] == 0 {
+		pg.n++
+		t.inPages++
 	}
-	t.dense[i] = w
+	pg.words[k] = w
 }
 
 // delete removes the word of group id, if the table has one.
@@ -82,64 +100,83 @@ func (t *slotTable) delete(id groupID) {
 		t.spill.delete(id)
 		return
 	}
-	i := int(id - t.lo)
-	if i >= len(t.dense) || t.dense[i] == 0 {
+	pg, p, k := t.at(id)
+	if pg == nil || pg.words[k] == 0 {
 		return
 	}
-	t.dense[i] = 0
-	t.inDense--
-	for len(t.dense) > 0 && t.dense[len(t.dense)-1] == 0 {
-		t.dense = t.dense[:len(t.dense)-1]
+	pg.words[k] = 0
+	pg.n--
+	t.inPages--
+	if pg.n == 0 {
+		t.pages[p] = nil
+		t.trim()
 	}
-	if t.cuts--; t.cuts <= 0 && 2*t.inDense < len(t.dense) && len(t.dense) >= minWindow {
+	if t.cuts--; t.cuts <= 0 && 2*t.inPages < len(t.pages)*pageWords && len(t.pages) >= 4 {
 		t.cut()
 	}
 }
 
-// cut moves the window's start past the longest front part of it that is
-// at most an eighth full, if that is a quarter of the window or more,
-// moving what the part held to spill. A cut costs a pass over the window,
-// so the next look comes after an eighth of it has been deleted: the
-// passes cost O(1) a delete.
+// trim lets go of the empty pages at either end of the window.
+func (t *slotTable) trim() {
+	for len(t.pages) > 0 && t.pages[len(t.pages)-1] == nil {
+		t.pages = t.pages[:len(t.pages)-1]
+	}
+	for len(t.pages) > 0 && t.pages[0] == nil {
+		t.pages = t.pages[1:]
+		t.lo += pageWords
+	}
+	if len(t.pages) == 0 {
+		t.pages = nil
+	}
+}
+
+// cut moves the window's start past the longest front part of its pages
+// that is at most an eighth full, if that is a quarter of them or more,
+// moving what the part held to spill. A cut costs a pass over the pages,
+// so the next look comes after deletes of an eighth of the window's
+// words: the passes cost O(1) a delete.
 func (t *slotTable) cut() {
-	t.cuts = len(t.dense) / 8
+	t.cuts = len(t.pages) * pageWords / 8
 	c, held := 0, 0
-	for i, w := range t.dense {
-		if w != 0 {
-			held++
+	for p, pg := range t.pages {
+		if pg != nil {
+			held += pg.n
 		}
-		if 8*held <= i+1 {
-			c = i + 1
+		if 8*held <= (p+1)*pageWords {
+			c = p + 1
 		}
 	}
-	if c < len(t.dense)/4 {
+	if c < len(t.pages)/4 {
 		return
 	}
-	for i, w := range t.dense[:c] {
-		if w != 0 {
-			t.spill.put(t.lo+groupID(i), w)
-			t.inDense--
+	for p, pg := range t.pages[:c] {
+		if pg == nil {
+			continue
 		}
+		for k, w := range pg.words {
+			if w != 0 {
+				t.spill.put(t.lo+groupID(p*pageWords+k), w)
+			}
+		}
+		t.inPages -= pg.n
+		t.pages[p] = nil
 	}
-	n := copy(t.dense, t.dense[c:])
-	t.dense, t.lo = t.dense[:n], t.lo+groupID(c)
-	if 4*n < cap(t.dense) {
-		t.dense = append([]uint64(nil), t.dense...) // let go of a window that has shrunk
-	} else {
-		clear(t.dense[n:cap(t.dense)])
-	}
-	if n == 0 {
-		t.dense = nil
-	}
+	t.pages, t.lo = t.pages[c:], t.lo+groupID(c*pageWords)
+	t.trim()
 }
 
 // all yields every group id and its word, in no particular order. The
 // table must not change meanwhile.
 func (t *slotTable) all() iter.Seq2[groupID, uint64] {
 	return func(yield func(groupID, uint64) bool) {
-		for i, w := range t.dense {
-			if w != 0 && !yield(t.lo+groupID(i), w) {
-				return
+		for p, pg := range t.pages {
+			if pg == nil {
+				continue
+			}
+			for k, w := range pg.words {
+				if w != 0 && !yield(t.lo+groupID(p*pageWords+k), w) {
+					return
+				}
 			}
 		}
 		for id, w := range t.spill.all() {

@@ -114,8 +114,8 @@ func TestSlotTableMatchesMap(t *testing.T) {
 			if tab.len() != len(want) {
 				t.Fatalf("seed %d step %d: len %d, want %d", seed, step, tab.len(), len(want))
 			}
-			if sliding && len(tab.dense) > 4*len(want)+4*minWindow {
-				t.Fatalf("seed %d step %d: a window of %d for %d groups", seed, step, len(tab.dense), len(want))
+			if sliding && len(tab.pages)*pageWords > 4*len(want)+8*pageWords {
+				t.Fatalf("seed %d step %d: a window of %d pages for %d groups", seed, step, len(tab.pages), len(want))
 			}
 		}
 		for id, w := range want {
@@ -132,6 +132,23 @@ func TestSlotTableMatchesMap(t *testing.T) {
 		}
 		if n != len(want) {
 			t.Fatalf("seed %d: all yields %d ids, want %d", seed, n, len(want))
+		}
+		for p, pg := range tab.pages {
+			if pg == nil {
+				if p == 0 || p == len(tab.pages)-1 {
+					t.Fatalf("seed %d: the window keeps an empty page at its end", seed)
+				}
+				continue
+			}
+			n := 0
+			for _, w := range pg.words {
+				if w != 0 {
+					n++
+				}
+			}
+			if n == 0 || n != pg.n {
+				t.Fatalf("seed %d: page %d holds %d words and says %d", seed, p, n, pg.n)
+			}
 		}
 		for id := range tab.spill.all() {
 			if id >= tab.lo {
@@ -160,8 +177,11 @@ func TestSlotTableAllocs(t *testing.T) {
 	if tab.spill.get(3) == 0 {
 		t.Fatalf("3 not spilled: the window starts at %d", tab.lo)
 	}
+	for id := range groupID(100) {
+		tab.put(2000+id, 1)
+	}
 	allocs := testing.AllocsPerRun(100, func() {
-		for _, id := range []groupID{950, 3} {
+		for _, id := range []groupID{2050, 3} {
 			tab.delete(id)
 			tab.put(id, 7)
 			if tab.get(id) != 7 {
