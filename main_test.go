@@ -72,7 +72,7 @@ var badInputs = []struct {
 	{[]string{"-clog", "-1s"}, `-clog: must be a duration from 0 (none) to 24h`},
 	{[]string{"-clog", "25h"}, `-clog: must be a duration from 0 (none) to 24h`},
 	{[]string{"-join", "5", "-users", "6"}, `-join 5 with -users 6 leaves fewer than 2 users online at the start: -join must be from 0 to 4`},
-	{[]string{"-join", "-1"}, `-join: must be a whole number from 0 to 99998`},
+	{[]string{"-join", "-1"}, `-join: must be a whole number from 0 to 999998`},
 	{[]string{"-crash", "soon"}, `-crash: must be a duration from 0 (none) to 24h`},
 	{[]string{"-crash", "25h"}, `-crash: must be a duration from 0 (none) to 24h`},
 	{[]string{"-crash", "10s", "-users", "2"}, `-crash with -users 2 and -join 0: a crash must leave two users up, so at least 3 must be online from the start`},
