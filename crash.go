@@ -72,8 +72,8 @@ func (s *Sim) crash(uid int32, now time.Duration) {
 	}
 	for r, present := range s.users {
 		to := int32(r + 1)
-		lk := &old.links.table[to]
-		if to == uid || lk.nextSeq == 0 {
+		lk := old.links.get(to)
+		if to == uid || lk == nil {
 			continue
 		}
 		// Numbers mean something to the present incarnation only if the
@@ -118,8 +118,8 @@ func (l *crashLedger) owedAgain(m *Event, to int32) {
 // unacked is what peer p's link to user to still keeps for to's
 // incarnation inc: nothing if the link is with another.
 func unacked(p *Peer, to int32, inc uint32) iter.Seq2[uint32, *Event] {
-	l := &p.links.table[to]
-	if l.nextSeq == 0 || l.peerKnown && l.peerInc != inc {
+	l := p.links.get(to)
+	if l == nil || l.peerKnown && l.peerInc != inc {
 		return func(func(uint32, *Event) bool) {}
 	}
 	return l.kept()
@@ -139,12 +139,8 @@ func keeps(p *Peer, to int32, inc uint32, m *Event) bool {
 // settledAt reports whether peer p has taken number seq of what from sent
 // it, on their link.
 func settledAt(p *Peer, from *Peer, seq uint32) bool {
-	l := &p.links.table[from.uid]
-	if l.nextSeq == 0 || !l.peerKnown || l.peerInc != from.cfg.inc {
-		return false
-	}
-	_, above := slices.BinarySearch(l.above, seq)
-	return seq < l.recvNext || above
+	l := p.links.get(from.uid)
+	return l != nil && l.peerKnown && l.peerInc == from.cfg.inc && l.settled(seq)
 }
 
 // settled reports whether user to, as it is now, has taken number seq of

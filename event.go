@@ -195,6 +195,8 @@ const (
 	RestartEvent      // a restarted user tells a peer its new incarnation
 	WelcomeEvent      // a peer has fenced the restarted user's earlier self: see Peer.welcome
 	RoomsEvent        // a restarted user's rooms, once its view is complete, to everyone: see Peer.greet
+	EndEvent          // an acknowledgement that offers to end the session in Delivery.Base: see links
+	EndAckEvent       // the offer of an EndEvent taken
 )
 
 func (k EventKind) String() string {
@@ -215,7 +217,7 @@ func (k EventKind) String() string {
 		return "report"
 	case NewsEvent:
 		return "news"
-	case AckEvent, GapEvent:
+	case AckEvent, GapEvent, EndEvent, EndAckEvent:
 		return "ack"
 	case RestartEvent:
 		return "restart"
@@ -268,14 +270,14 @@ func (e *Event) ID() Stamp { return Stamp{e.Clock, e.From} }
 // With faults on, the links between users number what they carry: Seq is
 // the transmission's sequence number on its link (0 for an
 // acknowledgement; for a gap report, the first number that settled past
-// the gap), and
-// Ack acknowledges the reverse link: every number below it has settled.
-// To is the receiver's incarnation the link was with when it was sent
-// (see links).
+// the gap), Base the first number of the sender's session it belongs to,
+// and Ack acknowledges the reverse link: every number below it has
+// settled. To is the receiver's incarnation the link was with when it was
+// sent (see links).
 type Delivery struct {
-	Event        *Event
-	Due          time.Duration
-	Seq, Ack, To uint32
+	Event              *Event
+	Due                time.Duration
+	Seq, Ack, To, Base uint32
 }
 
 // forever is a time later than any delivery is due.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestLinkDropsDuplicates(t *testing.T) {
 		t.Fatalf("after a duplicate: %+v, want one acknowledgement of everything below 2", acks)
 	}
 	tn.arrive(acks[0])
-	if l := &tn.p(1).links.table[2]; l.unacked.len() != 0 {
+	if l := tn.p(1).links.get(2); l != nil && l.unacked.len() != 0 {
 		t.Errorf("the sender still keeps %d transmissions", l.unacked.len())
 	}
 }
@@ -77,7 +78,7 @@ func TestLinkRepairsAGap(t *testing.T) {
 		t.Fatalf("resent %+v, want the lost one once", resent)
 	}
 	tn.arrive(resent[0])
-	if l := &tn.p(2).links.table[1]; l.recvNext != 4 || len(l.above) != 0 {
+	if l := tn.p(2).links.get(1); l.recvNext != 4 || len(l.above) != 0 {
 		t.Errorf("receiver has everything below %d, and %v above", l.recvNext, l.above)
 	}
 }
@@ -179,8 +180,8 @@ func TestNetworkFaults(t *testing.T) {
 
 // A peer that restarts is a new incarnation: what was numbered for its
 // earlier self is dropped on arrival; hearing the new one, the sender
-// numbers what the earlier self had not acknowledged from 1 again and
-// sends it, and the new one takes each once.
+// numbers what the earlier self had not acknowledged again, in a new
+// session, and sends it, and the new one takes each once.
 func TestLinkRenewsForARestartedPeer(t *testing.T) {
 	tn := newTestNetOf(t, 2, 0, 1, peerConfig{faulty: true, crash: true})
 	for i := range uint64(3) {
@@ -197,7 +198,7 @@ func TestLinkRenewsForARestartedPeer(t *testing.T) {
 			t.Fatalf("a transmission numbered for the earlier self was taken: %v", r.Kind)
 		}
 	}
-	if tn.p(2).links.table[1].recvNext != 1 {
+	if l := tn.p(2).links.get(1); l != nil && l.rbase != 0 {
 		t.Fatal("a transmission numbered for the earlier self was numbered in")
 	}
 	hello := tn.take(2, 1)
@@ -213,17 +214,266 @@ func TestLinkRenewsForARestartedPeer(t *testing.T) {
 		}
 		seqs = append(seqs, tr.d.Seq)
 	}
-	// The three closes, numbered from 1 again, and the welcome.
-	if len(again) != 4 || again[3].d.Event.Kind != WelcomeEvent || !slices.Equal(seqs, []uint32{1, 2, 3, 4}) {
-		t.Fatalf("after the restart word the peer sent %d transmissions numbered %v, want 1 to 4 ending with a welcome", len(again), seqs)
+	// The three closes, numbered again in a new session above the
+	// earlier one's numbers, and the welcome.
+	if len(again) != 4 || again[3].d.Event.Kind != WelcomeEvent || !slices.Equal(seqs, []uint32{4, 5, 6, 7}) || again[0].d.Base != 4 {
+		t.Fatalf("after the restart word the peer sent %d transmissions numbered %v from %d, want 4 to 7 from 4 ending with a welcome", len(again), seqs, again[0].d.Base)
 	}
 	for _, tr := range append(again, again...) {
 		tn.arrive(tr)
 	}
-	if l := &tn.p(2).links.table[1]; l.recvNext != 5 || !l.peerKnown || l.peerInc != 0 {
-		t.Errorf("the new incarnation has everything below %d from incarnation %d (known %v), want 5 from 0", l.recvNext, l.peerInc, l.peerKnown)
+	if l := tn.p(2).links.get(1); l.recvNext != 8 || !l.peerKnown || l.peerInc != 0 {
+		t.Errorf("the new incarnation has everything below %d from incarnation %d (known %v), want 8 from 0", l.recvNext, l.peerInc, l.peerKnown)
 	}
 	if tn.p(2).waiting != 0 {
 		t.Errorf("the restarted user still waits for %d welcomes", tn.p(2).waiting)
+	}
+}
+
+// A link lives while something is owed on it. A payload taken costs the
+// receiver's acknowledgement, which a quiet session sends as an offer to
+// end it, and the sender's answer, which waits ackDelay for a payload to
+// ride on: three transmissions, and then neither end keeps anything. A
+// duplicate that arrives while anything sent before the answer could
+// still be on its way is still recognised; the next payload starts a new
+// session above the old numbers, and a late word of the old one covers
+// nothing of it.
+func TestLinkIsLetGoOnceNothingIsOwed(t *testing.T) {
+	tn := newTestNet(t, 2, 0, true, 1)
+	t1 := tn.p(1).links.timing
+	tn.p(1).links.send(tn.ports[1], 2, closeOf(1), 0)
+	d := tn.take(1, 2)
+	tn.arrive(d[0])
+	tn.now = t1.ackDelay - time.Second
+	tn.tickOne(2, actNone)
+	if len(tn.take(2, 1)) != 0 {
+		t.Fatal("an acknowledgement before ackDelay, with no traffic to ride on")
+	}
+	tn.now = t1.ackDelay
+	tn.tickOne(2, actNone)
+	offer := tn.take(2, 1)
+	if len(offer) != 1 || offer[0].d.Event.Kind != EndEvent || offer[0].d.Base != d[0].d.Base || offer[0].d.Ack != d[0].d.Seq+1 {
+		t.Fatalf("after a quiet ackDelay the receiver sent %+v, want one offer to end the session, acknowledging it all", offer)
+	}
+	tn.arrive(offer[0])
+	if l := tn.p(1).links.get(2); l == nil || l.base != 0 || l.unacked.len() != 0 {
+		t.Fatal("the sender did not take the offer")
+	}
+	tn.now += t1.ackDelay - time.Second
+	tn.tickOne(1, actNone)
+	if got := tn.take(1, 2); len(got) != 0 {
+		t.Fatalf("the sender answered %+v before ackDelay, with no payload to ride on", got)
+	}
+	tn.now += time.Second
+	tn.tickOne(1, actNone)
+	answer := tn.take(1, 2)
+	if len(answer) != 1 || answer[0].d.Event.Kind != EndAckEvent || answer[0].d.Base != d[0].d.Base {
+		t.Fatalf("the sender answered %+v, want the offer taken", answer)
+	}
+	if tn.p(1).links.get(2) != nil {
+		t.Error("the sender keeps a link with nothing owed on it")
+	}
+	tn.arrive(answer[0])
+	if got := tn.arrive(d[0]); len(got) != 0 {
+		t.Fatalf("a duplicate after the session ended was taken: %v", got)
+	}
+	tn.tickOne(2, actNone) // acknowledges the duplicate
+	tn.take(2, 1)
+	if tn.p(2).links.get(1) == nil {
+		t.Fatal("the receiver let its end go while a duplicate could still come")
+	}
+	tn.now += t1.gapWait
+	tn.tickOne(2, actNone)
+	if tn.p(2).links.get(1) != nil {
+		t.Error("the receiver keeps its end once nothing of the session can come")
+	}
+	if tx := tn.ports[1].tx.Transmissions + tn.ports[2].tx.Transmissions; tx != 4 {
+		t.Errorf("%d transmissions, want 4: the payload, the offer, the answer, the duplicate's acknowledgement", tx)
+	}
+
+	tn.p(1).links.send(tn.ports[1], 2, closeOf(2), tn.now)
+	d2 := tn.take(1, 2)
+	if d2[0].d.Base <= d[0].d.Seq || d2[0].d.Seq != d2[0].d.Base {
+		t.Fatalf("the next session starts at %d with number %d, want above %d", d2[0].d.Base, d2[0].d.Seq, d[0].d.Seq)
+	}
+	tn.arrive(offer[0]) // late: the old session's offer and acknowledgement
+	if l := tn.p(1).links.get(2); l.unacked.len() != 1 {
+		t.Fatal("an acknowledgement of the ended session covered the new one")
+	}
+	if answer := tn.take(1, 2); len(answer) != 1 || answer[0].d.Event.Kind != EndAckEvent || answer[0].d.Base != d[0].d.Base {
+		t.Errorf("the sender answered a late offer of an ended session with %+v, want it taken again", answer)
+	}
+	if got := tn.arrive(d2[0]); len(got) == 0 {
+		t.Error("the new session's first payload was not taken")
+	}
+}
+
+// A payload sent while an offer waits for its answer answers it: the
+// receiver lets the ended session go on seeing the new one, and no answer
+// of its own is sent.
+func TestLinkAnswersWithANewSession(t *testing.T) {
+	tn := newTestNet(t, 2, 0, true, 1)
+	t1 := tn.p(1).links.timing
+	tn.p(1).links.send(tn.ports[1], 2, closeOf(1), 0)
+	first := tn.take(1, 2)
+	tn.arrive(first[0])
+	tn.now = t1.ackDelay
+	tn.tickOne(2, actNone)
+	tn.arrive(tn.take(2, 1)[0]) // the offer
+	tn.now += time.Second
+	tn.p(1).links.send(tn.ports[1], 2, closeOf(2), tn.now)
+	tn.now += t1.ackDelay
+	tn.tickOne(1, actNone)
+	next := tn.take(1, 2)
+	if len(next) != 1 || next[0].d.Event.Kind != CloseEvent || next[0].d.Base <= first[0].d.Base {
+		t.Fatalf("the sender sent %+v, want the new session's payload alone", next)
+	}
+	tn.arrive(next[0])
+	if l := tn.p(2).links.get(1); l == nil || l.rbase != next[0].d.Base || l.recvNext != next[0].d.Seq+1 {
+		t.Fatal("the receiver did not move to the new session")
+	}
+	if got := tn.arrive(first[0]); len(got) != 0 {
+		t.Error("a duplicate of the ended session was taken")
+	}
+}
+
+// An offer to end a session that the sender has sent more in since is
+// let pass; the receiver offers again once it has that too. An answer
+// that is lost leaves the receiver offering once a timeout.
+func TestLinkEndsOnlyWhatIsAcknowledged(t *testing.T) {
+	tn := newTestNet(t, 2, 0, true, 1)
+	t1 := tn.p(1).links.timing
+	tn.p(1).links.send(tn.ports[1], 2, closeOf(1), 0)
+	tn.arrive(tn.take(1, 2)[0])
+	tn.now = t1.ackDelay
+	tn.tickOne(2, actNone)
+	offer := tn.take(2, 1)
+	tn.p(1).links.send(tn.ports[1], 2, closeOf(2), tn.now)
+	second := tn.take(1, 2)
+	tn.arrive(offer[0])
+	if got := tn.take(1, 2); len(got) != 0 {
+		t.Fatalf("the sender answered %+v with a payload unacknowledged", got)
+	}
+	if l := tn.p(1).links.get(2); l == nil || l.base == 0 || l.unacked.len() != 1 {
+		t.Fatal("the sender ended a session with a payload unacknowledged")
+	}
+	tn.arrive(second[0])
+	tn.now += t1.ackDelay
+	tn.tickOne(2, actNone)
+	offer = tn.take(2, 1)
+	if len(offer) != 1 || offer[0].d.Event.Kind != EndEvent || offer[0].d.Ack != second[0].d.Seq+1 {
+		t.Fatalf("the receiver sent %+v, want a new offer acknowledging both", offer)
+	}
+	tn.arrive(offer[0])
+	tn.now += t1.ackDelay
+	tn.tickOne(1, actNone)
+	if lost := tn.take(1, 2); len(lost) != 1 || lost[0].d.Event.Kind != EndAckEvent {
+		t.Fatalf("the sender answered %+v, want the offer taken", lost) // and lost
+	}
+	if tn.p(1).links.get(2) != nil {
+		t.Fatal("the sender keeps the ended session")
+	}
+	tn.now += t1.rto
+	tn.tickOne(2, actNone)
+	again := tn.take(2, 1)
+	if len(again) != 1 || again[0].d.Event.Kind != EndEvent {
+		t.Fatalf("with the answer lost the receiver sent %+v, want its offer again", again)
+	}
+	tn.arrive(again[0])
+	if answer := tn.take(1, 2); len(answer) != 1 || answer[0].d.Event.Kind != EndAckEvent {
+		t.Fatalf("the sender answered %+v to an offer of a session it no longer has, want it taken", answer)
+	} else {
+		tn.arrive(answer[0])
+	}
+	tn.now += t1.gapWait
+	tn.tickOne(2, actNone)
+	tn.tickOne(1, actNone)
+	if tn.p(1).links.get(2) != nil || tn.p(2).links.get(1) != nil {
+		t.Error("a link is kept with nothing owed")
+	}
+}
+
+// What a user learns of a peer's incarnation outlives the link it learned
+// it on, so a later word of the same incarnation is no restart; a user
+// that restarted knows only the incarnations it heard.
+func TestLinksRememberIncarnations(t *testing.T) {
+	timing := newLinkTiming(time.Second, time.Second)
+	ls := newLinks(1, timing, 0)
+	l := ls.link(2)
+	ls.know(l, 5)
+	ls.drop(l)
+	if l := ls.link(2); !l.peerKnown || l.peerInc != 5 {
+		t.Errorf("a new link to a peer heard at incarnation 5 is with %d (known %v)", l.peerInc, l.peerKnown)
+	}
+	if l := ls.link(3); !l.peerKnown || l.peerInc != 0 {
+		t.Errorf("a new link to a peer never heard of is with %d (known %v), want its first incarnation", l.peerInc, l.peerKnown)
+	}
+	restarted := newLinks(1, timing, 7)
+	l = restarted.link(70)
+	if l.peerKnown {
+		t.Fatal("a restarted user knows a peer's incarnation unheard")
+	}
+	restarted.know(l, 0)
+	restarted.drop(l)
+	if l := restarted.link(70); !l.peerKnown || l.peerInc != 0 {
+		t.Errorf("a restarted user forgot the incarnation it heard: %d (known %v)", l.peerInc, l.peerKnown)
+	}
+	for _, r := range []int32{71, 200} {
+		if restarted.link(r).peerKnown {
+			t.Errorf("a restarted user knows %s's incarnation unheard", uidName(r))
+		}
+	}
+	for i, l := range restarted.all {
+		if restarted.table[l.peer] != l || int(l.at) != i {
+			t.Errorf("link to %s is at %d of the list, and the table has %p for %p", uidName(l.peer), l.at, restarted.table[l.peer], l)
+		}
+	}
+}
+
+// Links follow traffic. Among 100 users, one create makes links between
+// its creator and every other user, and none between two others; once it
+// has been acknowledged and the sessions have ended, no user keeps any
+// link: without loss, within a timeout, an ackDelay and a gapWait of the
+// create (an offer riding on a report, the answer, the wait for
+// stragglers), and under loss, where an offer or an answer lost costs a
+// timeout or more, soon after.
+func TestLinksFollowTraffic(t *testing.T) {
+	const n = 100
+	for _, loss := range []int{0, 10} {
+		tn := newTestNet(t, n, 0, true, 1)
+		rng := rand.New(rand.NewPCG(3, 2))
+		lossy := func(inTransit) bool { return loss > 0 && rng.IntN(100) < loss }
+		g := newGroup(n, 1, 2, 3)
+		tn.p(1).Step(Input{Kind: proposeInput, Proposal: Proposal{Kind: CreateEvent, Group: g}}, tn.ports[1])
+		timing := tn.p(1).links.timing
+		most, within := 0, int(timing.rto+timing.ackDelay+timing.gapWait)/int(tn.period)+2
+		if loss > 0 {
+			within = 200
+		}
+		for k := 0; ; k++ {
+			tn.route(lossy, nil)
+			links := 0
+			for u := int32(1); u <= n; u++ {
+				ls := tn.p(u).links
+				links += len(ls.all)
+				for _, l := range ls.all {
+					if u != 1 && l.peer != 1 && l.base|l.rbase != 0 {
+						t.Fatalf("loss %d%%, tick %d: %s and %s have a session, and exchanged nothing", loss, k, uidName(u), uidName(l.peer))
+					}
+				}
+			}
+			most = max(most, links)
+			if links == 0 {
+				t.Logf("loss %d%%: links gone after %d ticks", loss, k)
+				break
+			}
+			if k > within {
+				t.Fatalf("loss %d%%: %d links remain after %d ticks", loss, links, k)
+			}
+			tn.tickAll(actNone)
+		}
+		if most < n-1 {
+			t.Errorf("loss %d%%: at most %d links at once: the create did not make them", loss, most)
+		}
 	}
 }

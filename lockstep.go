@@ -82,7 +82,7 @@ func (p *stepPort) file(d Delivery) {
 	k := int64(d.Due/p.sched.tick) % int64(len(p.buckets))
 	p.buckets[k] = append(p.buckets[k], d.Event)
 	if p.numbers != nil {
-		p.numbers[k] = append(p.numbers[k], linkNumbers{d.Seq, d.Ack, d.To})
+		p.numbers[k] = append(p.numbers[k], linkNumbers{d.Seq, d.Ack, d.To, d.Base})
 	}
 }
 
@@ -130,7 +130,7 @@ func (p *stepPort) due(t int64) func(func(Delivery)) {
 			d := Delivery{Event: all[i], Due: due}
 			if p.numbers != nil {
 				n := p.numbers[k][i]
-				d.Seq, d.Ack, d.To = n.seq, n.ack, n.to
+				d.Seq, d.Ack, d.To, d.Base = n.seq, n.ack, n.to, n.base
 			}
 			if p.arrives(d) {
 				apply(d)
@@ -179,7 +179,7 @@ func (c *castLog) applied(t int64) {
 }
 
 // linkNumbers are what the links number a delivery with: see Delivery.
-type linkNumbers struct{ seq, ack, to uint32 }
+type linkNumbers struct{ seq, ack, to, base uint32 }
 
 // stepUser is a user's loop in lockstep, around its peer.
 type stepUser struct {

@@ -82,7 +82,7 @@ func cgroupLimits() []string {
 
 // startNeed is the least memory a run needs to bring its users online:
 // their inboxes, a few kilobytes each for the goroutine and its state,
-// with faults a link per pair of users, and in lockstep with a log the
+// and in lockstep with a log the
 // "is online" line of every user about every other, which wait for the
 // end of the first phase; with a quarter more for the garbage collector
 // to work in.
@@ -93,9 +93,6 @@ func startNeed(c Config) uint64 {
 		inbox = 1
 	}
 	need := n*inbox*uint64(unsafe.Sizeof(Delivery{})) + n*8<<10
-	if c.faulty() {
-		need += n * n * uint64(unsafe.Sizeof(link{}))
-	}
 	if c.Fast && !c.Quiet {
 		need += n * min(n-1, onlineLines) * onlineBytes
 	}

@@ -149,7 +149,7 @@ func newPeer(uid int32, cfg peerConfig, rng *rand.Rand) *Peer {
 		p.view.stab = p.stab // else a send is settled by its acknowledgement: see links
 	}
 	if cfg.faulty {
-		p.links = newLinks(uid, cfg.users, cfg.timing, cfg.inc)
+		p.links = newLinks(uid, cfg.timing, cfg.inc)
 		if cfg.crash {
 			p.links.settled = p.stab
 		}

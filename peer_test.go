@@ -153,7 +153,7 @@ func (h *peerHistory) quiet() bool {
 		if p.links == nil {
 			continue
 		}
-		for _, a := range p.links.active {
+		for _, a := range p.links.all {
 			if a.due != forever {
 				return false
 			}

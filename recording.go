@@ -224,7 +224,7 @@ func newWireKeeper(users, perPort int, from time.Duration) *wireKeeper {
 }
 
 func (w *wireKeeper) wire(uid int32, t transmission) {
-	if k := &w.kept[uid]; len(*k) < w.perPort && t.Sent >= w.from && t.Event.Kind != AckEvent && t.Event.Kind != GapEvent {
+	if k := &w.kept[uid]; len(*k) < w.perPort && t.Sent >= w.from && !linkWord(t.Event.Kind) {
 		*k = append(*k, t)
 	}
 }

@@ -450,11 +450,17 @@ func describe(tr inTransit) string {
 		if tr.d.Seq-1 > tr.d.Ack {
 			what += fmt.Sprintf(" to %d", tr.d.Seq-1)
 		}
+	case EndEvent:
+		what = fmt.Sprintf("offer to end the session from #%d", tr.d.Base)
+	case EndAckEvent:
+		what = fmt.Sprintf("the session from #%d ended", tr.d.Base)
 	default:
 		what = ev.Kind.String()
 	}
 	switch {
 	case ev.Kind == GapEvent:
+	case tr.d.Seq != 0 && tr.d.Ack == 0:
+		what = fmt.Sprintf("#%d %s", tr.d.Seq, what)
 	case tr.d.Seq != 0:
 		what = fmt.Sprintf("#%d %s, acknowledging below %d", tr.d.Seq, what, tr.d.Ack)
 	case tr.d.Ack != 0:
