@@ -99,7 +99,7 @@ type links struct {
 	timing linkTiming
 	inc    uint32           // this user's incarnation: after a restart (not 0) it knows no peer's until it hears from it
 	table  map[int32]*link  // the links that exist, by peer uid
-	all    []*link          // the same links, for tend; link.at indexes it
+	all    []tended         // the same links, for tend; link.at indexes it
 	high   uint32           // above every number this incarnation has given a transmission
 	incs   map[int32]uint32 // the peers heard at an incarnation after their first
 	heard  []uint64         // after a restart: a bitset of the peers whose incarnation is known
@@ -123,22 +123,26 @@ type link struct {
 	peerKnown bool   // false after this user's restart, until the peer's first word
 	probing   bool   // sending: probed since the last progress
 	ackDue    bool   // receiving: an acknowledgement is owed to the peer
-	ended     bool   // receiving: the peer took the offer to end the session; kept until endAt
-
-	due time.Duration // no later than the link next needs tending: tend passes over the others
+	ended     bool   // receiving: the peer took the offer to end the session; kept until offerAt
+	offers    uint8  // receiving: offers made since the session last brought a new number
 
 	// Sending.
 	unacked queue[*Event] // numbers acked to nextSeq-1, in order: see kept
-	timerAt time.Duration // when to probe, while unacked is not empty; when to answer, while answer is not 0; else when to end the session
+	timerAt time.Duration // when to probe, while unacked is not empty; when to answer, while answer is not 0
 
 	// Receiving.
 	above    []uint32      // numbers above recvNext that have settled, in order
 	ackSince time.Duration // since an acknowledgement is owed
 	gapSince time.Duration // when the gap below above[0] was first seen
 	heardAt  time.Duration // when the session last brought a new number
-	offerAt  time.Duration // the session may be offered to end from then
-	offers   uint8         // offers made since the session last brought a new number
-	endAt    time.Duration // when nothing of an ended session can still arrive
+	offerAt  time.Duration // the session may be offered to end from then; once ended, when nothing of it can still arrive
+}
+
+// tended is a link and the earliest time it may need tending: tend passes
+// over the others without touching them.
+type tended struct {
+	l   *link
+	due time.Duration
 }
 
 // kept yields what the link keeps until it is acknowledged, with the
@@ -220,9 +224,9 @@ func (ls *links) link(r int32) *link {
 	if l := ls.table[r]; l != nil {
 		return l
 	}
-	l := &link{peer: r, at: int32(len(ls.all)), peerInc: ls.incs[r], peerKnown: ls.knows(r)} // due at once: tend lets it go if it owes nothing
+	l := &link{peer: r, at: int32(len(ls.all)), peerInc: ls.incs[r], peerKnown: ls.knows(r)}
 	ls.table[r] = l
-	ls.all = append(ls.all, l)
+	ls.all = append(ls.all, tended{l, 0}) // due at once: tend lets it go if it owes nothing
 	return l
 }
 
@@ -252,9 +256,9 @@ func (ls *links) know(l *link, inc uint32) {
 // drop lets go of link l, which owes nothing.
 func (ls *links) drop(l *link) {
 	last := ls.all[len(ls.all)-1]
-	last.at = l.at
+	last.l.at = l.at
 	ls.all[l.at] = last
-	ls.all[len(ls.all)-1] = nil
+	ls.all[len(ls.all)-1] = tended{}
 	ls.all = ls.all[:len(ls.all)-1]
 	delete(ls.table, l.peer)
 }
@@ -305,7 +309,8 @@ func (ls *links) control(out port, r int32, ev *Event, now time.Duration) {
 
 // wake notes that link l needs tending at at.
 func (ls *links) wake(l *link, at time.Duration) {
-	l.due = min(l.due, at)
+	a := &ls.all[l.at]
+	a.due = min(a.due, at)
 }
 
 // transmit hands one transmission on link l to the network, with the
@@ -408,8 +413,8 @@ func (ls *links) take(out port, l *link, d Delivery, now time.Duration) *Event {
 		return nil
 	case EndAckEvent:
 		if d.Base == l.rbase && !l.ended {
-			l.ended, l.endAt, l.ackDue = true, now+ls.timing.gapWait, false
-			ls.wake(l, l.endAt)
+			l.ended, l.offerAt, l.ackDue = true, now+ls.timing.gapWait, false
+			ls.wake(l, l.offerAt)
 		}
 		return nil
 	}
@@ -562,11 +567,11 @@ func (ls *links) resend(out port, l *link, lo, hi uint32, now time.Duration) {
 func (ls *links) tend(out port, now time.Duration) {
 	t := ls.timing
 	for i := 0; i < len(ls.all); {
-		l := ls.all[i]
-		if l.due > now {
+		if ls.all[i].due > now {
 			i++
 			continue
 		}
+		l := ls.all[i].l
 		switch {
 		case len(l.above) > 0 && now-l.gapSince >= t.gapWait:
 			// What is below the first number that settled past the gap is
@@ -597,7 +602,7 @@ func (ls *links) tend(out port, now time.Duration) {
 			ls.transmit(out, l, Delivery{Event: ls.endAckEv, Base: l.answer}, txControl, now)
 			l.answer = 0
 		}
-		if l.ended && now >= l.endAt {
+		if l.ended && now >= l.offerAt {
 			l.rbase, l.recvNext, l.above, l.ended = 0, 0, nil, false
 		}
 		due := forever
@@ -611,9 +616,7 @@ func (ls *links) tend(out port, now time.Duration) {
 			due = min(due, l.timerAt)
 		}
 		switch {
-		case l.ended:
-			due = min(due, l.endAt)
-		case l.rbase != 0 && l.offers > 0:
+		case l.ended || l.rbase != 0 && l.offers > 0:
 			due = min(due, l.offerAt)
 		case l.rbase != 0 && l.ackDue:
 			due = min(due, l.heardAt+t.ackDelay)
@@ -624,7 +627,7 @@ func (ls *links) tend(out port, now time.Duration) {
 			ls.drop(l) // the last link moves to i
 			continue
 		}
-		l.due = due
+		ls.all[i].due = due
 		i++
 	}
 }

@@ -423,7 +423,8 @@ func TestLinksRememberIncarnations(t *testing.T) {
 			t.Errorf("a restarted user knows %s's incarnation unheard", uidName(r))
 		}
 	}
-	for i, l := range restarted.all {
+	for i, a := range restarted.all {
+		l := a.l
 		if restarted.table[l.peer] != l || int(l.at) != i {
 			t.Errorf("link to %s is at %d of the list, and the table has %p for %p", uidName(l.peer), l.at, restarted.table[l.peer], l)
 		}
@@ -456,7 +457,8 @@ func TestLinksFollowTraffic(t *testing.T) {
 			for u := int32(1); u <= n; u++ {
 				ls := tn.p(u).links
 				links += len(ls.all)
-				for _, l := range ls.all {
+				for _, a := range ls.all {
+					l := a.l
 					if u != 1 && l.peer != 1 && l.base|l.rbase != 0 {
 						t.Fatalf("loss %d%%, tick %d: %s and %s have a session, and exchanged nothing", loss, k, uidName(u), uidName(l.peer))
 					}
