@@ -97,12 +97,12 @@ import (
 // word for a restart.
 type links struct {
 	timing linkTiming
-	inc    uint32           // this user's incarnation: after a restart (not 0) it knows no peer's until it hears from it
-	table  map[int32]*link  // the links that exist, by peer uid
-	all    []tended         // the same links, for tend; link.at indexes it
-	high   uint32           // above every number this incarnation has given a transmission
-	incs   map[int32]uint32 // the peers heard at an incarnation after their first
-	heard  []uint64         // after a restart: a bitset of the peers whose incarnation is known
+	inc    uint32                  // this user's incarnation: after a restart (not 0) it knows no peer's until it hears from it
+	table  hashTable[int32, *link] // the links that exist, by peer uid
+	all    []tended                // the same links, for tend; link.at indexes it
+	high   uint32                  // above every number this incarnation has given a transmission
+	incs   map[int32]uint32        // the peers heard at an incarnation after their first
+	heard  []uint64                // after a restart: a bitset of the peers whose incarnation is known
 
 	ackEv, gapEv, endEv, endAckEv *Event     // what acknowledgements, gap reports and the ends of sessions carry
 	settled                       *stability // with crashes: where an acknowledged send is counted settled (see stability)
@@ -206,7 +206,6 @@ func newLinks(self int32, timing linkTiming, inc uint32) *links {
 	return &links{
 		timing:   timing,
 		inc:      inc,
-		table:    make(map[int32]*link),
 		high:     1,
 		ackEv:    &Event{Kind: AckEvent, From: self, Inc: inc},
 		gapEv:    &Event{Kind: GapEvent, From: self, Inc: inc},
@@ -216,16 +215,16 @@ func newLinks(self int32, timing linkTiming, inc uint32) *links {
 }
 
 // get returns the link to peer r, or nil if there is none.
-func (ls *links) get(r int32) *link { return ls.table[r] }
+func (ls *links) get(r int32) *link { return ls.table.get(r) }
 
 // link returns the link to peer r, making it if there is none, with what
 // this user knows of r's incarnation.
 func (ls *links) link(r int32) *link {
-	if l := ls.table[r]; l != nil {
+	if l := ls.table.get(r); l != nil {
 		return l
 	}
 	l := &link{peer: r, at: int32(len(ls.all)), peerInc: ls.incs[r], peerKnown: ls.knows(r)}
-	ls.table[r] = l
+	ls.table.put(r, l)
 	ls.all = append(ls.all, tended{l, 0}) // due at once: tend lets it go if it owes nothing
 	return l
 }
@@ -260,7 +259,7 @@ func (ls *links) drop(l *link) {
 	ls.all[l.at] = last
 	ls.all[len(ls.all)-1] = tended{}
 	ls.all = ls.all[:len(ls.all)-1]
-	delete(ls.table, l.peer)
+	ls.table.delete(l.peer)
 }
 
 // open starts a sending session on l, above every number used before.
@@ -300,7 +299,7 @@ func (ls *links) send(out port, r int32, ev *Event, now time.Duration) {
 // acknowledgement riding on it: what the sender will repeat if it must,
 // as the report tree does, needs no keeping.
 func (ls *links) control(out port, r int32, ev *Event, now time.Duration) {
-	if l := ls.table[r]; l != nil {
+	if l := ls.table.get(r); l != nil {
 		ls.transmit(out, l, Delivery{Event: ev}, txControl, now)
 		return
 	}
@@ -349,7 +348,7 @@ func (ls *links) offerable(l *link, now time.Duration) bool {
 // after another (or, after a restart, at all): see renew.
 func (ls *links) arrive(out port, d Delivery, now time.Duration) (ev *Event, renewed bool) {
 	from, inc := d.Event.From, d.Event.Inc
-	l := ls.table[from]
+	l := ls.table.get(from)
 	if l == nil && d.Seq == 0 && d.Base == 0 && d.To == ls.inc && inc == ls.incs[from] && ls.knows(from) {
 		// Between two incarnations that know each other, with nothing
 		// owed either way: a word outside the links needs no link, and

@@ -425,8 +425,8 @@ func TestLinksRememberIncarnations(t *testing.T) {
 	}
 	for i, a := range restarted.all {
 		l := a.l
-		if restarted.table[l.peer] != l || int(l.at) != i {
-			t.Errorf("link to %s is at %d of the list, and the table has %p for %p", uidName(l.peer), l.at, restarted.table[l.peer], l)
+		if restarted.table.get(l.peer) != l || int(l.at) != i {
+			t.Errorf("link to %s is at %d of the list, and the table has %p for %p", uidName(l.peer), l.at, restarted.table.get(l.peer), l)
 		}
 	}
 }

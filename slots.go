@@ -187,9 +187,14 @@ func (t *slotTable) all() iter.Seq2[groupID, uint64] {
 	}
 }
 
-// spillTable is the part of a slotTable outside its window: open
-// addressing with linear probing over one slice of 16-byte entries, with
-// no pointers.
+// spillTable is the part of a slotTable outside its window: 16-byte
+// entries with no pointers.
+type spillTable = hashTable[groupID, uint64]
+
+// hashTable is a table of values by key, for keys that start at 1 (group
+// ids, uids): open addressing with linear probing over one slice of
+// entries. A view's spill table and a peer's links use it: it is faster
+// than a Go map for small keys, and its memory follows what it holds.
 //
 // A key's home is its hash scaled to the table's length, which need not
 // be a power of two: the table grows by half once it is three-quarters
@@ -198,41 +203,42 @@ func (t *slotTable) all() iter.Seq2[groupID, uint64] {
 // probe run back, so there are no tombstones and probes stay short under
 // any churn; a table that falls under an eighth full shrinks to half full,
 // so that its memory follows what it holds.
-type spillTable struct {
-	entries []spillEntry
+type hashTable[K interface{ ~int32 | ~uint32 }, V comparable] struct {
+	entries []hashEntry[K, V]
 	n       int
 }
 
-// spillEntry is one key and its word; key 0 is empty.
-type spillEntry struct {
-	key  groupID
-	word uint64
+// hashEntry is one key and its value; key 0 is empty.
+type hashEntry[K interface{ ~int32 | ~uint32 }, V comparable] struct {
+	key K
+	val V
 }
 
-// minSpill is the length of a spill table's first slice.
+// minSpill is the length of a hash table's first slice.
 const minSpill = 8
 
-func (t *spillTable) len() int { return t.n }
+func (t *hashTable[K, V]) len() int { return t.n }
 
 // home is where k's probe starts: ids are consecutive, so they are
 // scattered by a Fibonacci hash first.
-func (t *spillTable) home(k groupID) int {
+func (t *hashTable[K, V]) home(k K) int {
 	hi, _ := bits.Mul64(uint64(k)*0x9e3779b97f4a7c15, uint64(len(t.entries)))
 	return int(hi)
 }
 
-// get returns k's word, or 0 if k is not in the table.
-func (t *spillTable) get(k groupID) uint64 {
+// get returns k's value, or the zero value if k is not in the table.
+func (t *hashTable[K, V]) get(k K) V {
+	var none V
 	if t.n == 0 {
-		return 0
+		return none
 	}
 	for i := t.home(k); ; {
 		e := &t.entries[i]
 		if e.key == k {
-			return e.word
+			return e.val
 		}
 		if e.key == 0 {
-			return 0
+			return none
 		}
 		if i++; i == len(t.entries) {
 			i = 0
@@ -240,19 +246,19 @@ func (t *spillTable) get(k groupID) uint64 {
 	}
 }
 
-// put sets k's word, adding k if it is not in the table.
-func (t *spillTable) put(k groupID, w uint64) {
+// put sets k's value, adding k if it is not in the table.
+func (t *hashTable[K, V]) put(k K, w V) {
 	if 4*(t.n+1) > 3*len(t.entries) {
 		t.resize(max(minSpill, len(t.entries)*3/2))
 	}
 	for i := t.home(k); ; {
 		e := &t.entries[i]
 		if e.key == k {
-			e.word = w
+			e.val = w
 			return
 		}
 		if e.key == 0 {
-			*e = spillEntry{k, w}
+			*e = hashEntry[K, V]{k, w}
 			t.n++
 			return
 		}
@@ -263,7 +269,7 @@ func (t *spillTable) put(k groupID, w uint64) {
 }
 
 // delete removes k, if it is in the table.
-func (t *spillTable) delete(k groupID) {
+func (t *hashTable[K, V]) delete(k K) {
 	if t.n == 0 {
 		return
 	}
@@ -294,7 +300,7 @@ func (t *spillTable) delete(k groupID) {
 			i = j
 		}
 	}
-	t.entries[i] = spillEntry{}
+	t.entries[i] = hashEntry[K, V]{}
 	t.n--
 	if 8*t.n < size && size > minSpill {
 		t.resize(max(minSpill, 2*t.n))
@@ -302,9 +308,9 @@ func (t *spillTable) delete(k groupID) {
 }
 
 // resize moves the entries into a fresh slice of the given length.
-func (t *spillTable) resize(size int) {
+func (t *hashTable[K, V]) resize(size int) {
 	old := t.entries
-	t.entries = make([]spillEntry, size)
+	t.entries = make([]hashEntry[K, V], size)
 	for _, e := range old {
 		if e.key == 0 {
 			continue
@@ -319,12 +325,12 @@ func (t *spillTable) resize(size int) {
 	}
 }
 
-// all yields every key and its word, in no particular order. The table
+// all yields every key and its value, in no particular order. The table
 // must not change meanwhile.
-func (t *spillTable) all() iter.Seq2[groupID, uint64] {
-	return func(yield func(groupID, uint64) bool) {
+func (t *hashTable[K, V]) all() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
 		for _, e := range t.entries {
-			if e.key != 0 && !yield(e.key, e.word) {
+			if e.key != 0 && !yield(e.key, e.val) {
 				return
 			}
 		}
