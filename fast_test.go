@@ -436,3 +436,16 @@ func TestStartNewsCountsWhatStartUsersSends(t *testing.T) {
 		}
 	}
 }
+
+// A cast filed for the tick the users are reading would race with its
+// readers and land in the wrong tick: the log refuses it.
+func TestCastLogRefusesTheTickBeingRead(t *testing.T) {
+	c := &castLog{reading: 7}
+	c.file(cast{}, 8)
+	defer func() {
+		if recover() == nil {
+			t.Error("a cast was filed for the tick being read")
+		}
+	}()
+	c.file(cast{}, 7)
+}

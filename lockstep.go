@@ -155,8 +155,9 @@ func (p *stepPort) due(t int64) func(func(Delivery)) {
 // applied. At 1000 users a create was 999 filings, each a write to a
 // cache line another core had just written; it is one.
 type castLog struct {
-	mu    sync.Mutex
-	ticks [2][]cast // by due tick, modulo 2: without delay what is sent on tick t is due on t+1
+	mu      sync.Mutex
+	ticks   [2][]cast // by due tick, modulo 2: without delay what is sent on tick t is due on t+1
+	reading int64     // the tick whose casts the users read in this round: set by the coordinator between rounds
 }
 
 // cast is a payload filed once for all its recipients: those
@@ -166,7 +167,15 @@ type cast struct {
 	known int32
 }
 
+// file files x for tick due. Filing into the tick being read would race
+// with its readers and land in the wrong tick: it cannot happen, since a
+// user sends nothing before its tick's action without faults, and what it
+// sends is due on the next tick; file refuses it rather than let a replay
+// change silently.
 func (c *castLog) file(x cast, due int64) {
+	if due == c.reading {
+		panic("lockstep: a cast filed for the tick being read")
+	}
 	c.mu.Lock()
 	c.ticks[due%2] = append(c.ticks[due%2], x)
 	c.mu.Unlock()
@@ -364,6 +373,9 @@ func (l *lockstep) run(r *round) *round {
 	s := l.s
 	r.next = &round{done: &s.barrier}
 	s.barrier.Add(len(s.users))
+	if c := s.net.casts; c != nil {
+		c.reading = r.tick
+	}
 	for _, u := range s.users {
 		u.EventChannel <- Delivery{} // the start marker
 	}
