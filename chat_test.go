@@ -439,8 +439,6 @@ func reclaimAll(v *View) { v.Expire(1<<62, 0) }
 // what Expire keeps bounded.
 func (v *View) entries() int { return v.rooms.len() }
 
-// len is how many tombs wait in either phase.
-
 func TestGroupPickAndHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := map[int]int{}
