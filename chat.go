@@ -35,15 +35,17 @@ type View struct {
 	log   bool   // whether to keep log records
 	inc   uint32 // the user's incarnation, after a restart: see restart.go
 
-	rooms       slotTable            // what the view knows of each group: see lookup
-	joined      []joinedRoom         // live rooms self is a member of; slot.joinedAt indexes it
-	live        int                  // live rooms in this view
-	tombs       reclaimQueue         // closed groups waiting to be reclaimed
-	owned       map[Stamp]owned      // own rooms not yet known to be closed
-	replacedOwn reclaimQueue         // own rooms a duplicate replaced, waiting to be counted
-	held        map[groupID][]*Event // messages to incarnations newer than the slot's, in arrival order
-	nHeld       int                  // messages held back
-	alive       []Room               // own rooms live at the end, set by Finish
+	rooms       slotTable             // what the view knows of each group: see lookup
+	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
+	live        int                   // live rooms in this view
+	tombs       reclaimQueue[groupID] // closed groups waiting to be reclaimed: see voidTomb
+	void        map[groupID]int32     // tombs in tombs for a state the group has left since
+	spent       map[groupID]struct{}  // closed groups whose tomb has passed, kept for held messages
+	owned       map[Stamp]owned       // own rooms not yet known to be closed
+	replacedOwn reclaimQueue[uint64]  // packed stamps of own rooms a duplicate replaced, waiting to be counted
+	held        map[groupID][]*Event  // messages to incarnations newer than the slot's, in arrival order
+	nHeld       int                   // messages held back
+	alive       []Room                // own rooms live at the end, set by Finish
 
 	records []Record   // log records not yet taken, while log is on
 	stab    *stability // counts what the view applies, for its user's reports; nil for a view alone
@@ -175,21 +177,24 @@ func (s slot) is(f uint8) bool { return s.flags&f != 0 }
 func (s slot) live() bool      { return s.packed != 0 && !s.is(closed) }
 func (s slot) stamp() Stamp    { return unpack(s.packed) }
 
-// tomb names a closed group, or the record of a replaced own room, to
-// reclaim (see reclaimQueue). A closed group's tomb is void if the group has
-// moved on since (a newer create), which its packed stamp detects. The
-// stamp is kept in two halves, so that a tomb is 12 bytes, not 16: a large
-// view keeps thousands.
-type tomb struct {
-	id     groupID
-	lo, hi uint32 // the packed stamp
+// voidTomb notes that group id leaves the closed state whose tomb was
+// pushed when it closed. A tomb is only the group's id, 4 bytes where the
+// stamp it was pushed for would make it 12 (a large view keeps thousands),
+// so which of a group's tombs is its current one follows from counting: a
+// closed slot has exactly one tomb of its own waiting, the last of its
+// group's, unless that one has already passed while messages to a newer
+// incarnation were held (spent); every earlier tomb of the group is void,
+// counted in v.void, and passes doing nothing.
+func (v *View) voidTomb(id groupID) {
+	if _, ok := v.spent[id]; ok {
+		delete(v.spent, id)
+		return
+	}
+	if v.void == nil {
+		v.void = make(map[groupID]int32)
+	}
+	v.void[id]++
 }
-
-func newTomb(id groupID, packed uint64) tomb {
-	return tomb{id, uint32(packed), uint32(packed >> 32)}
-}
-
-func (t tomb) packed() uint64 { return uint64(t.hi)<<32 | uint64(t.lo) }
 
 // owned follows a room this user created until its fate is known: closed
 // (counted at once), replaced by a concurrent duplicate (counted once no
@@ -445,6 +450,9 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 	g := ev.Group
 	prev, wasLive := s.stamp(), s.live()
 	closing := ev.Kind == CloseEvent
+	if s.is(closed) {
+		v.voidTomb(g.id)
+	}
 	s.packed = ev.Room.pack()
 	if s.is(viaState) && g.Has(v.self) {
 		s.flags |= member // a slot made from a snapshot learns its members here
@@ -477,7 +485,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		if v.log {
 			v.logClose(ev, now)
 		}
-		v.tombs.push(newTomb(g.id, s.packed), v.epoch)
+		v.tombs.push(g.id, v.epoch)
 	case s.is(member) && !s.is(listed):
 		// A newer create replaced a room learned from a state transfer,
 		// whose members were unknown: now they are.
@@ -637,7 +645,7 @@ func (v *View) replaceOwn(s Stamp) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
-		v.replacedOwn.push(newTomb(0, s.pack()), v.epoch)
+		v.replacedOwn.push(s.pack(), v.epoch)
 	}
 }
 
@@ -704,12 +712,15 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 		if s.packed != rs.Packed {
 			s.flags |= viaState
 		}
+		if s.is(closed) {
+			v.voidTomb(rs.ID)
+		}
 		s.packed = rs.Packed
 		s.flags &^= closed
 		if rs.Closed {
 			s.flags |= closed
 			v.closeOwn(unpack(rs.Packed))
-			v.tombs.push(newTomb(rs.ID, s.packed), v.epoch)
+			v.tombs.push(rs.ID, v.epoch)
 		} else {
 			v.live++ // a newer incarnation: listed once its create comes (adopt)
 		}
@@ -815,16 +826,29 @@ func (v *View) list(s *slot, g *Group) {
 // later than horizon before it had applied all of those: closed groups, and
 // records of replaced own rooms.
 func (v *View) Expire(stable, horizon uint64) {
-	v.tombs.expire(stable, horizon, func(t tomb) {
-		// Void if a newer create revived the group, or if messages to a
-		// newer incarnation are waiting for it.
-		if s, ok := v.lookup(t.id); ok && s.packed == t.packed() && s.is(closed) && !s.is(holds) {
-			v.rooms.delete(t.id)
+	v.tombs.expire(stable, horizon, func(id groupID) {
+		if n := v.void[id]; n > 0 {
+			if n == 1 {
+				delete(v.void, id)
+			} else {
+				v.void[id] = n - 1
+			}
+			return
 		}
+		// The group is still in the closed state this tomb was pushed
+		// for. Messages to a newer incarnation waiting for it keep it.
+		if s, _ := v.lookup(id); s.is(holds) {
+			if v.spent == nil {
+				v.spent = make(map[groupID]struct{})
+			}
+			v.spent[id] = struct{}{}
+			return
+		}
+		v.rooms.delete(id)
 	})
-	v.replacedOwn.expire(stable, horizon, func(t tomb) {
+	v.replacedOwn.expire(stable, horizon, func(packed uint64) {
 		// A close of it, had there been one, has come by now.
-		if s := unpack(t.packed()); v.owned[s].replaced {
+		if s := unpack(packed); v.owned[s].replaced {
 			delete(v.owned, s)
 			v.Duplicates++
 		}
@@ -839,9 +863,9 @@ func (v *View) Expire(stable, horizon uint64) {
 // order they came, since epochs and horizons only grow, so they wait in
 // one queue, those in the second phase first; and since many share an
 // epoch (every close applied in one lockstep tick does), the epochs are
-// kept apart as runs: a tomb costs 12 bytes.
-type reclaimQueue struct {
-	tombs                  queue[tomb]
+// kept apart as runs: a tomb costs only what names it.
+type reclaimQueue[T any] struct {
+	tombs                  queue[T]
 	untilClosed, untilSent queue[epochRun] // the runs of tombs in each phase, in order
 }
 
@@ -852,10 +876,10 @@ type epochRun struct {
 }
 
 // len is how many tombs wait.
-func (q *reclaimQueue) len() int { return q.tombs.len() }
+func (q *reclaimQueue[T]) len() int { return q.tombs.len() }
 
 // push adds a tomb for a close applied in epoch e.
-func (q *reclaimQueue) push(t tomb, e uint64) {
+func (q *reclaimQueue[T]) push(t T, e uint64) {
 	q.tombs.push(t)
 	addRun(&q.untilClosed, e, 1)
 }
@@ -871,7 +895,7 @@ func addRun(runs *queue[epochRun], e uint64, n int) {
 
 // expire moves on what stable allows, calling done for each tomb that has
 // passed both phases.
-func (q *reclaimQueue) expire(stable, horizon uint64, done func(tomb)) {
+func (q *reclaimQueue[T]) expire(stable, horizon uint64, done func(T)) {
 	for q.untilClosed.len() > 0 && q.untilClosed.front().e < stable {
 		addRun(&q.untilSent, horizon, q.untilClosed.pop().n)
 	}

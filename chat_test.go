@@ -356,6 +356,7 @@ func TestLearnKnowsUsersInOrder(t *testing.T) {
 func TestExpireReclaims(t *testing.T) {
 	t.Run("two phases", expireInTwoPhases)
 	t.Run("revived", expireRevived)
+	t.Run("closed twice", expireClosedTwice)
 	t.Run("held", expireHeld)
 }
 
@@ -409,6 +410,46 @@ func expireRevived(t *testing.T) {
 	}
 }
 
+// A group closed, created again and closed again has two tombs waiting,
+// each 4 bytes that name only the group: the first passing must not
+// reclaim the second close's tombstone, which waits its own two phases.
+func expireClosedTwice(t *testing.T) {
+	w := newWorld(t, 3)
+	g := w.group(1, 2, 3)
+	epoch := func(e uint64) {
+		for _, v := range w.views {
+			v.SetEpoch(e)
+		}
+	}
+	epoch(3)
+	w.all(w.v(1).Create(g, 0))
+	w.all(w.v(1).Close(0, 0))
+	epoch(6)
+	w.all(w.v(1).Create(g, 0))
+	w.all(w.v(1).Close(0, 0))
+	v := w.v(2)
+	for _, step := range []struct {
+		stable, epoch uint64
+		entries       int
+	}{
+		{4, 4, 1}, // the first close's epoch is stable: its tomb waits for 4
+		{5, 5, 1}, // the first tomb passes, void: the group has closed again since
+		{7, 7, 1}, // the second close's epoch is stable: its tomb waits for 7
+		{8, 8, 0}, // it passes: reclaimed
+	} {
+		v.Expire(step.stable, step.epoch)
+		if v.entries() != step.entries {
+			t.Fatalf("stable %d, epoch %d: %d entries, want %d", step.stable, step.epoch, v.entries(), step.entries)
+		}
+		if err := v.invariants(); err != nil {
+			t.Fatalf("stable %d: %v", step.stable, err)
+		}
+	}
+	if len(v.void) != 0 || len(v.spent) != 0 {
+		t.Errorf("bookkeeping left: %d void, %d spent", len(v.void), len(v.spent))
+	}
+}
+
 // A closed entry waiting on messages to a newer room is kept.
 func expireHeld(t *testing.T) {
 	w2 := newWorld(t, 3)
@@ -428,6 +469,15 @@ func expireHeld(t *testing.T) {
 	w2.deliver(3, next)
 	if w2.v(3).HeldCount() != 0 || w2.v(3).Deliveries != 1 {
 		t.Errorf("held message not delivered after the create")
+	}
+	// Its tomb has passed: the close of next is the only one waiting.
+	w2.deliver(3, w2.v(1).Close(0, time.Second))
+	if err := w2.v(3).invariants(); err != nil {
+		t.Fatal(err)
+	}
+	reclaimAll(w2.v(3))
+	if v := w2.v(3); v.entries() != 0 || len(v.void) != 0 || len(v.spent) != 0 {
+		t.Errorf("after the second close: %d entries, %d void, %d spent", v.entries(), len(v.void), len(v.spent))
 	}
 }
 

@@ -217,7 +217,7 @@ const stopShare = 0.85
 // deliveryBytes is what a delivery applied may add to the heap: a create
 // is a room in a view, an 8-byte word in its window (see slotTable), up to
 // twice that while the window grows, 16 bytes in the member list of a view
-// that is in it, and 12 in a reclaim queue once it closes, with their
+// that is in it, and 4 in a reclaim queue once it closes, with their
 // queues' slack; the delivery itself waits in an inbox or a lockstep
 // bucket: an estimate on the safe side.
 const deliveryBytes = 64

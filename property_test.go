@@ -351,18 +351,60 @@ func (v *View) invariants() error {
 	if live != v.live || held != v.nHeld || len(v.held) > held || mined != len(v.joined) {
 		return fmt.Errorf("counts live %d held %d joined %d, slots say %d, %d and %d", v.live, v.nHeld, len(v.joined), live, held, mined)
 	}
-	for _, q := range []*reclaimQueue{&v.tombs, &v.replacedOwn} {
-		runs := slices.Concat(q.untilSent.items[q.untilSent.head:], q.untilClosed.items[q.untilClosed.head:])
-		n := 0
-		for i, r := range runs {
-			n += r.n
-			if r.n <= 0 || i > 0 && i != q.untilSent.len() && r.e <= runs[i-1].e {
-				return fmt.Errorf("reclaim runs out of order: %v", runs)
-			}
+	if err := runsInvariants(&v.tombs); err != nil {
+		return err
+	}
+	if err := runsInvariants(&v.replacedOwn); err != nil {
+		return err
+	}
+	// Every closed slot has one tomb of its own waiting, unless it is
+	// spent, and every other tomb of its group is counted void.
+	tombs := map[groupID]int32{}
+	for _, id := range v.tombs.tombs.items[v.tombs.tombs.head:] {
+		tombs[id]++
+	}
+	for id := range v.spent {
+		if s, ok := v.lookup(id); !ok || !s.is(closed) {
+			return fmt.Errorf("group %d spent but not closed", id)
 		}
-		if n != q.tombs.len() {
-			return fmt.Errorf("reclaim runs count %d tombs of %d", n, q.tombs.len())
+	}
+	for id, n := range tombs {
+		s, _ := v.lookup(id)
+		_, spent := v.spent[id]
+		own := int32(0)
+		if s.is(closed) && !spent {
+			own = 1
 		}
+		if n != v.void[id]+own {
+			return fmt.Errorf("group %d: %d tombs, %d void, closed %v, spent %v", id, n, v.void[id], s.is(closed), spent)
+		}
+	}
+	for key, s := range v.slots() {
+		if _, spent := v.spent[key]; s.is(closed) && !spent && tombs[key] == 0 {
+			return fmt.Errorf("chat %s closed with no tomb", s.stamp())
+		}
+	}
+	for id := range v.void {
+		if tombs[id] == 0 {
+			return fmt.Errorf("group %d: void tombs counted, none waiting", id)
+		}
+	}
+	return nil
+}
+
+// runsInvariants checks that a reclaim queue's runs are in order and
+// count its tombs.
+func runsInvariants[T any](q *reclaimQueue[T]) error {
+	runs := slices.Concat(q.untilSent.items[q.untilSent.head:], q.untilClosed.items[q.untilClosed.head:])
+	n := 0
+	for i, r := range runs {
+		n += r.n
+		if r.n <= 0 || i > 0 && i != q.untilSent.len() && r.e <= runs[i-1].e {
+			return fmt.Errorf("reclaim runs out of order: %v", runs)
+		}
+	}
+	if n != q.tombs.len() {
+		return fmt.Errorf("reclaim runs count %d tombs of %d", n, q.tombs.len())
 	}
 	return nil
 }
