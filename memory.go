@@ -206,7 +206,7 @@ func roundUp(b uint64) uint64 { return (b + 1<<20 - 1) &^ (1<<20 - 1) }
 type memWatch struct {
 	limit   uint64
 	perTick float64 // deliveries the creates of one stretch between checks send, at most
-	cost    float64 // bytes a delivery applied may add
+	cost    float64 // bytes a delivery may add, from its sending to its applying
 	samples []metrics.Sample
 }
 
@@ -214,13 +214,18 @@ type memWatch struct {
 // stretch of creates ahead, before the run stops.
 const stopShare = 0.85
 
-// deliveryBytes is what a delivery applied may add to the heap: a create
-// is a room in a view, an 8-byte word in its window (see slotTable), up to
-// twice that while the window grows, 16 bytes in the member list of a view
-// that is in it, and 4 in a reclaim queue once it closes, with their
-// queues' slack; the delivery itself waits in an inbox or a lockstep
-// bucket: an estimate on the safe side.
+// deliveryBytes is what a delivery may add to the heap from its sending
+// to its applying: itself, waiting in an inbox or a lockstep bucket, and
+// what applying it adds, appliedBytes: an estimate on the safe side.
 const deliveryBytes = 64
+
+// appliedBytes is what applying a delivery may add beyond the delivery
+// itself, which is in the heap already while it waits: a create is a room
+// in a view, an 8-byte word in its window (see slotTable), up to twice
+// that while the window grows, 16 bytes in the member list of a view that
+// is in it, and 4 in a reclaim queue once it closes, with the queues'
+// slack; a message applied adds nothing that lasts.
+const appliedBytes = 40
 
 // newMemWatch watches a run for its limit.
 func newMemWatch(c Config) *memWatch {
@@ -235,7 +240,7 @@ func newMemWatch(c Config) *memWatch {
 func (m *memWatch) over(pending int64) bool {
 	metrics.Read(m.samples)
 	live, objects := sampleUint(m.samples[0]), sampleUint(m.samples[1])
-	ahead := float64(live) + m.cost*(float64(pending)+m.perTick)
+	ahead := float64(live) + (m.cost-(deliveryBytes-appliedBytes))*float64(pending) + m.cost*m.perTick
 	limit := float64(m.limit)
 	return ahead >= stopShare*limit || float64(objects) >= 0.95*limit
 }
