@@ -36,6 +36,8 @@ type View struct {
 	inc   uint32 // the user's incarnation, after a restart: see restart.go
 
 	rooms       slotTable             // what the view knows of each group: see lookup
+	book        stampBook             // the run's: one stamp of each group; nil for a view alone
+	stamps      map[groupID]uint64    // the stamps of slots the book does not hold: see decode
 	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
 	live        int                   // live rooms in this view
 	tombs       reclaimQueue[groupID] // closed groups waiting to be reclaimed: see voidTomb
@@ -98,12 +100,23 @@ func (c *Counts) add(o *Counts) {
 	c.StateRooms += o.StateRooms
 }
 
+// stampBook is the run's record of one stamp for each group id, that of
+// a create of it, written by its creator (see groupNames) and never
+// changed: it holds nothing a create did not carry. A view's word names
+// the stamp the book holds in two bits where the stamp itself would take
+// 59, so a (user, room) pair costs 4 bytes, not 8.
+type stampBook interface {
+	stampOf(id groupID) uint64 // 0 if none is written yet
+}
+
 // slot is what a view knows about one group. A view keeps one for every
 // live room and every recent tombstone, and every event applied touches
-// one, so in the view's table it is one word, by the group's id: the flags in
-// the low flagBits bits, and above them the packed stamp or, for a listed
-// room, joinedAt, the stamp then living in View.joined (see lookup and
-// store). Held-back messages, which are rare, wait in View.held.
+// one, so in the view's table it is one 32-bit word, by the group's id:
+// the flags in the low flagBits bits, and above them, for a listed room,
+// joinedAt, the stamp then living in View.joined, or else where the stamp
+// is: most often the run's stampBook, since most groups have one
+// incarnation (see decode and store). Held-back messages, which are rare,
+// wait in View.held.
 type slot struct {
 	packed   uint64 // packed stamp of the greatest incarnation seen; 0 while only held messages are known
 	joinedAt int32  // index in View.joined, when listed
@@ -134,31 +147,72 @@ func (v *View) lookup(id groupID) (slot, bool) {
 	if w == 0 {
 		return slot{}, false
 	}
-	return v.decode(w), true
+	return v.decode(id, w), true
 }
 
-// decode unpacks a word of the view's table.
-func (v *View) decode(w uint64) slot {
+// A slot's word is 32 bits: the flags in the low flagBits, and above them
+// joinedAt for a listed room, or else where its stamp is: none (no stamp
+// yet), in the run's stampBook, or aside, in View.stamps.
+const (
+	stampNone = iota
+	stampBooked
+	stampAside
+)
+
+// decode unpacks group id's word of the view's table.
+func (v *View) decode(id groupID, w uint32) slot {
 	s := slot{flags: uint8(w & (1<<flagBits - 1))}
-	if s.is(listed) {
-		s.joinedAt = int32(w >> flagBits)
-		s.packed = v.joined[s.joinedAt].packed
-	} else {
-		s.packed = w >> flagBits
+	x := w >> flagBits
+	switch {
+	case s.is(listed):
+		s.joinedAt = int32(x)
+		s.packed = v.joined[x].packed
+	case x == stampBooked:
+		s.packed = v.book.stampOf(id)
+	case x == stampAside:
+		s.packed = v.stamps[id]
 	}
 	return s
 }
+
+// aside reports whether word w keeps its stamp in View.stamps.
+func aside(w uint32) bool { return w&uint32(listed) == 0 && w>>flagBits == stampAside }
 
 // store keeps s as what the view knows of group id. A slot that stores
 // as 0 (no stamp, no flags) is dropped: it says no more than no slot,
 // since only a group self is not in makes a slot without flags.
 func (v *View) store(id groupID, s slot) {
-	w := s.packed
-	if s.is(listed) {
+	var x uint32
+	switch {
+	case s.is(listed):
 		v.joined[s.joinedAt].packed = s.packed
-		w = uint64(s.joinedAt)
+		x = uint32(s.joinedAt)
+	case s.packed == 0:
+		x = stampNone
+	case v.book != nil && v.book.stampOf(id) == s.packed:
+		x = stampBooked
+	default:
+		x = stampAside
 	}
-	v.rooms.put(id, w<<flagBits|uint64(s.flags))
+	w := x<<flagBits | uint32(s.flags)
+	if old := v.rooms.get(id); aside(old) && !aside(w) {
+		delete(v.stamps, id)
+	}
+	if aside(w) {
+		if v.stamps == nil {
+			v.stamps = make(map[groupID]uint64)
+		}
+		v.stamps[id] = s.packed
+	}
+	v.rooms.put(id, w)
+}
+
+// forget drops what the view knows of group id.
+func (v *View) forget(id groupID) {
+	if aside(v.rooms.get(id)) {
+		delete(v.stamps, id)
+	}
+	v.rooms.delete(id)
 }
 
 // slots yields every group the view knows of, with its slot. The view must
@@ -166,7 +220,7 @@ func (v *View) store(id groupID, s slot) {
 func (v *View) slots() iter.Seq2[groupID, slot] {
 	return func(yield func(groupID, slot) bool) {
 		for k, w := range v.rooms.all() {
-			if !yield(k, v.decode(w)) {
+			if !yield(k, v.decode(k, w)) {
 				return
 			}
 		}
@@ -844,7 +898,7 @@ func (v *View) Expire(stable, horizon uint64) {
 			v.spent[id] = struct{}{}
 			return
 		}
-		v.rooms.delete(id)
+		v.forget(id)
 	})
 	v.replacedOwn.expire(stable, horizon, func(packed uint64) {
 		// A close of it, had there been one, has come by now.

@@ -27,10 +27,9 @@ func (s Stamp) Less(t Stamp) bool {
 
 // pack packs a stamp into one word whose integer order is the stamp order:
 // the clock in the high 44 bits, the uid (below 2^20, as -users allows) in
-// the low 20. A view keeps packed stamps beside its slots' flags, which
-// takes five bits more (see slot), so clocks must stay below 2^39: a clock
-// advances at most once per event sent anywhere, and 2^39 events is two
-// months at 100,000 events a second, beyond any run.
+// the low 20, so clocks must stay below 2^44: a clock advances at most
+// once per event sent anywhere, and 2^44 events is five years at 100,000
+// events a second, beyond any run.
 func (s Stamp) pack() uint64 { return s.Clock<<uidBits | uint64(s.UID) }
 
 // unpack is the inverse of pack.
@@ -76,6 +75,8 @@ type groupID uint32
 // groupNames. A creator names the group of a create before it sends it.
 type namer interface {
 	name(g *Group) *Group
+	record(create *Event) // see stampBook
+	stampBook
 }
 
 // words is the bitset length that holds uids 1..n.

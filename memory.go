@@ -221,7 +221,7 @@ const deliveryBytes = 64
 
 // appliedBytes is what applying a delivery may add beyond the delivery
 // itself, which is in the heap already while it waits: a create is a room
-// in a view, an 8-byte word in its window (see slotTable), up to twice
+// in a view, a 4-byte word in its window (see slotTable), up to twice
 // that while the window grows, 16 bytes in the member list of a view that
 // is in it, and 4 in a reclaim queue once it closes, with the queues'
 // slack; a message applied adds nothing that lasts.

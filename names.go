@@ -1,6 +1,9 @@
 package main
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // groupNames is the run's naming table of groups: a dense id for each
 // group key, handed out in the order groups are first created, so that a
@@ -13,10 +16,19 @@ import "sync"
 // An id is the same in every view of a run, but which group gets which id
 // may depend on the order users run in, so nothing printed may depend on
 // an id.
+//
+// It is also the run's stampBook: for each id, the stamp of one create of
+// the group, the first whose creator recorded it, in chunks of stampChunk
+// that are never moved, so that views read them without a lock while
+// creators write.
 type groupNames struct {
-	mu  sync.Mutex
-	ids map[groupKey]groupID
+	mu     sync.Mutex
+	ids    map[groupKey]groupID
+	stamps [1 << 32 / stampChunk]atomic.Pointer[[stampChunk]atomic.Uint64]
 }
+
+// stampChunk is how many ids' stamps a chunk of the book holds: 512 KiB.
+const stampChunk = 1 << 16
 
 func newGroupNames() *groupNames { return &groupNames{ids: make(map[groupKey]groupID)} }
 
@@ -34,8 +46,29 @@ func (n *groupNames) name(g *Group) *Group {
 			panic("chatsim: more than 2^32-1 groups in one run")
 		}
 		n.ids[g.key] = id
+		if n.stamps[id/stampChunk].Load() == nil {
+			n.stamps[id/stampChunk].Store(new([stampChunk]atomic.Uint64))
+		}
 	}
 	n.mu.Unlock()
 	g.id = id
 	return g
+}
+
+// record writes the stamp of create ev in the book, unless one is there:
+// the creator calls it before it sends the create, so any view that has
+// the create can find it.
+func (n *groupNames) record(ev *Event) {
+	if c := n.stamps[ev.Group.id/stampChunk].Load(); c != nil {
+		c[ev.Group.id%stampChunk].CompareAndSwap(0, ev.Room.pack())
+	}
+}
+
+// stampOf returns the stamp the book holds for id, 0 if none. A group
+// named by another table (a test's) has none here.
+func (n *groupNames) stampOf(id groupID) uint64 {
+	if c := n.stamps[id/stampChunk].Load(); c != nil {
+		return c[id%stampChunk].Load()
+	}
+	return 0
 }

@@ -145,6 +145,9 @@ func newPeer(uid int32, cfg peerConfig, rng *rand.Rand) *Peer {
 	p := &Peer{uid: uid, cfg: cfg, rng: rng, online: !cfg.latecomer, stab: newStability(uid, cfg.users)}
 	p.stab.inc = cfg.inc
 	p.view = NewView(uid, cfg.log)
+	if cfg.names != nil {
+		p.view.book = cfg.names
+	}
 	if !cfg.crash {
 		p.view.stab = p.stab // else a send is settled by its acknowledgement: see links
 	}
@@ -366,7 +369,11 @@ func (p *Peer) roll(now time.Duration) *Event {
 	v := p.view
 	switch p.rng.IntN(3) {
 	case 0:
-		return v.Create(p.cfg.names.name(pickGroup(p.rng, p.cfg.users, p.uid, v.Known())), now)
+		ev := v.Create(p.cfg.names.name(pickGroup(p.rng, p.cfg.users, p.uid, v.Known())), now)
+		if ev != nil {
+			p.cfg.names.record(ev)
+		}
+		return ev
 	case 1:
 		return v.Send(p.pick(v.RoomCount()), now)
 	default:

@@ -351,6 +351,18 @@ func (v *View) invariants() error {
 	if live != v.live || held != v.nHeld || len(v.held) > held || mined != len(v.joined) {
 		return fmt.Errorf("counts live %d held %d joined %d, slots say %d, %d and %d", v.live, v.nHeld, len(v.joined), live, held, mined)
 	}
+	asides := 0
+	for key, w := range v.rooms.all() {
+		if aside(w) {
+			asides++
+			if v.stamps[key] == 0 {
+				return fmt.Errorf("group %d: its stamp is aside, and not there", key)
+			}
+		}
+	}
+	if asides != len(v.stamps) {
+		return fmt.Errorf("%d stamps aside for %d words that say so", len(v.stamps), asides)
+	}
 	if err := runsInvariants(&v.tombs); err != nil {
 		return err
 	}

@@ -10,9 +10,9 @@ import (
 // groups of recent ids, and a hash table, spill, for the few of older ids
 // still kept. Ids are handed out in the order groups are first created,
 // and every create reaches every user, so a view knows nearly every group
-// of its window: a (user, group) pair costs 8 bytes there, where a hash
-// table of keys costs about 26 (16-byte entries, half to three-quarters
-// full), and a lookup is two loads. Nothing in a page is a pointer, so the
+// of its window: a (user, group) pair costs a 4-byte word there (see
+// View.decode), where a hash table of keys costs about 13 (8-byte
+// entries, half to three-quarters full), and a lookup is two loads. Nothing in a page is a pointer, so the
 // garbage collector never scans the words. The window grows a page at a
 // time, so growing copies nothing (a slice grown by a quarter at a time
 // copied each word four times over), and a page is let go as soon as it
@@ -35,11 +35,11 @@ type slotTable struct {
 
 // windowPage is pageWords consecutive ids' words, and how many are not 0.
 type windowPage struct {
-	words [pageWords]uint64
-	n     int
+	words [pageWords]uint32
+	n     int32
 }
 
-// pageWords is the length of a page: 512 bytes of words.
+// pageWords is the length of a page: 256 bytes of words.
 const pageWords = 64
 
 func (t *slotTable) len() int { return t.inPages + t.spill.len() }
@@ -56,7 +56,7 @@ func (t *slotTable) at(id groupID) (*windowPage, int, int) {
 }
 
 // get returns the word of group id, or 0 if the table has none.
-func (t *slotTable) get(id groupID) uint64 {
+func (t *slotTable) get(id groupID) uint32 {
 	if id < t.lo {
 		return t.spill.get(id)
 	}
@@ -67,7 +67,7 @@ func (t *slotTable) get(id groupID) uint64 {
 }
 
 // put sets the word of group id; a word of 0 deletes it.
-func (t *slotTable) put(id groupID, w uint64) {
+func (t *slotTable) put(id groupID, w uint32) {
 	if w == 0 {
 		t.delete(id)
 		return
@@ -140,7 +140,7 @@ func (t *slotTable) cut() {
 	c, held := 0, 0
 	for p, pg := range t.pages {
 		if pg != nil {
-			held += pg.n
+			held += int(pg.n)
 		}
 		if 8*held <= (p+1)*pageWords {
 			c = p + 1
@@ -158,7 +158,7 @@ func (t *slotTable) cut() {
 				t.spill.put(t.lo+groupID(p*pageWords+k), w)
 			}
 		}
-		t.inPages -= pg.n
+		t.inPages -= int(pg.n)
 		t.pages[p] = nil
 	}
 	t.pages, t.lo = t.pages[c:], t.lo+groupID(c*pageWords)
@@ -167,8 +167,8 @@ func (t *slotTable) cut() {
 
 // all yields every group id and its word, in no particular order. The
 // table must not change meanwhile.
-func (t *slotTable) all() iter.Seq2[groupID, uint64] {
-	return func(yield func(groupID, uint64) bool) {
+func (t *slotTable) all() iter.Seq2[groupID, uint32] {
+	return func(yield func(groupID, uint32) bool) {
 		for p, pg := range t.pages {
 			if pg == nil {
 				continue
@@ -187,9 +187,9 @@ func (t *slotTable) all() iter.Seq2[groupID, uint64] {
 	}
 }
 
-// spillTable is the part of a slotTable outside its window: 16-byte
+// spillTable is the part of a slotTable outside its window: 8-byte
 // entries with no pointers.
-type spillTable = hashTable[groupID, uint64]
+type spillTable = hashTable[groupID, uint32]
 
 // hashTable is a table of values by key, for keys that start at 1 (group
 // ids, uids): open addressing with linear probing over one slice of

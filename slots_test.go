@@ -15,13 +15,13 @@ func TestSpillTableMatchesMap(t *testing.T) {
 	for seed := range uint64(60) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		var tab spillTable
-		want := map[groupID]uint64{}
+		want := map[groupID]uint32{}
 		space := 4 + rng.IntN(400)
 		for range 20000 {
 			k := groupID(1 + rng.IntN(space))
 			switch rng.IntN(5) {
 			case 0, 1:
-				w := 1 + rng.Uint64N(1<<60)
+				w := 1 + rng.Uint32N(1<<31)
 				tab.put(k, w)
 				want[k] = w
 			case 2, 3:
@@ -74,7 +74,7 @@ func TestSlotTableMatchesMap(t *testing.T) {
 	for seed := range uint64(40) {
 		rng := rand.New(rand.NewPCG(seed, 2))
 		var tab slotTable
-		want := map[groupID]uint64{}
+		want := map[groupID]uint32{}
 		var live []groupID // in the order they came
 		next := groupID(1)
 		sliding := seed%2 == 0
@@ -103,7 +103,7 @@ func TestSlotTableMatchesMap(t *testing.T) {
 					tab.delete(id)
 					delete(want, id)
 				} else {
-					w := 1 + rng.Uint64N(1<<60)
+					w := 1 + rng.Uint32N(1<<31)
 					if _, ok := want[id]; !ok {
 						live = append(live, id)
 					}
@@ -146,7 +146,7 @@ func TestSlotTableMatchesMap(t *testing.T) {
 					n++
 				}
 			}
-			if n == 0 || n != pg.n {
+			if n == 0 || n != int(pg.n) {
 				t.Fatalf("seed %d: page %d holds %d words and says %d", seed, p, n, pg.n)
 			}
 		}
@@ -167,7 +167,7 @@ func TestSlotTableMatchesMap(t *testing.T) {
 func TestSlotTableAllocs(t *testing.T) {
 	var tab slotTable
 	for id := range groupID(1000) {
-		tab.put(id+1, uint64(id)+1)
+		tab.put(id+1, uint32(id)+1)
 	}
 	for id := range groupID(900) {
 		if id+1 != 3 {
