@@ -101,8 +101,9 @@ func (c *Counts) add(o *Counts) {
 }
 
 // stampBook is the run's record of one stamp for each group id, that of
-// a create of it, written by its creator (see groupNames) and never
-// changed: it holds nothing a create did not carry. A view's word names
+// the create that named it, written by its creator as it named the group
+// (see groupNames) and never changed: it holds nothing a create did not
+// carry. A view's word names
 // the stamp the book holds in two bits where the stamp itself would take
 // 59, so a (user, room) pair costs 4 bytes, not 8.
 type stampBook interface {
@@ -414,6 +415,10 @@ func (v *View) newEvent(k EventKind, g *Group) *Event {
 	v.clock++
 	return &Event{Kind: k, From: v.self, Clock: v.clock, Group: g, Epoch: v.epoch}
 }
+
+// NextStamp is the stamp the view's next event will carry, which names
+// the room if that event is a create.
+func (v *View) NextStamp() Stamp { return Stamp{v.clock + 1, v.self} }
 
 // SetEpoch raises the epoch the view's next events are sent in: its
 // user's tick, and the epoch of every event it applies, so that the

@@ -36,7 +36,7 @@ func newGroup(n int, uids ...int32) *Group {
 		g.add(u)
 	}
 	g.seal()
-	return testNames.name(g)
+	return testNames.name(g, 0)
 }
 
 // testNames names the groups of tests that drive views without a run:

@@ -74,8 +74,7 @@ type groupID uint32
 // namer gives each group its id before any view sees it: the run's
 // groupNames. A creator names the group of a create before it sends it.
 type namer interface {
-	name(g *Group) *Group
-	record(create *Event) // see stampBook
+	name(g *Group, first uint64) *Group // first: the packed stamp of the create that names it
 	stampBook
 }
 

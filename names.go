@@ -1,9 +1,6 @@
 package main
 
-import (
-	"sync"
-	"sync/atomic"
-)
+import "sync"
 
 // groupNames is the run's naming table of groups: a dense id for each
 // group key, handed out in the order groups are first created, so that a
@@ -17,14 +14,13 @@ import (
 // may depend on the order users run in, so nothing printed may depend on
 // an id.
 //
-// It is also the run's stampBook: for each id, the stamp of one create of
-// the group, the first whose creator recorded it, in chunks of stampChunk
-// that are never moved, so that views read them without a lock while
-// creators write.
+// It is also the run's stampBook: for each id, the stamp of the create
+// that named it, in chunks of stampChunk that never move, so that views
+// read them without a lock while creators name more.
 type groupNames struct {
 	mu     sync.Mutex
 	ids    map[groupKey]groupID
-	stamps [1 << 32 / stampChunk]atomic.Pointer[[stampChunk]atomic.Uint64]
+	stamps [1 << 32 / stampChunk]*[stampChunk]uint64
 }
 
 // stampChunk is how many ids' stamps a chunk of the book holds: 512 KiB.
@@ -33,8 +29,9 @@ const stampChunk = 1 << 16
 func newGroupNames() *groupNames { return &groupNames{ids: make(map[groupKey]groupID)} }
 
 // name gives g the id of its key, a new one if the key has none, and
-// returns g; nil stays nil.
-func (n *groupNames) name(g *Group) *Group {
+// returns g; nil stays nil. first is the packed stamp of the create that
+// names g (0 if none), which the book keeps for a new id.
+func (n *groupNames) name(g *Group, first uint64) *Group {
 	if g == nil {
 		return nil
 	}
@@ -46,29 +43,25 @@ func (n *groupNames) name(g *Group) *Group {
 			panic("chatsim: more than 2^32-1 groups in one run")
 		}
 		n.ids[g.key] = id
-		if n.stamps[id/stampChunk].Load() == nil {
-			n.stamps[id/stampChunk].Store(new([stampChunk]atomic.Uint64))
+		c := n.stamps[id/stampChunk]
+		if c == nil {
+			c = new([stampChunk]uint64)
+			n.stamps[id/stampChunk] = c
 		}
+		c[id%stampChunk] = first
 	}
 	n.mu.Unlock()
 	g.id = id
 	return g
 }
 
-// record writes the stamp of create ev in the book, unless one is there:
-// the creator calls it before it sends the create, so any view that has
-// the create can find it.
-func (n *groupNames) record(ev *Event) {
-	if c := n.stamps[ev.Group.id/stampChunk].Load(); c != nil {
-		c[ev.Group.id%stampChunk].CompareAndSwap(0, ev.Room.pack())
-	}
-}
-
 // stampOf returns the stamp the book holds for id, 0 if none. A group
-// named by another table (a test's) has none here.
+// named by another table (a test's) has none here. It reads without a
+// lock: whoever asks about id learned it from a create or a snapshot
+// sent after the id was named, and name wrote the stamp before that.
 func (n *groupNames) stampOf(id groupID) uint64 {
-	if c := n.stamps[id/stampChunk].Load(); c != nil {
-		return c[id%stampChunk].Load()
+	if c := n.stamps[id/stampChunk]; c != nil {
+		return c[id%stampChunk]
 	}
 	return 0
 }

@@ -369,11 +369,7 @@ func (p *Peer) roll(now time.Duration) *Event {
 	v := p.view
 	switch p.rng.IntN(3) {
 	case 0:
-		ev := v.Create(p.cfg.names.name(pickGroup(p.rng, p.cfg.users, p.uid, v.Known())), now)
-		if ev != nil {
-			p.cfg.names.record(ev)
-		}
-		return ev
+		return v.Create(p.cfg.names.name(pickGroup(p.rng, p.cfg.users, p.uid, v.Known()), v.NextStamp().pack()), now)
 	case 1:
 		return v.Send(p.pick(v.RoomCount()), now)
 	default:

@@ -123,7 +123,7 @@ func (h *history) group(u int32) *Group {
 		g.add(u%int32(h.w.n) + 1)
 		g.seal()
 	}
-	return testNames.name(g)
+	return testNames.name(g, 0)
 }
 
 func (h *history) apply(i int) {
