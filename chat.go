@@ -38,7 +38,7 @@ type View struct {
 	rooms       slotTable             // what the view knows of each group: see lookup
 	book        stampBook             // the run's: one stamp of each group; nil for a view alone
 	stamps      map[groupID]uint64    // the stamps of slots the book does not hold: see decode
-	joined      []joinedRoom          // live rooms self is a member of; slot.joinedAt indexes it
+	joined      []*Group              // live rooms self is a member of; slot.joinedAt indexes it
 	live        int                   // live rooms in this view
 	tombs       reclaimQueue[groupID] // closed groups waiting to be reclaimed: see voidTomb
 	void        map[groupID]int32     // tombs in tombs for a state the group has left since
@@ -113,22 +113,14 @@ type stampBook interface {
 // slot is what a view knows about one group. A view keeps one for every
 // live room and every recent tombstone, and every event applied touches
 // one, so in the view's table it is one 32-bit word, by the group's id:
-// the flags in the low flagBits bits, and above them, for a listed room,
-// joinedAt, the stamp then living in View.joined, or else where the stamp
-// is: most often the run's stampBook, since most groups have one
-// incarnation (see decode and store). Held-back messages, which are rare,
-// wait in View.held.
+// the flags in the low flagBits bits, and above them where the stamp is,
+// most often the run's stampBook, since most groups have one incarnation,
+// and for a listed room its joinedAt too (see decode and store).
+// Held-back messages, which are rare, wait in View.held.
 type slot struct {
 	packed   uint64 // packed stamp of the greatest incarnation seen; 0 while only held messages are known
 	joinedAt int32  // index in View.joined, when listed
 	flags    uint8
-}
-
-// joinedRoom is a live room self is a member of: its group, for picking
-// the room of an action, and the packed stamp its slot does not hold.
-type joinedRoom struct {
-	group  *Group
-	packed uint64
 }
 
 // The flags of a slot.
@@ -152,8 +144,9 @@ func (v *View) lookup(id groupID) (slot, bool) {
 }
 
 // A slot's word is 32 bits: the flags in the low flagBits, and above them
-// joinedAt for a listed room, or else where its stamp is: none (no stamp
-// yet), in the run's stampBook, or aside, in View.stamps.
+// where its stamp is: none (no stamp yet), in the run's stampBook, or
+// aside, in View.stamps; for a listed room, which always has a stamp,
+// joinedAt and one bit, set if the stamp is aside.
 const (
 	stampNone = iota
 	stampBooked
@@ -166,8 +159,12 @@ func (v *View) decode(id groupID, w uint32) slot {
 	x := w >> flagBits
 	switch {
 	case s.is(listed):
-		s.joinedAt = int32(x)
-		s.packed = v.joined[x].packed
+		s.joinedAt = int32(x >> 1)
+		if x&1 == 0 {
+			s.packed = v.book.stampOf(id)
+		} else {
+			s.packed = v.stamps[id]
+		}
 	case x == stampBooked:
 		s.packed = v.book.stampOf(id)
 	case x == stampAside:
@@ -177,20 +174,27 @@ func (v *View) decode(id groupID, w uint32) slot {
 }
 
 // aside reports whether word w keeps its stamp in View.stamps.
-func aside(w uint32) bool { return w&uint32(listed) == 0 && w>>flagBits == stampAside }
+func aside(w uint32) bool {
+	if w&uint32(listed) != 0 {
+		return w>>flagBits&1 == 1
+	}
+	return w>>flagBits == stampAside
+}
 
 // store keeps s as what the view knows of group id. A slot that stores
 // as 0 (no stamp, no flags) is dropped: it says no more than no slot,
 // since only a group self is not in makes a slot without flags.
 func (v *View) store(id groupID, s slot) {
+	booked := s.packed != 0 && v.book != nil && v.book.stampOf(id) == s.packed
 	var x uint32
 	switch {
+	case s.is(listed) && booked:
+		x = uint32(s.joinedAt) << 1
 	case s.is(listed):
-		v.joined[s.joinedAt].packed = s.packed
-		x = uint32(s.joinedAt)
+		x = uint32(s.joinedAt)<<1 | 1
 	case s.packed == 0:
 		x = stampNone
-	case v.book != nil && v.book.stampOf(id) == s.packed:
+	case booked:
 		x = stampBooked
 	default:
 		x = stampAside
@@ -356,9 +360,10 @@ func (v *View) Send(i int, now time.Duration) *Event {
 	if !ok {
 		return nil
 	}
-	g := room.group
+	g := room
+	s, _ := v.lookup(g.id)
 	ev := v.newEvent(MessageEvent, g)
-	ev.Room, ev.Sent = unpack(room.packed), now
+	ev.Room, ev.Sent = s.stamp(), now
 	v.Expected += int64(g.Size() - 1)
 	id := ev.ID()
 	for r := range g.All() {
@@ -379,7 +384,7 @@ func (v *View) Close(i int, now time.Duration) *Event {
 	if !ok {
 		return nil
 	}
-	g := room.group
+	g := room
 	s, _ := v.lookup(g.id)
 	ev := v.newEvent(CloseEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
@@ -391,8 +396,8 @@ func (v *View) Close(i int, now time.Duration) *Event {
 // RoomIndex is where room s is among the live rooms self is a member of,
 // for Send and Close; -1 if self is in no such room.
 func (v *View) RoomIndex(s Stamp) int {
-	for i, r := range v.joined {
-		if r.packed == s.pack() {
+	for i, g := range v.joined {
+		if r, _ := v.lookup(g.id); r.packed == s.pack() {
 			return i
 		}
 	}
@@ -402,11 +407,11 @@ func (v *View) RoomIndex(s Stamp) int {
 // memberRoom returns the i-th live room self is a member of (modulo their
 // number), or counts and logs the action as failed and returns nil when
 // self is in no room.
-func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) (joinedRoom, bool) {
+func (v *View) memberRoom(i int, failure RecordKind, failed *int64, now time.Duration) (*Group, bool) {
 	if len(v.joined) == 0 {
 		*failed++
 		v.record(Record{T: now, Kind: failure, Reason: "I am in no chat"})
-		return joinedRoom{}, false
+		return nil, false
 	}
 	return v.joined[i%len(v.joined)], true
 }
@@ -597,13 +602,13 @@ func (v *View) logClose(ev *Event, now time.Duration) {
 func (v *View) unlist(s *slot) {
 	last := len(v.joined) - 1
 	if int(s.joinedAt) != last {
-		moved := v.joined[last].group.id
+		moved := v.joined[last].id
 		m, _ := v.lookup(moved)
 		m.joinedAt = s.joinedAt
 		v.store(moved, m)
-		v.joined[s.joinedAt].group = v.joined[last].group
+		v.joined[s.joinedAt] = v.joined[last]
 	}
-	v.joined[last] = joinedRoom{}
+	v.joined[last] = nil
 	v.joined = v.joined[:last]
 	s.flags &^= listed
 }
@@ -726,7 +731,7 @@ func (v *View) Snapshot() []RoomState {
 		if s.packed != 0 {
 			rs := RoomState{ID: k, Packed: s.packed, Closed: s.is(closed)}
 			if s.is(listed) {
-				rs.Group = v.joined[s.joinedAt].group
+				rs.Group = v.joined[s.joinedAt]
 			}
 			out = append(out, rs)
 		}
@@ -877,7 +882,7 @@ func (v *View) adopt(s slot, ev *Event, now time.Duration) {
 func (v *View) list(s *slot, g *Group) {
 	s.joinedAt = int32(len(v.joined))
 	s.flags |= listed
-	v.joined = append(v.joined, joinedRoom{g, s.packed})
+	v.joined = append(v.joined, g)
 }
 
 // Expire reclaims what can no longer matter, now that every delivery sent

@@ -333,7 +333,8 @@ func lateFloorStory(t *testing.T, n int, hold func(inTransit) bool) *testNet {
 	}
 	g := newGroup(n, members...)
 	tn.p(1).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: CreateEvent, Group: g}}, tn.ports[1])
-	room := unpack(tn.p(1).view.joined[0].packed)
+	created, _ := tn.p(1).view.lookup(g.id)
+	room := created.stamp()
 	tn.route(nil, setup)
 	tn.p(2).Step(Input{Kind: proposeInput, Now: tn.now, Proposal: Proposal{Kind: CloseEvent, Room: room}}, tn.ports[2])
 	questions := func(tr inTransit) bool {

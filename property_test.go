@@ -334,7 +334,7 @@ func (v *View) invariants() error {
 		}
 		if s.is(listed) {
 			mined++
-			if int(s.joinedAt) >= len(v.joined) || v.joined[s.joinedAt].group.id != key || !v.joined[s.joinedAt].group.Has(v.self) {
+			if int(s.joinedAt) >= len(v.joined) || v.joined[s.joinedAt].id != key || !v.joined[s.joinedAt].Has(v.self) {
 				return fmt.Errorf("chat %s: joined index %d wrong", s.stamp(), s.joinedAt)
 			}
 		}
