@@ -39,8 +39,9 @@ type windowPage struct {
 	n     int32
 }
 
-// pageWords is the length of a page: 256 bytes of words.
-const pageWords = 64
+// pageWords is the length of a page: 63 words and the page's count fill
+// 256 bytes, an allocation size class, where 64 would take 288.
+const pageWords = 63
 
 func (t *slotTable) len() int { return t.inPages + t.spill.len() }
 
