@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"iter"
+	"math"
 	"slices"
 	"time"
 )
@@ -35,19 +36,20 @@ type View struct {
 	log   bool   // whether to keep log records
 	inc   uint32 // the user's incarnation, after a restart: see restart.go
 
-	rooms       slotTable             // what the view knows of each group: see lookup
-	book        stampBook             // the run's: one stamp of each group; nil for a view alone
-	stamps      map[groupID]uint64    // the stamps of slots the book does not hold: see decode
-	joined      []*Group              // live rooms self is a member of; slot.joinedAt indexes it
-	live        int                   // live rooms in this view
-	tombs       reclaimQueue[groupID] // closed groups waiting to be reclaimed: see voidTomb
-	void        map[groupID]int32     // tombs in tombs for a state the group has left since
-	spent       map[groupID]struct{}  // closed groups whose tomb has passed, kept for held messages
-	owned       map[Stamp]owned       // own rooms not yet known to be closed
-	replacedOwn reclaimQueue[uint64]  // packed stamps of own rooms a duplicate replaced, waiting to be counted
-	held        map[groupID][]*Event  // messages to incarnations newer than the slot's, in arrival order
-	nHeld       int                   // messages held back
-	alive       []Room                // own rooms live at the end, set by Finish
+	rooms       slotTable            // what the view knows of each group: see lookup
+	book        stampBook            // the run's: one stamp of each group; nil for a view alone
+	stamps      map[groupID]uint64   // the stamps of slots the book does not hold: see decode
+	joined      []*Group             // live rooms self is a member of; slot.joinedAt indexes it
+	live        int                  // live rooms in this view
+	tombs       reclaimQueue[int16]  // closed groups waiting to be reclaimed: see voidTomb and tombIDs
+	tombIDs     idDeltas             // how tombs name their groups
+	void        map[groupID]int32    // tombs in tombs for a state the group has left since
+	spent       map[groupID]struct{} // closed groups whose tomb has passed, kept for held messages
+	owned       map[Stamp]owned      // own rooms not yet known to be closed
+	replacedOwn reclaimQueue[uint64] // packed stamps of own rooms a duplicate replaced, waiting to be counted
+	held        map[groupID][]*Event // messages to incarnations newer than the slot's, in arrival order
+	nHeld       int                  // messages held back
+	alive       []Room               // own rooms live at the end, set by Finish
 
 	records []Record   // log records not yet taken, while log is on
 	stab    *stability // counts what the view applies, for its user's reports; nil for a view alone
@@ -237,9 +239,9 @@ func (s slot) live() bool      { return s.packed != 0 && !s.is(closed) }
 func (s slot) stamp() Stamp    { return unpack(s.packed) }
 
 // voidTomb notes that group id leaves the closed state whose tomb was
-// pushed when it closed. A tomb is only the group's id, 4 bytes where the
-// stamp it was pushed for would make it 12 (a large view keeps thousands),
-// so which of a group's tombs is its current one follows from counting: a
+// pushed when it closed. A tomb names only the group (see idDeltas), not
+// the stamp it was pushed for (a large view keeps thousands of tombs), so
+// which of a group's tombs is its current one follows from counting: a
 // closed slot has exactly one tomb of its own waiting, the last of its
 // group's, unless that one has already passed while messages to a newer
 // incarnation were held (spent); every earlier tomb of the group is void,
@@ -549,7 +551,7 @@ func (v *View) transition(s slot, ev *Event, now time.Duration) {
 		if v.log {
 			v.logClose(ev, now)
 		}
-		v.tombs.push(g.id, v.epoch)
+		v.tombs.push(v.tombIDs.encode(g.id), v.epoch)
 	case s.is(member) && !s.is(listed):
 		// A newer create replaced a room learned from a state transfer,
 		// whose members were unknown: now they are.
@@ -784,7 +786,7 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 		if rs.Closed {
 			s.flags |= closed
 			v.closeOwn(unpack(rs.Packed))
-			v.tombs.push(rs.ID, v.epoch)
+			v.tombs.push(v.tombIDs.encode(rs.ID), v.epoch)
 		} else {
 			v.live++ // a newer incarnation: listed once its create comes (adopt)
 		}
@@ -890,7 +892,8 @@ func (v *View) list(s *slot, g *Group) {
 // later than horizon before it had applied all of those: closed groups, and
 // records of replaced own rooms.
 func (v *View) Expire(stable, horizon uint64) {
-	v.tombs.expire(stable, horizon, func(id groupID) {
+	v.tombs.expire(stable, horizon, func(d int16) {
+		id := v.tombIDs.decode(d)
 		if n := v.void[id]; n > 0 {
 			if n == 1 {
 				delete(v.void, id)
@@ -917,6 +920,41 @@ func (v *View) Expire(stable, horizon uint64) {
 			v.Duplicates++
 		}
 	})
+}
+
+// idDeltas names the groups of a FIFO of tombs in 2 bytes each, not 4:
+// each tomb holds its id's difference from the tomb before, which the
+// queue gives back in the same order. Groups closed one after another
+// were mostly created within a few thousand creates of each other; an id
+// too far from the one before is kept whole in far, in order, and its
+// tomb says so with farDelta.
+type idDeltas struct {
+	in, out groupID        // the last id encoded, and the last decoded
+	far     queue[groupID] // ids too far from the one before, in order
+}
+
+// farDelta marks a tomb whose id is in far.
+const farDelta = math.MinInt16
+
+// encode returns the tomb for id, the next in the queue.
+func (c *idDeltas) encode(id groupID) int16 {
+	d := int64(id) - int64(c.in)
+	c.in = id
+	if d <= farDelta || d > math.MaxInt16 {
+		c.far.push(id)
+		return farDelta
+	}
+	return int16(d)
+}
+
+// decode returns the id of tomb d, the next out of the queue.
+func (c *idDeltas) decode(d int16) groupID {
+	if d == farDelta {
+		c.out = c.far.pop()
+	} else {
+		c.out = groupID(int64(c.out) + int64(d))
+	}
+	return c.out
 }
 
 // reclaimQueue holds tombs through the two phases of View's argument: each

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -571,5 +572,51 @@ func TestStateRoomReplacedByNewerCreate(t *testing.T) {
 	}
 	if joiner.RoomCount() != 1 || joiner.Rooms()[0] != newer.Room {
 		t.Errorf("after the newer create: in %d rooms, live %v; want to be in %s", joiner.RoomCount(), joiner.Rooms(), newer.Room)
+	}
+}
+
+// Tombs name their groups by the difference from the tomb before, in 2
+// bytes, with ids too far from the one before kept whole: whatever the
+// ids and however pushes and pops interleave, the queue gives back every
+// id in order, the boundaries of the 2 bytes included.
+func TestTombIDs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var c idDeltas
+	var q queue[int16]
+	var want []groupID
+	far, last := 0, groupID(0)
+	edges := []int64{math.MaxInt16, math.MinInt16 + 1, math.MinInt16, math.MaxInt16 + 1, 0}
+	for i := range 200000 {
+		if len(want) > 0 && rng.IntN(3) == 0 {
+			if got := c.decode(q.pop()); got != want[0] {
+				t.Fatalf("step %d: decoded %d, want %d", i, got, want[0])
+			}
+			want = want[1:]
+			continue
+		}
+		var id groupID
+		switch k := rng.IntN(10); {
+		case k < 5: // near the last, as most closes are
+			id = groupID(max(1, int64(last)+int64(rng.IntN(4000))-2000))
+		case k < 7:
+			id = groupID(1 + rng.Uint32N(math.MaxUint32))
+		default:
+			id = groupID(max(1, min(math.MaxUint32, int64(last)+edges[rng.IntN(len(edges))])))
+		}
+		d := c.encode(id)
+		if d == farDelta {
+			far++
+		}
+		q.push(d)
+		want = append(want, id)
+		last = id
+	}
+	for _, w := range want {
+		if got := c.decode(q.pop()); got != w {
+			t.Fatalf("draining: decoded %d, want %d", got, w)
+		}
+	}
+	if far == 0 || c.far.len() != 0 {
+		t.Errorf("%d ids kept whole, %d left over", far, c.far.len())
 	}
 }

@@ -372,8 +372,13 @@ func (v *View) invariants() error {
 	// Every closed slot has one tomb of its own waiting, unless it is
 	// spent, and every other tomb of its group is counted void.
 	tombs := map[groupID]int32{}
-	for _, id := range v.tombs.tombs.items[v.tombs.tombs.head:] {
-		tombs[id]++
+	ids := v.tombIDs // a copy, to decode what waits without taking it
+	ids.far.items = slices.Clone(ids.far.items)
+	for _, d := range v.tombs.tombs.items[v.tombs.tombs.head:] {
+		tombs[ids.decode(d)]++
+	}
+	if ids.out != ids.in || ids.far.len() != 0 {
+		return fmt.Errorf("tombs decode to %d and %d far, encoded up to %d", ids.out, ids.far.len(), ids.in)
 	}
 	for id := range v.spent {
 		if s, ok := v.lookup(id); !ok || !s.is(closed) {
