@@ -222,9 +222,10 @@ const deliveryBytes = 64
 // appliedBytes is what applying a delivery may add beyond the delivery
 // itself, which is in the heap already while it waits: a create is a room
 // in a view, a 4-byte word in its window (see slotTable), up to twice
-// that while the window grows, 16 bytes in the member list of a view that
-// is in it, and 4 in a reclaim queue once it closes, with the queues'
-// slack; a message applied adds nothing that lasts.
+// that while the window grows, 8 bytes in the member list of a view that
+// is in it, and 2 in a reclaim queue once it closes, with the queues'
+// slack; a message applied adds nothing that lasts. It is kept on the
+// safe side of that sum.
 const appliedBytes = 40
 
 // newMemWatch watches a run for its limit.
