@@ -175,6 +175,10 @@ func (v *View) decode(id groupID, w uint32) slot {
 	return s
 }
 
+// maxJoined is how many live rooms a user can be in: joinedAt and its bit
+// fill the 27 bits above the flags.
+const maxJoined = 1 << (32 - flagBits - 1)
+
 // aside reports whether word w keeps its stamp in View.stamps.
 func aside(w uint32) bool {
 	if w&uint32(listed) != 0 {
@@ -882,6 +886,9 @@ func (v *View) adopt(s slot, ev *Event, now time.Duration) {
 
 // list adds the live room s of group g to joined.
 func (v *View) list(s *slot, g *Group) {
+	if len(v.joined) >= maxJoined {
+		panic("chatsim: a user in more than 2^26 live rooms")
+	}
 	s.joinedAt = int32(len(v.joined))
 	s.flags |= listed
 	v.joined = append(v.joined, g)

@@ -220,7 +220,10 @@ const stopShare = 0.85
 const deliveryBytes = 64
 
 // appliedBytes is what applying a delivery may add beyond the delivery
-// itself, which is in the heap already while it waits: a create is a room
+// itself, which was allocated when it was sent (a lockstep bucket's 8
+// bytes, or a slot of an inbox made up front; the live heap the collector
+// last marked may not count it yet, but the objects the watch also checks
+// do, and deliveryBytes covers it for the tick ahead): a create is a room
 // in a view, a 4-byte word in its window (see slotTable), up to twice
 // that while the window grows, 8 bytes in the member list of a view that
 // is in it, and 2 in a reclaim queue once it closes, with the queues'
