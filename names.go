@@ -55,8 +55,8 @@ func (n *groupNames) name(g *Group, first uint64) *Group {
 	return g
 }
 
-// stampOf returns the stamp the book holds for id, 0 if none. A group
-// named by another table (a test's) has none here. It reads without a
+// stampOf returns the stamp the book holds for id, 0 if none (a group
+// this table did not name has none). It reads without a
 // lock: whoever asks about id learned it from a create or a snapshot
 // sent after the id was named, and name wrote the stamp before that.
 func (n *groupNames) stampOf(id groupID) uint64 {

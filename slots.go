@@ -12,8 +12,9 @@ import (
 // and every create reaches every user, so a view knows nearly every group
 // of its window: a (user, group) pair costs a 4-byte word there (see
 // View.decode), where a hash table of keys costs about 13 (8-byte
-// entries, half to three-quarters full), and a lookup is two loads. Nothing in a page is a pointer, so the
-// garbage collector never scans the words. The window grows a page at a
+// entries, half to three-quarters full), and a lookup is two loads.
+// Nothing in a page is a pointer, so the garbage collector never scans
+// the words. The window grows a page at a
 // time, so growing copies nothing (a slice grown by a quarter at a time
 // copied each word four times over), and a page is let go as soon as it
 // holds nothing.
