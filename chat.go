@@ -105,9 +105,9 @@ func (c *Counts) add(o *Counts) {
 // stampBook is the run's record of one stamp for each group id, that of
 // the create that named it, written by its creator as it named the group
 // (see groupNames) and never changed: it holds nothing a create did not
-// carry. A view's word names
-// the stamp the book holds in two bits where the stamp itself would take
-// 59, so a (user, room) pair costs 4 bytes, not 8.
+// carry. A view's word names the stamp the book holds in two bits where
+// the stamp itself would take 59, so a (user, room) pair costs 4 bytes,
+// not 8.
 type stampBook interface {
 	stampOf(id groupID) uint64 // 0 if none is written yet
 }
@@ -158,21 +158,25 @@ const (
 // decode unpacks group id's word of the view's table.
 func (v *View) decode(id groupID, w uint32) slot {
 	s := slot{flags: uint8(w & (1<<flagBits - 1))}
-	x := w >> flagBits
-	switch {
-	case s.is(listed):
-		s.joinedAt = int32(x >> 1)
-		if x&1 == 0 {
-			s.packed = v.book.stampOf(id)
-		} else {
-			s.packed = v.stamps[id]
-		}
-	case x == stampBooked:
+	if s.is(listed) {
+		s.joinedAt = int32(w >> flagBits >> 1)
+	}
+	switch stampPlace(w) {
+	case stampBooked:
 		s.packed = v.book.stampOf(id)
-	case x == stampAside:
+	case stampAside:
 		s.packed = v.stamps[id]
 	}
 	return s
+}
+
+// stampPlace returns where the stamp of word w is: stampNone, stampBooked
+// or stampAside.
+func stampPlace(w uint32) uint32 {
+	if w&uint32(listed) != 0 {
+		return stampBooked + w>>flagBits&1
+	}
+	return w >> flagBits
 }
 
 // maxJoined is how many live rooms a user can be in: joinedAt and its bit
@@ -180,36 +184,29 @@ func (v *View) decode(id groupID, w uint32) slot {
 const maxJoined = 1 << (32 - flagBits - 1)
 
 // aside reports whether word w keeps its stamp in View.stamps.
-func aside(w uint32) bool {
-	if w&uint32(listed) != 0 {
-		return w>>flagBits&1 == 1
-	}
-	return w>>flagBits == stampAside
-}
+func aside(w uint32) bool { return stampPlace(w) == stampAside }
 
 // store keeps s as what the view knows of group id. A slot that stores
 // as 0 (no stamp, no flags) is dropped: it says no more than no slot,
 // since only a group self is not in makes a slot without flags.
 func (v *View) store(id groupID, s slot) {
-	booked := s.packed != 0 && v.book != nil && v.book.stampOf(id) == s.packed
-	var x uint32
+	var place uint32 = stampAside
 	switch {
-	case s.is(listed) && booked:
-		x = uint32(s.joinedAt) << 1
-	case s.is(listed):
-		x = uint32(s.joinedAt)<<1 | 1
 	case s.packed == 0:
-		x = stampNone
-	case booked:
-		x = stampBooked
-	default:
-		x = stampAside
+		place = stampNone // only an unlisted slot: a listed room has its stamp
+	case v.book != nil && v.book.stampOf(id) == s.packed:
+		place = stampBooked
+	}
+	x := place
+	if s.is(listed) {
+		x = uint32(s.joinedAt)<<1 | (place - stampBooked)
 	}
 	w := x<<flagBits | uint32(s.flags)
-	if old := v.rooms.get(id); aside(old) && !aside(w) {
+	// Most views keep no stamp aside: only then is the old word read.
+	if len(v.stamps) > 0 && place != stampAside && aside(v.rooms.get(id)) {
 		delete(v.stamps, id)
 	}
-	if aside(w) {
+	if place == stampAside {
 		if v.stamps == nil {
 			v.stamps = make(map[groupID]uint64)
 		}
@@ -220,7 +217,7 @@ func (v *View) store(id groupID, s slot) {
 
 // forget drops what the view knows of group id.
 func (v *View) forget(id groupID) {
-	if aside(v.rooms.get(id)) {
+	if len(v.stamps) > 0 && aside(v.rooms.get(id)) {
 		delete(v.stamps, id)
 	}
 	v.rooms.delete(id)
