@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"math/rand/v2"
 	"slices"
@@ -112,37 +113,48 @@ func (p *stepPort) due(t int64) func(func(Delivery)) {
 		b := p.buckets[k]
 		due := time.Duration(t) * p.sched.tick
 		sc := scratchPool.Get().(*scratch)
-		all := b
+		o := canonical{t, p.sched.delayTicks + 1, p.sched.tick}
+		order := sc.sort(b, o)
 		if c := p.net.casts; c != nil && len(c.ticks[t%2]) > 0 {
-			// A sender's casts come first among what it sent: a peer's
-			// step without faults sends its action before anything else
-			// (a report, news), and the sort keeps a sender's order.
-			sc.all = sc.all[:0]
+			// The tick's casts are in canonical order already (see
+			// castLog.sorted), and a sender's casts come first among what
+			// it sent: a peer's step without faults sends its action
+			// before anything else (a report, news). So the bucket, in
+			// order, is merged into the casts that reach this user, and
+			// a bucket's event goes after the casts of its key.
+			j := 0
 			for _, x := range c.ticks[t%2] {
-				if reaches(x.ev, x.known, p.uid) {
-					sc.all = append(sc.all, x.ev)
+				if !reaches(x.ev, x.known, p.uid) {
+					continue
 				}
+				for ; j < len(order) && o.key(b[order[j]]) < o.key(x.ev); j++ {
+					p.deliver(Delivery{Event: b[order[j]], Due: due}, apply)
+				}
+				p.deliver(Delivery{Event: x.ev, Due: due}, apply)
 			}
-			sc.all = append(sc.all, b...)
-			all = sc.all
+			order = order[j:]
 		}
-		for _, i := range sc.sort(all, canonical{t, p.sched.delayTicks + 1, p.sched.tick}) {
-			d := Delivery{Event: all[i], Due: due}
+		for _, i := range order {
+			d := Delivery{Event: b[i], Due: due}
 			if p.numbers != nil {
 				n := p.numbers[k][i]
 				d.Seq, d.Ack, d.To, d.Base = n.seq, n.ack, n.to, n.base
 			}
-			if p.arrives(d) {
-				apply(d)
-			}
+			p.deliver(d, apply)
 		}
-		clear(sc.all)
 		scratchPool.Put(sc)
 		clear(b)
 		p.buckets[k] = b[:0]
 		if p.numbers != nil {
 			p.numbers[k] = p.numbers[k][:0]
 		}
+	}
+}
+
+// deliver applies d if it gets through.
+func (p *stepPort) deliver(d Delivery, apply func(Delivery)) {
+	if p.arrives(d) {
+		apply(d)
 	}
 }
 
@@ -179,6 +191,17 @@ func (c *castLog) file(x cast, due int64) {
 	c.mu.Lock()
 	c.ticks[due%2] = append(c.ticks[due%2], x)
 	c.mu.Unlock()
+}
+
+// sorted puts tick t's casts in canonical order (order o), before any
+// user reads them, so that each user only picks its own out of them
+// instead of sorting its share: at 100,000 users that was 7% of a run.
+// The sort is stable, and a sender files its casts in the order it sent
+// them.
+func (c *castLog) sorted(t int64, o canonical) {
+	slices.SortStableFunc(c.ticks[t%2], func(x, y cast) int {
+		return cmp.Compare(o.key(x.ev), o.key(y.ev))
+	})
 }
 
 // applied forgets tick t's casts, once every user has applied them.
@@ -375,6 +398,7 @@ func (l *lockstep) run(r *round) *round {
 	s.barrier.Add(len(s.users))
 	if c := s.net.casts; c != nil {
 		c.reading = r.tick
+		c.sorted(r.tick, canonical{r.tick, 1, s.cfg.Tick})
 	}
 	for _, u := range s.users {
 		u.EventChannel <- Delivery{} // the start marker
@@ -419,7 +443,6 @@ func (o canonical) key(ev *Event) uint64 {
 type scratch struct {
 	keys       []uint64
 	order, tmp []int32
-	all        []*Event // a bucket with the tick's casts that reach its owner
 	at         [257]int // a pass's counts: here, not on the stack, so that a user's stack stays small
 }
 

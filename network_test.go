@@ -216,3 +216,51 @@ func TestBucketSortIsStableByKey(t *testing.T) {
 		}
 	}
 }
+
+// The tick's casts, put in order once for every user, merge with what a
+// user's own bucket holds in the canonical order: by sender, a sender's
+// casts first, in the order it filed them, then what it sent this user
+// alone, in that order; however the senders' filings interleaved.
+func TestCastsMergeInCanonicalOrder(t *testing.T) {
+	const tick = time.Second
+	sched := tickSchedule{tick, 0}
+	n := newNetwork(netConfig{users: 9, inbox: 64, tick: tick, sched: sched})
+	p := newStepPort(n, 1, 1, sched)
+	c := n.casts
+	if c == nil {
+		t.Fatal("lockstep without faults or delay has no cast log")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var filed []*Event
+	for range 300 {
+		ev := &Event{Kind: CreateEvent, From: 2 + rng.Int32N(8), Sent: 4 * tick}
+		if rng.IntN(3) == 0 {
+			ev.Kind = ReportEvent
+			p.file(Delivery{Event: ev, Due: 5 * tick})
+		} else {
+			c.file(cast{ev, 9}, 5)
+		}
+		filed = append(filed, ev)
+	}
+	c.sorted(5, canonical{5, 1, tick})
+	var got []*Event
+	p.due(5)(func(d Delivery) { got = append(got, d.Event) })
+	alone := func(ev *Event) int { // 1 for what was filed in the bucket
+		if ev.Kind == ReportEvent {
+			return 1
+		}
+		return 0
+	}
+	want := slices.Clone(filed)
+	slices.SortStableFunc(want, func(x, y *Event) int {
+		return cmp.Or(cmp.Compare(x.From, y.From), cmp.Compare(alone(x), alone(y)))
+	})
+	if !slices.Equal(got, want) {
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				t.Fatalf("%d delivered, %d filed; first difference at %d: %+v, want %+v", len(got), len(want), i, *got[i], *want[i])
+			}
+		}
+		t.Fatalf("%d delivered, want %d", len(got), len(want))
+	}
+}
