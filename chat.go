@@ -299,7 +299,10 @@ func (v *View) HeldCount() int { return v.nHeld }
 // itself): one integer instead of a set, and news of a user tells of
 // every user before it. The news is one record, for the range of users
 // it taught the view: a run of n users starts with about as many records
-// per user as batches of news, not n.
+// per user as batches of news, not n. It keeps its Record out of Peer.Step
+// (see ignore).
+//
+//go:noinline
 func (v *View) Learn(last int32, now time.Duration) {
 	from := v.upTo + 1 // never self: includeSelf has passed it
 	if last < from {

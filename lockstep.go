@@ -242,14 +242,8 @@ func (u *stepUser) run(first *round) {
 	for r := first; ; r = r.next {
 		<-u.EventChannel
 		now := time.Duration(r.tick) * u.period
-		// The news of who is online came before this loop started (see
-		// Sim.startUsers): the first round learns all of it, in order.
 		if u.UserChannel != nil {
-			for len(u.UserChannel) > 0 {
-				o := <-u.UserChannel
-				u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.period), Last: o.Last}, u)
-			}
-			u.UserChannel = nil // no more comes: let its buffer go
+			u.learnOnline(now)
 		}
 		u.keepOrStop() // the recording filled up in the last round
 		if r.final {
@@ -263,14 +257,9 @@ func (u *stepUser) run(first *round) {
 		if r.act {
 			act = actRoll
 		}
-		if u.dead {
-			if u.port.down() { // what reaches it is lost
-				u.port.due(r.tick)(func(Delivery) { u.dropped() })
-				r.done.Done()
-				continue
-			}
-			u.restart(uint64(r.tick), now, u)
-			u.port.restarted()
+		if u.dead && !u.comeBack(r.tick, now) {
+			r.done.Done()
+			continue
 		}
 		u.port.sendWaiting(now)
 		u.peer.Step(Input{Kind: tickInput, Now: now, Tick: uint64(r.tick), Due: u.port.due(r.tick), Act: act, Away: u.port.away()}, u)
@@ -279,6 +268,34 @@ func (u *stepUser) run(first *round) {
 		u.publish()
 		r.done.Done()
 	}
+}
+
+// learnOnline learns the news of who is online, which came before the
+// user's loop started (see Sim.startUsers): the first round learns all of
+// it, in order. It and comeBack are apart from run, which every user's
+// stack holds under every step, so that run's frame stays small.
+//
+//go:noinline
+func (u *stepUser) learnOnline(now time.Duration) {
+	for len(u.UserChannel) > 0 {
+		o := <-u.UserChannel
+		u.peer.Step(Input{Kind: newsInput, Now: max(0, now-u.period), Last: o.Last}, u)
+	}
+	u.UserChannel = nil // no more comes: let its buffer go
+}
+
+// comeBack restarts a crashed user at tick t, if it is up again, and
+// reports whether it is; what reaches a user still down is lost.
+//
+//go:noinline
+func (u *stepUser) comeBack(t int64, now time.Duration) bool {
+	if u.port.down() {
+		u.port.due(t)(func(Delivery) { u.dropped() })
+		return false
+	}
+	u.restart(uint64(t), now, u)
+	u.port.restarted()
+	return true
 }
 
 // The peer's port, as the lockstep network: see port. It admits every

@@ -226,7 +226,7 @@ func (p *Peer) Step(in Input, out port) {
 	case deliverInput:
 		p.deliver(in.D, in.Now, out)
 	case tickInput:
-		p.onTick(in, out)
+		p.onTick(&in, out)
 	case newsInput:
 		p.view.Learn(in.Last, in.Now)
 	case proposeInput:
@@ -260,7 +260,7 @@ func (p *Peer) propose(a Proposal, now time.Duration, out port) {
 // allow (at the root) and reclaims by what it knows, notices whether it
 // is offline or back, applies what is due, rolls for an action, and
 // tends what it owes beyond its actions.
-func (p *Peer) onTick(in Input, out port) {
+func (p *Peer) onTick(in *Input, out port) {
 	now := in.Now
 	p.tick = max(p.tick, in.Tick)
 	p.taken += p.takenNow - p.taken/8
