@@ -891,7 +891,7 @@ func (v *View) list(s *slot, g *Group) {
 	}
 	s.joinedAt = int32(len(v.joined))
 	s.flags |= listed
-	v.joined = append(v.joined, g)
+	v.joined = append(roomFor(v.joined), g)
 }
 
 // Expire reclaims what can no longer matter, now that every delivery sent
@@ -1019,8 +1019,8 @@ func (q *reclaimQueue[T]) expire(stable, horizon uint64, done func(T)) {
 // front, and once the slice is full the rest is moved down before it
 // grows, if an eighth of it or more has been taken. So a queue that slides
 // along, as a view's tombs do, needs room for at most 8/7 of what it holds
-// (and what append adds when it must grow), not for all it has held since
-// it last moved down; and a steady flow allocates nothing.
+// (and a quarter more when it must grow: see roomFor), not for all it has
+// held since it last moved down; and a steady flow allocates nothing.
 type queue[T any] struct {
 	items []T
 	head  int
@@ -1030,12 +1030,28 @@ func (q *queue[T]) len() int  { return len(q.items) - q.head }
 func (q *queue[T]) front() *T { return &q.items[q.head] }
 
 func (q *queue[T]) push(x T) {
-	if len(q.items) == cap(q.items) && q.head > 0 && q.head >= len(q.items)/8 {
-		n := copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items, q.head = q.items[:n], 0
+	if len(q.items) == cap(q.items) {
+		if q.head > 0 && q.head >= len(q.items)/8 {
+			n := copy(q.items, q.items[q.head:])
+			clear(q.items[n:])
+			q.items, q.head = q.items[:n], 0
+		} else {
+			q.items = roomFor(q.items)
+		}
 	}
 	q.items = append(q.items, x)
+}
+
+// roomFor returns s, or a copy of it with room for a quarter more when it
+// is full and not small. append would give a slice of a few hundred
+// elements room for nearly twice as many, and a view's lists (its tombs,
+// the rooms it is in) settle at about what they hold at their most: at
+// 100,000 users, a quarter more instead of double is a tenth of the heap.
+func roomFor[T any](s []T) []T {
+	if len(s) < cap(s) || cap(s) < 64 {
+		return s
+	}
+	return append(make([]T, 0, cap(s)+cap(s)/4), s...)
 }
 
 func (q *queue[T]) pop() T {

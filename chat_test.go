@@ -620,3 +620,34 @@ func TestTombIDs(t *testing.T) {
 		t.Errorf("%d ids kept whole, %d left over", far, c.far.len())
 	}
 }
+
+// A full queue that is not small grows by a quarter, not double, and one
+// that slides along keeps room for about what it holds at its most: a
+// view's tombs and the rooms it is in are most of a large run's heap.
+func TestQueuesGrowByAQuarter(t *testing.T) {
+	var q queue[int16]
+	for n := 1; n <= 20000; n++ {
+		q.push(int16(n))
+		if c := cap(q.items); c > max(64, (5*n+3)/4) {
+			t.Fatalf("%d pushed: room for %d", n, c)
+		}
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var s queue[int16]
+	most := 0
+	for range 200000 {
+		if s.len() > 0 && rng.IntN(2) == 0 {
+			for range rng.IntN(min(s.len(), 40)) + 1 {
+				s.pop()
+			}
+			continue
+		}
+		for range rng.IntN(min(40, 471-s.len()) + 1) {
+			s.push(1)
+		}
+		most = max(most, s.len())
+	}
+	if c := cap(s.items); c > most*8/7*5/4+1 {
+		t.Errorf("sliding with at most %d held: room for %d", most, c)
+	}
+}

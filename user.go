@@ -37,9 +37,9 @@ type User struct {
 	trace  actionTrace
 
 	// With crashes (see crash.go).
-	dead    bool        // crashed: peer is the crashed incarnation, kept for its figures
-	earlier userFigures // its crashed incarnations' figures
-	before  int64       // deliveries its crashed incarnations made
+	dead    bool         // crashed: peer is the crashed incarnation, kept for its figures
+	earlier *userFigures // its crashed incarnations' figures; nil until its first crash
+	before  int64        // deliveries its crashed incarnations made
 
 	// What the sampler reads while the user runs; the owner stores, others
 	// load.
@@ -104,6 +104,9 @@ func (u *User) gauge() (live, deliveries, tombs int64) {
 func (u *User) bury() {
 	f := peerFigures(u.peer)
 	f.Held = 0 // held back when it crashed: the ledger counts them
+	if u.earlier == nil {
+		u.earlier = new(userFigures)
+	}
 	u.earlier.add(f)
 	u.heldGauge.Store(0) // the drain waits for held messages; the dead hold none
 	u.before += u.peer.view.Deliveries
@@ -131,7 +134,9 @@ func (u *User) restart(tick uint64, now time.Duration, out port) {
 // crashed incarnations. Call it once the user has exited.
 func (u *User) figures(p *Port, lat *hist) userFigures {
 	f := peerFigures(u.peer)
-	f.add(u.earlier)
+	if u.earlier != nil {
+		f.add(*u.earlier)
+	}
 	f.Skipped += u.missed
 	f.Sent, f.Latency, f.Transport = p.sent, lat, p.tx
 	return f
