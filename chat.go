@@ -1086,18 +1086,33 @@ type Room struct {
 
 // Rooms returns the stamps of the live rooms in this view, in order.
 func (v *View) Rooms() []Stamp {
-	packed := make([]uint64, 0, v.live)
+	l := roomLister{make([]uint64, 0, v.live), make([]Stamp, 0, v.live)}
+	return l.list(v)
+}
+
+// roomLister lists views' live rooms in memory it reuses: the verdict
+// lists every view's, and at 100,000 users a new list for each was the
+// largest heap of the run.
+type roomLister struct {
+	packed []uint64
+	out    []Stamp
+}
+
+// list returns the stamps of the live rooms in v, in order, valid until
+// the next list.
+func (l *roomLister) list(v *View) []Stamp {
+	l.packed = l.packed[:0]
 	for _, s := range v.slots() {
 		if s.live() {
-			packed = append(packed, s.packed)
+			l.packed = append(l.packed, s.packed)
 		}
 	}
-	slices.Sort(packed)
-	out := make([]Stamp, len(packed))
-	for i, st := range packed {
-		out[i] = unpack(st)
+	slices.Sort(l.packed)
+	l.out = l.out[:0]
+	for _, st := range l.packed {
+		l.out = append(l.out, unpack(st))
 	}
-	return out
+	return l.out
 }
 
 // Own returns the rooms this user created that are live at the end, with

@@ -448,8 +448,9 @@ func check(views []*View, tot *Counts, held int64, crashes bool) []string {
 		return nil
 	}
 	ref := views[0].Rooms()
+	var each roomLister
 	for _, v := range views[1:] {
-		if d := diffRooms(ref, v.Rooms()); d != "" {
+		if d := diffRooms(ref, each.list(v)); d != "" {
 			add("%s and %s disagree: %s", uidName(views[0].Self()), uidName(v.Self()), d)
 		}
 	}
