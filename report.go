@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"iter"
 	"math"
 	"slices"
 	"strings"
@@ -296,15 +297,16 @@ type lateFigures struct {
 }
 
 // buildReport gathers the summary from values: the settings, what the run
-// knows, each user's figures and each user's final view.
-func buildReport(c Config, run runFacts, users []userFigures, views []*View) *Report {
+// knows, each user's figures (taken once each, in turn) and each user's
+// final view.
+func buildReport(c Config, run runFacts, users iter.Seq[userFigures], views []*View) *Report {
 	r := &Report{Settings: settingsOf(c), Online: run.Online, Stopped: run.Stopped, RunTime: run.RunTime.Seconds()}
 	var lat histTotal
 	var tot Counts
 	var tx transportCounts
 	var lags []int64
 	var toRooms, toComplete, restarts []int64
-	for _, u := range users {
+	for u := range users {
 		restarts = append(restarts, u.Restarts...)
 		lags = addCounts(lags, u.Lags)
 		r.Stability.TombsPeak = max(r.Stability.TombsPeak, u.TombsPeak)

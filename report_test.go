@@ -140,7 +140,7 @@ func TestBuildReportFromValues(t *testing.T) {
 	}
 	t.Run("real time", func(t *testing.T) {
 		run := runFacts{Online: 2, Stopped: "duration reached", RunTime: 12 * time.Second, Wall: 2 * time.Second}
-		r := buildReport(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3}, run, users, nil)
+		r := buildReport(Config{Users: 2, Seed: 1, Tick: time.Second, Chance: 0.3}, run, slices.Values(users), nil)
 		if r.Served != 21 || r.Skipped != 2 || r.Ticks != 12 || r.Actions.Total != 7 || r.Traffic.Delivered != 12 || r.Traffic.PerSecond != 6 {
 			t.Errorf("ticks %d/%d/%d, actions %d, traffic %+v", r.Served, r.Skipped, r.Ticks, r.Actions.Total, r.Traffic)
 		}
@@ -149,7 +149,7 @@ func TestBuildReportFromValues(t *testing.T) {
 		}
 	})
 	t.Run("fast", func(t *testing.T) {
-		r := buildReport(Config{Users: 2, Fast: true}, runFacts{FastTicks: 9}, users, nil)
+		r := buildReport(Config{Users: 2, Fast: true}, runFacts{FastTicks: 9}, slices.Values(users), nil)
 		if r.Ticks != 9 || r.Traffic.PerSecond != 0 || r.Latency != nil {
 			t.Errorf("ticks %d, rate %v, latency %v", r.Ticks, r.Traffic.PerSecond, r.Latency)
 		}
@@ -163,7 +163,7 @@ func TestSummarySaysOnlyWhatHappened(t *testing.T) {
 	text := func(c Config, run runFacts, users []userFigures) string {
 		t.Helper()
 		var b bytes.Buffer
-		if err := buildReport(c, run, users, nil).writeText(&b); err != nil {
+		if err := buildReport(c, run, slices.Values(users), nil).writeText(&b); err != nil {
 			t.Fatal(err)
 		}
 		return b.String()
