@@ -36,20 +36,20 @@ type View struct {
 	log   bool   // whether to keep log records
 	inc   uint32 // the user's incarnation, after a restart: see restart.go
 
-	rooms       slotTable            // what the view knows of each group: see lookup
-	book        stampBook            // the run's: one stamp of each group; nil for a view alone
-	stamps      map[groupID]uint64   // the stamps of slots the book does not hold: see decode
-	joined      []*Group             // live rooms self is a member of; slot.joinedAt indexes it
-	live        int                  // live rooms in this view
-	tombs       reclaimQueue[int16]  // closed groups waiting to be reclaimed: see voidTomb and tombIDs
-	tombIDs     idDeltas             // how tombs name their groups
-	void        map[groupID]int32    // tombs in tombs for a state the group has left since
-	spent       map[groupID]struct{} // closed groups whose tomb has passed, kept for held messages
-	owned       map[Stamp]owned      // own rooms not yet known to be closed
-	replacedOwn reclaimQueue[uint64] // packed stamps of own rooms a duplicate replaced, waiting to be counted
-	held        map[groupID][]*Event // messages to incarnations newer than the slot's, in arrival order
-	nHeld       int                  // messages held back
-	alive       []Room               // own rooms live at the end, set by Finish
+	rooms       slotTable             // what the view knows of each group: see lookup
+	book        stampBook             // the run's: one stamp of each group; nil for a view alone
+	stamps      map[groupID]uint64    // the stamps of slots the book does not hold: see decode
+	joined      []*Group              // live rooms self is a member of; slot.joinedAt indexes it
+	live        int                   // live rooms in this view
+	tombs       reclaimQueue[int16]   // closed groups waiting to be reclaimed: see voidTomb and tombIDs
+	tombIDs     idDeltas              // how tombs name their groups
+	void        map[groupID]int32     // tombs in tombs for a state the group has left since
+	spent       map[groupID]struct{}  // closed groups whose tomb has passed, kept for held messages
+	owned       map[Stamp]owned       // own rooms not yet known to be closed
+	replacedOwn *reclaimQueue[uint64] // packed stamps of own rooms a duplicate replaced, waiting to be counted; nil until one is
+	held        map[groupID][]*Event  // messages to incarnations newer than the slot's, in arrival order
+	nHeld       int                   // messages held back
+	alive       []Room                // own rooms live at the end, set by Finish
 
 	records []Record   // log records not yet taken, while log is on
 	stab    *stability // counts what the view applies, for its user's reports; nil for a view alone
@@ -715,6 +715,9 @@ func (v *View) replaceOwn(s Stamp) {
 	if o, ok := v.owned[s]; ok && !o.replaced {
 		o.replaced = true
 		v.owned[s] = o
+		if v.replacedOwn == nil {
+			v.replacedOwn = new(reclaimQueue[uint64]) // rare: 96 bytes a view saved
+		}
 		v.replacedOwn.push(s.pack(), v.epoch)
 	}
 }
@@ -920,6 +923,9 @@ func (v *View) Expire(stable, horizon uint64) {
 		}
 		v.forget(id)
 	})
+	if v.replacedOwn == nil {
+		return
+	}
 	v.replacedOwn.expire(stable, horizon, func(packed uint64) {
 		// A close of it, had there been one, has come by now.
 		if s := unpack(packed); v.owned[s].replaced {
@@ -984,8 +990,13 @@ type epochRun struct {
 	n int
 }
 
-// len is how many tombs wait.
-func (q *reclaimQueue[T]) len() int { return q.tombs.len() }
+// len is how many tombs wait: none in a nil queue.
+func (q *reclaimQueue[T]) len() int {
+	if q == nil {
+		return 0
+	}
+	return q.tombs.len()
+}
 
 // push adds a tomb for a close applied in epoch e.
 func (q *reclaimQueue[T]) push(t T, e uint64) {

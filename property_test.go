@@ -366,8 +366,10 @@ func (v *View) invariants() error {
 	if err := runsInvariants(&v.tombs); err != nil {
 		return err
 	}
-	if err := runsInvariants(&v.replacedOwn); err != nil {
-		return err
+	if v.replacedOwn != nil {
+		if err := runsInvariants(v.replacedOwn); err != nil {
+			return err
+		}
 	}
 	// Every closed slot has one tomb of its own waiting, unless it is
 	// spent, and every other tomb of its group is counted void.
