@@ -716,7 +716,7 @@ func (v *View) replaceOwn(s Stamp) {
 		o.replaced = true
 		v.owned[s] = o
 		if v.replacedOwn == nil {
-			v.replacedOwn = new(reclaimQueue[uint64]) // rare: 96 bytes a view saved
+			v.replacedOwn = new(reclaimQueue[uint64]) // rare: 88 bytes a view saved
 		}
 		v.replacedOwn.push(s.pack(), v.epoch)
 	}
