@@ -362,11 +362,10 @@ func (v *View) Create(g *Group, now time.Duration) *Event {
 // or nil if self is in no room.
 func (v *View) Send(i int, now time.Duration) *Event {
 	v.Messages++
-	room, ok := v.memberRoom(i, KindMessageFailed, &v.MessageFailed, now)
+	g, ok := v.memberRoom(i, KindMessageFailed, &v.MessageFailed, now)
 	if !ok {
 		return nil
 	}
-	g := room
 	s, _ := v.lookup(g.id)
 	ev := v.newEvent(MessageEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
@@ -386,11 +385,10 @@ func (v *View) Send(i int, now time.Duration) *Event {
 // room.
 func (v *View) Close(i int, now time.Duration) *Event {
 	v.Closes++
-	room, ok := v.memberRoom(i, KindCloseFailed, &v.CloseFailed, now)
+	g, ok := v.memberRoom(i, KindCloseFailed, &v.CloseFailed, now)
 	if !ok {
 		return nil
 	}
-	g := room
 	s, _ := v.lookup(g.id)
 	ev := v.newEvent(CloseEvent, g)
 	ev.Room, ev.Sent = s.stamp(), now
