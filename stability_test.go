@@ -340,3 +340,44 @@ func tickAndDeliver(tn *testNet, ticks int) {
 		}
 	}
 }
+
+// TestSumsAddUpInPlace checks that a user with children, adding its
+// subtree's counts up by epoch in place, reports what sorting and
+// merging them would: the same epochs, from W, none zero. Spans past
+// maxDenseEpochs take the sorting way, and the reports agree across it.
+func TestSumsAddUpInPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	counts := func(from, span uint64) []epochCount {
+		var cs []epochCount
+		for e := from; e < from+span; e++ {
+			if rng.IntN(3) > 0 {
+				cs = append(cs, epochCount{e, int64(rng.IntN(5) - 2)}) // zero too: own counts may be
+			}
+		}
+		return cs
+	}
+	for i := range 2000 {
+		s := newStability(1, 70)
+		s.stable = uint64(rng.IntN(50))
+		span := uint64(1 + rng.IntN(40))
+		if i%10 == 0 {
+			span = maxDenseEpochs + uint64(rng.IntN(3)) - 1
+		}
+		s.own = counts(uint64(rng.IntN(60)), span)
+		for k := range s.kids {
+			if rng.IntN(4) > 0 {
+				s.kids[k] = &progress{Counts: counts(s.stable+uint64(rng.IntN(20)), span)}
+			}
+		}
+		got := s.sums()
+		want := s.merged()
+		if len(got) != len(want) || (len(got) > 0 && !slices.Equal(got, want)) {
+			t.Fatalf("case %d (W %d, span %d): sums %v, sorted and merged %v", i, s.stable, span, got, want)
+		}
+		for _, c := range got {
+			if c.Net == 0 || c.Epoch < s.stable {
+				t.Fatalf("case %d: sums holds %v with W %d", i, c, s.stable)
+			}
+		}
+	}
+}
