@@ -196,6 +196,7 @@ func (s *Sim) heldForGood() int {
 // calls it while every user is idle.
 func (n *Network) purge(uid int32, inc uint32) {
 	n.faults.gone[uid].Store(inc + 1)
+	n.flushOutboxes()
 	gone := func(ev *Event) bool { return ev.From == uid && ev.Inc == inc }
 	for _, f := range n.filers {
 		sp, ok := f.(*stepPort)

@@ -27,6 +27,7 @@ type Network struct {
 	inboxes []chan Delivery // inboxes[u] is user_u's EventChannel; fixed before any user starts
 	filers  []filer         // lockstep: where deliveries to user_u go, by uid; nil in real time
 	casts   *castLog        // lockstep without faults or delay: payloads filed once for all recipients
+	chunks  outChunks       // lockstep with faults: the outboxes' memory
 	ports   []*Port         // in the order users connected
 	sched   schedule
 	faults  *faults // nil without faults
@@ -51,6 +52,7 @@ type schedule interface {
 // the start of each round, which hands it the round's bucket.
 type filer interface {
 	fileShared(d Delivery)
+	file(d Delivery) // with no other filer at work on the same user
 }
 
 // wireObserver is told of each payload transmission that was lost or
@@ -117,6 +119,7 @@ type Port struct {
 	tx      transportCounts
 	waiting []waitingTransmission // sent over a clogged path, in the order sent
 	hushed  bool                  // the drain is over: nothing more is sent
+	outbox  [][]outgoing          // lockstep with faults: put since the last flush, in chunks (see flushOutboxes)
 }
 
 // waitingTransmission is a transmission a clog holds: whether the network
@@ -245,13 +248,17 @@ func (p *Port) sendWaiting(now time.Duration) {
 }
 
 // put puts one transmission on user r's inbox: in lockstep, straight into
-// its buckets. In real time, if the inbox is full it keeps receiving its
+// its buckets, or with faults into the sender's outbox for them. In real time, if the inbox is full it keeps receiving its
 // own inbox while it waits: two users sending to each other with full
 // inboxes both make room for each other, so sends never deadlock, and no
 // goroutine is spawned per send. What it receives meanwhile it keeps, in
 // order, for its owner (stash).
 func (p *Port) put(r int32, d Delivery) {
 	if f := p.net.filers; f != nil {
+		if p.net.faults != nil {
+			p.putOut(r, d)
+			return
+		}
 		f[r].fileShared(d)
 		return
 	}

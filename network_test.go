@@ -264,3 +264,48 @@ func TestCastsMergeInCanonicalOrder(t *testing.T) {
 		t.Fatalf("%d delivered, want %d", len(got), len(want))
 	}
 }
+
+// TestOutboxesFileInCanonicalOrder checks that with faults, where senders
+// put transmissions in their own outboxes and the coordinator files them
+// between rounds, each recipient applies what reached it in canonical
+// order (by sender, and a sender's in the order it sent), each with its
+// link numbers, and that the outboxes are empty after the flush. Enough
+// is sent for the flush to take more than one worker.
+func TestOutboxesFileInCanonicalOrder(t *testing.T) {
+	const tick, users = time.Second, 40
+	sched := tickSchedule{tick, 0}
+	n := newNetwork(netConfig{users: users, inbox: 64, tick: tick, sched: sched, faults: newFaults(users, 0, 0)})
+	ports := make([]*stepPort, users+1)
+	for u := int32(1); u <= users; u++ {
+		ports[u] = newStepPort(n, u, uint64(u), sched)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	want := make([][]*Event, users+1)
+	const sent = 3 * minFlushShare
+	for i := range sent {
+		from, to := 1+rng.Int32N(users), 1+rng.Int32N(users)
+		ev := &Event{Kind: MessageEvent, From: from, Sent: 4 * tick, Clock: uint64(i)}
+		ports[from].put(to, Delivery{Event: ev, Due: 5 * tick, Seq: uint32(i)})
+		want[to] = append(want[to], ev)
+	}
+	n.flushOutboxes()
+	for u := int32(1); u <= users; u++ {
+		if len(ports[u].outbox) != 0 {
+			t.Fatalf("user_%d's outbox holds %d chunks after the flush", u, len(ports[u].outbox))
+		}
+		var got []*Event
+		ports[u].due(5)(func(d Delivery) {
+			if d.Seq != uint32(d.Event.Clock) {
+				t.Fatalf("user_%d: event %d arrived with the numbers of %d", u, d.Event.Clock, d.Seq)
+			}
+			got = append(got, d.Event)
+		})
+		slices.SortStableFunc(want[u], func(x, y *Event) int { return cmp.Compare(x.From, y.From) })
+		if !slices.Equal(got, want[u]) {
+			t.Fatalf("user_%d applied %d transmissions, want %d, or in another order", u, len(got), len(want[u]))
+		}
+	}
+	if len(n.chunks.spare) == 0 {
+		t.Fatal("the flush gave no chunk back")
+	}
+}
