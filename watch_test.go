@@ -172,7 +172,7 @@ func TestMaxMem(t *testing.T) {
 		args []string
 	}{
 		{"fast", []string{"-fast", "-quiet", "-users", "2000", "-seed", "1", "-maxmem", "160MiB"}},
-		{"real time", []string{"-quiet", "-users", "1000", "-tick", "20ms", "-seed", "1", "-maxmem", "64MiB"}},
+		{"real time", []string{"-quiet", "-users", "1000", "-tick", "20ms", "-seed", "1", "-maxmem", "40MiB"}},
 		// Enough to start, not to act: it stops before its first tick,
 		// and says what would let it act.
 		{"no tick", []string{"-fast", "-quiet", "-users", "2000", "-seed", "1", "-maxmem", sizeFlag(roundUp(startNeed(Config{Users: 2000, Fast: true, Quiet: true})))}},
