@@ -269,8 +269,9 @@ func TestCastsMergeInCanonicalOrder(t *testing.T) {
 // put transmissions in their own outboxes and the coordinator files them
 // between rounds, each recipient applies what reached it in canonical
 // order (by sender, and a sender's in the order it sent), each with its
-// link numbers, and that the outboxes are empty after the flush. Enough
-// is sent for the flush to take more than one worker.
+// link numbers, and that the outboxes are empty after each flush. Enough
+// is sent for the flush to take more than one worker where there is more
+// than one processor, and the second round reuses the first's chunks.
 func TestOutboxesFileInCanonicalOrder(t *testing.T) {
 	const tick, users = time.Second, 40
 	sched := tickSchedule{tick, 0}
@@ -280,32 +281,40 @@ func TestOutboxesFileInCanonicalOrder(t *testing.T) {
 		ports[u] = newStepPort(n, u, uint64(u), sched)
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
-	want := make([][]*Event, users+1)
-	const sent = 3 * minFlushShare
-	for i := range sent {
-		from, to := 1+rng.Int32N(users), 1+rng.Int32N(users)
-		ev := &Event{Kind: MessageEvent, From: from, Sent: 4 * tick, Clock: uint64(i)}
-		ports[from].put(to, Delivery{Event: ev, Due: 5 * tick, Seq: uint32(i)})
-		want[to] = append(want[to], ev)
-	}
-	n.flushOutboxes()
-	for u := int32(1); u <= users; u++ {
-		if len(ports[u].outbox) != 0 {
-			t.Fatalf("user_%d's outbox holds %d chunks after the flush", u, len(ports[u].outbox))
+	spare := 0
+	for round := range int64(2) {
+		sentAt, dueAt := 4+round, 5+round
+		want := make([][]*Event, users+1)
+		const sent = 3 * minFlushShare
+		for i := range sent {
+			from, to := 1+rng.Int32N(users), 1+rng.Int32N(users)
+			ev := &Event{Kind: MessageEvent, From: from, Sent: time.Duration(sentAt) * tick, Clock: uint64(i)}
+			ports[from].put(to, Delivery{Event: ev, Due: time.Duration(dueAt) * tick, Seq: uint32(i)})
+			want[to] = append(want[to], ev)
 		}
-		var got []*Event
-		ports[u].due(5)(func(d Delivery) {
-			if d.Seq != uint32(d.Event.Clock) {
-				t.Fatalf("user_%d: event %d arrived with the numbers of %d", u, d.Event.Clock, d.Seq)
+		if round == 1 && len(n.chunks.spare) >= spare {
+			t.Fatalf("round 1 took no chunk back from the %d spare", spare)
+		}
+		n.flushOutboxes()
+		spare = len(n.chunks.spare)
+		for u := int32(1); u <= users; u++ {
+			if len(ports[u].outbox) != 0 {
+				t.Fatalf("round %d: user_%d's outbox holds %d chunks after the flush", round, u, len(ports[u].outbox))
 			}
-			got = append(got, d.Event)
-		})
-		slices.SortStableFunc(want[u], func(x, y *Event) int { return cmp.Compare(x.From, y.From) })
-		if !slices.Equal(got, want[u]) {
-			t.Fatalf("user_%d applied %d transmissions, want %d, or in another order", u, len(got), len(want[u]))
+			var got []*Event
+			ports[u].due(dueAt)(func(d Delivery) {
+				if d.Seq != uint32(d.Event.Clock) {
+					t.Fatalf("round %d: user_%d: event %d arrived with the numbers of %d", round, u, d.Event.Clock, d.Seq)
+				}
+				got = append(got, d.Event)
+			})
+			slices.SortStableFunc(want[u], func(x, y *Event) int { return cmp.Compare(x.From, y.From) })
+			if !slices.Equal(got, want[u]) {
+				t.Fatalf("round %d: user_%d applied %d transmissions, want %d, or in another order", round, u, len(got), len(want[u]))
+			}
 		}
-	}
-	if len(n.chunks.spare) == 0 {
-		t.Fatal("the flush gave no chunk back")
+		if spare == 0 {
+			t.Fatalf("round %d: the flush gave no chunk back", round)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -343,8 +344,11 @@ func tickAndDeliver(tn *testNet, ticks int) {
 
 // TestSumsAddUpInPlace checks that a user with children, adding its
 // subtree's counts up by epoch in place, reports what sorting and
-// merging them would: the same epochs, from W, none zero. Spans past
-// maxDenseEpochs take the sorting way, and the reports agree across it.
+// merging them would: the same epochs, from W, none zero. Each user
+// reports again and again as W moves on, so the counts it keeps between
+// reports are reused, and children report from below W too, as a child
+// whose W lags its parent's does. Spans past maxDenseEpochs take the
+// sorting way, and the reports agree across it.
 func TestSumsAddUpInPlace(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
 	counts := func(from, span uint64) []epochCount {
@@ -356,27 +360,31 @@ func TestSumsAddUpInPlace(t *testing.T) {
 		}
 		return cs
 	}
-	for i := range 2000 {
+	below := func(w uint64, by int) uint64 { return w - min(w, uint64(rng.IntN(by))) }
+	for i := range 300 {
 		s := newStability(1, 70)
-		s.stable = uint64(rng.IntN(50))
-		span := uint64(1 + rng.IntN(40))
-		if i%10 == 0 {
-			span = maxDenseEpochs + uint64(rng.IntN(3)) - 1
-		}
-		s.own = counts(uint64(rng.IntN(60)), span)
-		for k := range s.kids {
-			if rng.IntN(4) > 0 {
-				s.kids[k] = &progress{Counts: counts(s.stable+uint64(rng.IntN(20)), span)}
+		for round := range 10 {
+			s.stable += uint64(rng.IntN(6))
+			span := uint64(1 + rng.IntN(40))
+			if rng.IntN(10) == 0 {
+				span = maxDenseEpochs + uint64(rng.IntN(3)) - 1
 			}
-		}
-		got := s.sums()
-		want := s.merged()
-		if len(got) != len(want) || (len(got) > 0 && !slices.Equal(got, want)) {
-			t.Fatalf("case %d (W %d, span %d): sums %v, sorted and merged %v", i, s.stable, span, got, want)
-		}
-		for _, c := range got {
-			if c.Net == 0 || c.Epoch < s.stable {
-				t.Fatalf("case %d: sums holds %v with W %d", i, c, s.stable)
+			s.own = append(s.own, counts(below(s.stable, 5), span)...)
+			slices.SortStableFunc(s.own, func(a, b epochCount) int { return cmp.Compare(a.Epoch, b.Epoch) })
+			for k := range s.kids {
+				if rng.IntN(4) > 0 {
+					s.kids[k] = &progress{Counts: counts(below(s.stable, 10), span)}
+				}
+			}
+			got := s.sums()
+			want := s.merged()
+			if len(got) != len(want) || (len(got) > 0 && !slices.Equal(got, want)) {
+				t.Fatalf("case %d round %d (W %d, span %d): sums %v, sorted and merged %v", i, round, s.stable, span, got, want)
+			}
+			for _, c := range got {
+				if c.Net == 0 || c.Epoch < s.stable {
+					t.Fatalf("case %d round %d: sums holds %v with W %d", i, round, c, s.stable)
+				}
 			}
 		}
 	}
