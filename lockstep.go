@@ -41,10 +41,10 @@ func (s tickSchedule) later(sent, due time.Duration, rng *rand.Rand) time.Durati
 }
 
 // stepPort is a user's end of the network in lockstep: what has reached
-// it, filed by the tick it is due. Senders file into it directly, under mu,
-// during a round; with faults, the coordinator files for them between
-// rounds (see flushOutboxes). A transmission sent on tick t is due on t+1 at the
-// earliest and on t+1+delayTicks at the latest, so with a ring of
+// it, filed by the tick it is due. Senders file into it directly, under
+// mu, during a round; with faults, the coordinator files for them between
+// rounds (see flushOutboxes). A transmission sent on tick t is due on t+1
+// at the earliest and on t+1+delayTicks at the latest, so with a ring of
 // delayTicks+2 buckets no sender files into the bucket of the tick its
 // owner is applying, and the owner reads that bucket without the lock.
 type stepPort struct {
@@ -99,7 +99,7 @@ type outgoing struct {
 // transmissions, taken by senders as they fill them and given back at
 // each flush. A round's sends vary by sender and by tick (resends after a
 // partition heals come in bursts), so an outbox of its own for each
-// sender would keep room for every sender's largest round at once, 70 MB
+// sender would keep room for every sender's largest round at once, 71 MB
 // at 1000 users with every fault; chunks keep room for the largest
 // round's total.
 type outChunks struct {
@@ -136,12 +136,12 @@ func (c *outChunks) take() []outgoing {
 // recipients' buckets. With faults every transmission meets its own loss
 // and link numbers, so none is a cast, and a tick at 1000 users files a
 // few hundred thousand: filed by each sender under its recipient's lock,
-// the lock alone was a sixth of the run's CPU, each a cache line another
+// the lock alone was 15% of the run's CPU, each a cache line another
 // core had just written. Between rounds, with no user at work, workers
 // take the recipients in ranges and file without a lock, each reading
-// every outbox in turn. The order in a bucket does not matter: due sorts
-// it by send tick and sender, stably, and a sender's outbox is in the
-// order it sent.
+// every outbox in turn. The order of senders in a bucket does not
+// matter: due sorts it by send tick and sender, stably, and a sender's
+// outbox is in the order it sent.
 func (n *Network) flushOutboxes() {
 	if n.faults == nil || n.filers == nil {
 		return

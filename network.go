@@ -46,10 +46,12 @@ type schedule interface {
 	later(sent, due time.Duration, rng *rand.Rand) time.Duration
 }
 
-// filer is where lockstep files what reaches a user, straight into the
-// buckets of the tick it is due: many senders may file at once, none into
-// the bucket its owner is reading. A user's EventChannel then carries only
-// the start of each round, which hands it the round's bucket.
+// filer is where lockstep files what reaches a user, into the buckets of
+// the tick it is due: without faults straight from its senders, many at
+// once (fileShared); with faults from their outboxes between rounds, one
+// worker for each user (file). None files into the bucket its owner is
+// reading. A user's EventChannel then carries only the start of each
+// round, which hands it the round's bucket.
 type filer interface {
 	fileShared(d Delivery)
 	file(d Delivery) // with no other filer at work on the same user
@@ -101,8 +103,9 @@ func wholeTicks(d, tick time.Duration) int64 { return int64((d + tick - 1) / tic
 
 // Port is one user's end of the network, the part both modes share: its
 // inbox, its sources of randomness, and its counts. Only its owner's
-// goroutine uses it, but for the counts the run reads, and what a crash
-// purges from waiting, between rounds or in a pause of every user.
+// goroutine uses it, but for the counts the run reads, what a crash
+// purges from waiting, and in lockstep the outbox the coordinator files
+// and empties, between rounds or in a pause of every user.
 type Port struct {
 	net   *Network
 	uid   int32
@@ -248,11 +251,12 @@ func (p *Port) sendWaiting(now time.Duration) {
 }
 
 // put puts one transmission on user r's inbox: in lockstep, straight into
-// its buckets, or with faults into the sender's outbox for them. In real time, if the inbox is full it keeps receiving its
-// own inbox while it waits: two users sending to each other with full
-// inboxes both make room for each other, so sends never deadlock, and no
-// goroutine is spawned per send. What it receives meanwhile it keeps, in
-// order, for its owner (stash).
+// its buckets, or with faults into the sender's outbox for them. In real
+// time, if the inbox is full it keeps receiving its own inbox while it
+// waits: two users sending to each other with full inboxes both make room
+// for each other, so sends never deadlock, and no goroutine is spawned per
+// send. What it receives meanwhile it keeps, in order, for its owner
+// (stash).
 func (p *Port) put(r int32, d Delivery) {
 	if f := p.net.filers; f != nil {
 		if p.net.faults != nil {

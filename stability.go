@@ -269,9 +269,9 @@ func (s *stability) take(c int32, r *progress) {
 // epoch from W to the latest any report holds, and returns just the
 // epochs not zero: at 100,000 users a report of each of 64 children
 // holds much the same few epochs, and concatenating, sorting and merging
-// them each tick was a sixth of everything the run allocated. A span of
-// more than maxDenseEpochs (W held back a long time) is merged as a leaf
-// does.
+// them each time it reported was a sixth of everything the run
+// allocated. A span of more than maxDenseEpochs (W held back a long
+// time) is merged as a leaf does.
 func (s *stability) sums() []epochCount {
 	i := 0
 	for i < len(s.own) && s.own[i].Epoch < s.stable {
