@@ -217,7 +217,7 @@ func (h *peerHistory) checkCrashes() []string {
 // included, and returns what broke.
 func playCrashes(tb testing.TB, rng chooser, seed uint64, steps int) (*peerHistory, []string) {
 	n := 3 + rng.IntN(5)
-	h := newPeerHistory(tb, rng, seed, n, peerConfig{faulty: true, crash: true})
+	h := newPeerHistory(tb, rng, seed, n, peerConfig{faulty: true, links: true, crash: true})
 	h.crashes = &crashPlay{seed: seed, upAt: make([]int, n+1), excused: map[[2]Stamp]int{}}
 	return h, h.play(steps)
 }
@@ -300,7 +300,7 @@ func TestReleaseBelow(t *testing.T) {
 // it takes back the rooms it was in, members and all, from a member's
 // welcome, so that it can act in them.
 func TestRestartedUserTakesItsRoomsBack(t *testing.T) {
-	tn := newTestNetOf(t, 3, 0, 1, peerConfig{faulty: true, crash: true})
+	tn := newTestNetOf(t, 3, 0, 1, peerConfig{faulty: true, links: true, crash: true})
 	g := newGroup(3, 1, 2, 3)
 	tn.p(1).Step(Input{Kind: proposeInput, Proposal: Proposal{Kind: CreateEvent, Group: g}}, tn.ports[1])
 	for range ackTicks + 2 { // until the create is acknowledged: it will not come again

@@ -8,8 +8,9 @@ import (
 
 // Reliable links over a network that loses, duplicates and cuts what it
 // carries: part of a peer's step machine, with no goroutines, channels or
-// clocks inside. Only a run with faults uses them; without faults a
-// transmission is sent once and arrives once.
+// clocks inside. Only a run with a fault that can lose or repeat a
+// transmission uses them (Config.lossy: not late joiners alone); without
+// one a transmission is sent once and arrives once.
 //
 // A peer keeps a link to another user only while something is owed on it,
 // in either direction: what it sent and has not seen acknowledged, an

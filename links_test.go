@@ -183,7 +183,7 @@ func TestNetworkFaults(t *testing.T) {
 // numbers what the earlier self had not acknowledged again, in a new
 // session, and sends it, and the new one takes each once.
 func TestLinkRenewsForARestartedPeer(t *testing.T) {
-	tn := newTestNetOf(t, 2, 0, 1, peerConfig{faulty: true, crash: true})
+	tn := newTestNetOf(t, 2, 0, 1, peerConfig{faulty: true, links: true, crash: true})
 	for i := range uint64(3) {
 		tn.p(1).links.send(tn.ports[1], 2, closeOf(i+1), 0)
 	}

@@ -29,7 +29,7 @@ type Peer struct {
 	cfg   peerConfig
 	view  *View
 	rng   *rand.Rand // the user's own source: its rolls, its groups, whom a late joiner asks
-	links *links     // nil without faults
+	links *links     // nil unless the network may lose or repeat what is sent
 	stab  *stability
 
 	tick       uint64        // the user's own tick, as of its last tick input
@@ -44,18 +44,19 @@ type Peer struct {
 	// A late joiner's way in, and a restarted user's: see arrival and
 	// restart.
 	stage     arrival
-	helloAt   uint64   // the epoch of its hello, or of its restart
-	welcomed  []bool   // after a restart, by uid: the peer has fenced its earlier selves
-	waiting   int      // peers that have not yet welcomed it
-	relays    []*Event // what welcomes relayed of its earlier selves, to send again
-	greetedAt uint64   // the tick it last told the others it restarted
-	coverTo   uint64   // once its hello is stable, the horizon then: a state complete past it covers everything it missed
-	doneAt    uint64   // the epoch its view became complete
-	askedAt   uint64   // the tick it last asked a peer for its rooms
-	onlineAt  uint64   // the tick it came online
-	roomsAt   uint64   // the tick it first had the rooms
-	doneTick  uint64   // the tick its view became complete
-	awayTicks uint64   // ticks it was offline before it had the rooms
+	helloAt   uint64     // the epoch of its hello, or of its restart
+	welcomed  []bool     // after a restart, by uid: the peer has fenced its earlier selves
+	waiting   int        // peers that have not yet welcomed it
+	relays    []*Event   // what welcomes relayed of its earlier selves, to send again
+	greetedAt uint64     // the tick it last told the others it restarted
+	coverTo   uint64     // once its hello is stable, the horizon then: a state complete past it covers everything it missed
+	doneAt    uint64     // the epoch its view became complete
+	askedAt   uint64     // the tick it last asked a peer for its rooms
+	onlineAt  uint64     // the tick it came online
+	roomsAt   uint64     // the tick it first had the rooms
+	doneTick  uint64     // the tick its view became complete
+	awayTicks uint64     // ticks it was offline before it had the rooms
+	early     []Delivery // without links: what reached it online before it noticed it was (see deliver)
 
 	taken, takenNow       int64 // counted events it applied: 8 times the recent average a tick, and since its last tick
 	ticks, skipped, acted int64 // rolls, ticks not served, rolls that acted
@@ -67,7 +68,8 @@ type Peer struct {
 type peerConfig struct {
 	users     int     // in the run: every user, the width of a member set
 	chance    float64 // of acting on a tick
-	faulty    bool    // faults are injected: keep links, notice outages
+	faulty    bool    // faults are injected: notice outages and coming online
+	links     bool    // the network may lose or repeat what is sent: keep links
 	latecomer bool    // comes online late, and learns the rooms by a state transfer
 	crash     bool    // users crash: a send is settled when acknowledged, and restarted users are welcomed
 	inc       uint32  // this incarnation: 0 at the start, the restart tick after a restart
@@ -151,7 +153,7 @@ func newPeer(uid int32, cfg peerConfig, rng *rand.Rand) *Peer {
 	if !cfg.crash {
 		p.view.stab = p.stab // else a send is settled by its acknowledgement: see links
 	}
-	if cfg.faulty {
+	if cfg.links {
 		p.links = newLinks(uid, cfg.timing, cfg.inc)
 		if cfg.crash {
 			p.links.settled = p.stab
@@ -329,6 +331,10 @@ func (p *Peer) comeOnline(now time.Duration, out port) {
 	p.stage, p.helloAt, p.onlineAt = awaitRooms, v.epoch, p.tick
 	p.broadcast(&Event{Kind: HelloEvent, From: p.uid, Sent: now, Epoch: v.epoch}, now, out)
 	p.ask(now, out)
+	for _, d := range p.early {
+		p.deliver(d, now, out)
+	}
+	p.early = nil
 }
 
 // ask asks users before it for their rooms: two at random, different
@@ -519,9 +525,16 @@ func (p *Peer) send(r int32, ev *Event, out port) {
 // it through and it is not a duplicate, is applied. A user that has not
 // yet noticed, at its tick, that it is back online takes nothing in: its
 // own log says when it is away, and nothing is applied while the log says
-// so.
+// so. A late joiner without links keeps it instead, and applies it once
+// it has come online: in real time a later joiner's hello can reach it
+// before its own tick does, and without links nothing would send the
+// hello again.
 func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 	if !p.online {
+		if p.stage == notYetOnline && p.links == nil {
+			p.early = append(p.early, d)
+			return
+		}
 		out.dropped()
 		return
 	}

@@ -217,7 +217,7 @@ func (h *peerHistory) check() []string {
 
 // playPeers plays one whole history of peers and returns what broke.
 func playPeers(tb testing.TB, rng chooser, seed uint64, steps int, faults bool) (*peerHistory, []string) {
-	h := newPeerHistory(tb, rng, seed, 2+rng.IntN(5), peerConfig{faulty: faults})
+	h := newPeerHistory(tb, rng, seed, 2+rng.IntN(5), peerConfig{faulty: faults, links: faults})
 	return h, h.play(steps)
 }
 
@@ -372,4 +372,47 @@ func TestLateJoinerHoldsReclaiming(t *testing.T) {
 // computed, not their stable epoch alone.
 func TestLaterJoinerKeepsTheGuard(t *testing.T) {
 	lateFloorStory(t, 5, func(tr inTransit) bool { return tr.from == 4 && tr.to == 5 })
+}
+
+// Without links (the only fault is late joiners), a late joiner keeps
+// what reaches it before it has noticed, at its tick, that it is online,
+// and applies it once it has: in real time a later joiner's hello can come
+// first, and nothing would send it again. Dropped, that hello would never
+// be applied, and stability would wait for it for ever.
+func TestJoinerKeepsWhatCameBeforeItsTick(t *testing.T) {
+	tn := newTestNetOf(t, 5, 2, 1, peerConfig{faulty: true}) // users 4 and 5 come late
+	if tn.p(4).links != nil {
+		t.Fatal("a run whose only fault is late joiners keeps links")
+	}
+	for range 2 {
+		tn.tickAll(actNone)
+		tn.route(nil, nil)
+	}
+	tn.join(4)
+	tn.join(5)
+	tn.now += tn.period
+	tn.tick++
+	for _, u := range []int32{1, 2, 3, 5} { // user 5's tick comes before user 4's
+		tn.tickOne(u, actNone)
+	}
+	tn.route(nil, nil)
+	if got := tn.p(4).view.Known(); got >= 5 {
+		t.Fatalf("user_4 knows users up to %d before it is online", got)
+	}
+	tn.tickOne(4, actNone)
+	if got := tn.p(4).view.Known(); got != 5 {
+		t.Fatalf("user_4, online, knows users up to %d: it never took user_5's hello", got)
+	}
+	for range 40 {
+		tn.tickAll(actNone)
+		tn.route(nil, nil)
+	}
+	for _, p := range tn.peers[1:] {
+		if p.view.Known() != 5 {
+			t.Errorf("%s knows users up to %d, want 5", uidName(p.uid), p.view.Known())
+		}
+		if p.stab.stable <= tn.p(5).helloAt {
+			t.Errorf("%s: stable epoch %d, not past user_5's hello at %d", uidName(p.uid), p.stab.stable, tn.p(5).helloAt)
+		}
+	}
 }

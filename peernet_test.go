@@ -52,7 +52,7 @@ type testPort struct {
 // newTestNet returns a network of n peers, all online (but for the last
 // late ones, which come online when the test says), with links when faulty.
 func newTestNet(t testing.TB, n, late int, faulty bool, seed uint64) *testNet {
-	return newTestNetOf(t, n, late, seed, peerConfig{faulty: faulty})
+	return newTestNetOf(t, n, late, seed, peerConfig{faulty: faulty, links: faulty})
 }
 
 // newTestNetOf is newTestNet with every peer's configuration from base.

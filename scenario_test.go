@@ -222,7 +222,7 @@ func (s *scenario) users(args []string) error {
 			return fmt.Errorf("users: unknown %q", args[i])
 		}
 	}
-	s.tn, s.n = newTestNet(nil, n, late, faulty || late > 0, 1), n
+	s.tn, s.n = newTestNetOf(nil, n, late, 1, peerConfig{faulty: faulty || late > 0, links: faulty}), n
 	s.rend = renderer{elapsed: true}
 	return nil
 }

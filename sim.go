@@ -50,6 +50,17 @@ func (c Config) faulty() bool {
 	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Clog > 0 || c.Crash > 0 || c.Join > 0
 }
 
+// lossy reports whether the network may lose or repeat what a user
+// sends, so that users keep links (links.go). Late joiners alone do not
+// make it so: a user sends to a late joiner only once it has heard its
+// hello, and a joiner once online stays online, so nothing sent is lost;
+// a joiner learns what it missed by state transfer (see Peer.comeOnline),
+// not by retransmission. Without links such a run costs what a run
+// without faults does, not 7 times as much.
+func (c Config) lossy() bool {
+	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Clog > 0 || c.Crash > 0
+}
+
 // lateBy is the last tick a late joiner may come online: the first half
 // of the run, or of its first minute when it runs until stopped.
 func (c Config) lateBy() int64 {
@@ -279,7 +290,7 @@ func (s *Sim) newUser(k int32, late bool, news int) (*User, *stepUser) {
 	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
 	u := &User{
 		UID: k,
-		peer: newPeer(k, peerConfig{users: cfg.Users, chance: cfg.Chance, faulty: cfg.faulty(), latecomer: late,
+		peer: newPeer(k, peerConfig{users: cfg.Users, chance: cfg.Chance, faulty: cfg.faulty(), links: cfg.lossy(), latecomer: late,
 			crash: cfg.Crash > 0, timing: s.net.timing, log: !cfg.Quiet && !hidden || s.recording != nil, names: s.names}, rng),
 		out:    s.out,
 		rend:   s.rend,
