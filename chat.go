@@ -76,7 +76,7 @@ type Counts struct {
 	NonMember  int64  // deliveries to a user outside the group: always 0
 	Merges     int64  // concurrent duplicates resolved in this view
 	Stale      int64  // outdated events ignored
-	StateRooms int64  // live rooms right after a state transfer, for a late joiner
+	StateRooms int64  // live rooms right after a late joiner's first state transfer
 }
 
 // add adds o to c.
@@ -805,7 +805,9 @@ func (v *View) ApplyState(ev *Event, now time.Duration, first bool) {
 	}
 	switch {
 	case first:
-		v.StateRooms += int64(v.live)
+		if v.inc == 0 { // a late joiner's first state; a restarted user's is not one
+			v.StateRooms += int64(v.live)
+		}
 		v.record(Record{T: now, Kind: KindState, By: ev.From, Rooms: v.Rooms(), Inc: v.inc})
 	case changed > 0:
 		v.record(Record{T: now, Kind: KindCatchUp, By: ev.From, Rooms: v.Rooms()})

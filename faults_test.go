@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
@@ -284,4 +285,40 @@ func TestLongDrainSaysSo(t *testing.T) {
 			t.Errorf("%d progress lines in a %.1fs drain, want %d:\n%s", lines, rep.Drain, want, errs.String())
 		}
 	})
+}
+
+// The summary's rooms learned are the late joiners' alone: the live rooms
+// each had right after its first state, as its log says. A restarted
+// user's state is not a late joiner's.
+func TestRoomsLearnedAreTheJoiners(t *testing.T) {
+	restarts := 0
+	for seed := uint64(1); seed <= 4; seed++ {
+		cfg := Config{Users: 12, Seed: seed, Tick: time.Second, Chance: 0.3, Fast: true, JSON: true, Duration: 20 * time.Second, Join: 3, Crash: 5 * time.Second}
+		rep, out := simulate(t, context.Background(), cfg)
+		requireConverged(t, rep)
+		var learned int64
+		for line := range strings.Lines(out) {
+			var r struct {
+				Kind  string   `json:"kind"`
+				Rooms []string `json:"rooms"`
+				Inc   uint32   `json:"incarnation"`
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("seed %d: %q: %v", seed, line, err)
+			}
+			switch {
+			case r.Kind != "state":
+			case r.Inc > 0:
+				restarts++
+			default:
+				learned += int64(len(r.Rooms))
+			}
+		}
+		if rep.Faults.RoomsLearned != learned {
+			t.Errorf("seed %d: the summary says the late joiners learned %d live rooms, their logs %d", seed, rep.Faults.RoomsLearned, learned)
+		}
+	}
+	if restarts == 0 {
+		t.Error("no restarted user took a state: the test shows nothing")
+	}
 }
