@@ -14,6 +14,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 	"weak"
 )
 
@@ -160,7 +161,7 @@ var jsonOptional = map[string][]string{
 	"online":        {"peer_to"},
 	"create_failed": {"room", "members"},
 	"receive":       {"held"},
-	"summary":       {"delay", "loss", "dup", "partition", "offline", "clog", "join", "latency", "network", "faults", "problems"},
+	"summary":       {"delay", "loss", "dup", "partition", "offline", "clog", "join", "latency", "network", "faults", "problems", "drain_time", "drain_ticks"},
 }
 
 var (
@@ -448,4 +449,26 @@ func TestCastLogRefusesTheTickBeingRead(t *testing.T) {
 		}
 	}()
 	c.file(cast{}, 7)
+}
+
+// The summary says how many ticks a fast run's drain took: the sparklines
+// have a column for each tick, the action ticks and the drain's.
+func TestFastDrainTicks(t *testing.T) {
+	for _, join := range []int{0, 3} {
+		cfg := Config{Users: 12, Seed: 9, Tick: time.Second, Chance: 0.3, Fast: true, Quiet: true, Duration: 20 * time.Second, Join: join}
+		rep, _ := simulate(t, context.Background(), cfg)
+		var out strings.Builder
+		if err := rep.writeText(&out); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Ticks != 20 || rep.DrainTicks < 1 {
+			t.Fatalf("join %d: %d ticks, then %d to drain", join, rep.Ticks, rep.DrainTicks)
+		}
+		if n := utf8.RuneCountInString(rep.Deliveries.Line); int64(n) != rep.Ticks+rep.DrainTicks {
+			t.Errorf("join %d: %d columns, for %d ticks and %d to drain", join, n, rep.Ticks, rep.DrainTicks)
+		}
+		if want := fmt.Sprintf(", then %s to drain\n", plural(rep.DrainTicks, "tick")); !strings.Contains(out.String(), want) {
+			t.Errorf("join %d: no %q in\n%s", join, want, out.String())
+		}
+	}
 }

@@ -488,7 +488,7 @@ func (l *lockstep) step() bool {
 		l.ended = !l.acting
 	}
 	if !l.acting && s.net.outstanding() == 0 && s.heldForGood() == 0 {
-		s.runTime = time.Duration(s.ticks) * s.cfg.Tick
+		s.runTime, s.drained = time.Duration(s.ticks)*s.cfg.Tick, l.t-s.ticks
 		l.r.final = true
 		l.run(l.r)
 		l.over = true

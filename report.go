@@ -14,17 +14,18 @@ import (
 // printed, so that text and JSON say the same.
 type Report struct {
 	Settings
-	Online   int     `json:"online"` // users that came online: all of them, unless stopped during start-up
-	Stopped  string  `json:"stopped"`
-	RunTime  float64 `json:"run_time"`             // seconds; simulated in fast mode
-	Drain    float64 `json:"drain_time,omitempty"` // real time: seconds from the stop to the end of the drain
-	Ticks    int64   `json:"ticks"`                // ticks run: in real time, those that passed before the stop, or the most any user had
-	Served   int64   `json:"ticks_served"`
-	Skipped  int64   `json:"ticks_skipped"`
-	Actions  Actions `json:"actions"`
-	Traffic  Traffic `json:"traffic"`
-	Rooms    Rooms   `json:"rooms"`
-	Messages Msgs    `json:"messages"`
+	Online     int     `json:"online"` // users that came online: all of them, unless stopped during start-up
+	Stopped    string  `json:"stopped"`
+	RunTime    float64 `json:"run_time"`              // seconds; simulated in fast mode
+	Drain      float64 `json:"drain_time,omitempty"`  // real time: seconds from the stop to the end of the drain
+	DrainTicks int64   `json:"drain_ticks,omitempty"` // fast mode: ticks from the stop to the end of the drain
+	Ticks      int64   `json:"ticks"`                 // ticks run: in real time, those that passed before the stop, or the most any user had
+	Served     int64   `json:"ticks_served"`
+	Skipped    int64   `json:"ticks_skipped"`
+	Actions    Actions `json:"actions"`
+	Traffic    Traffic `json:"traffic"`
+	Rooms      Rooms   `json:"rooms"`
+	Messages   Msgs    `json:"messages"`
 
 	Latency   *Latency      `json:"latency,omitempty"` // real time only
 	Stability Stability     `json:"stability"`
@@ -264,6 +265,7 @@ type runFacts struct {
 	RunTime    time.Duration // simulated in fast mode
 	Wall       time.Duration // from the first tick to the end of the drain
 	FastTicks  int64         // fast mode: action ticks run
+	FastDrain  int64         // fast mode: ticks run after them, to the end of the drain
 	LiveRooms  Spark
 	Deliveries Spark
 	LiveSeries []float64 // the samples behind the sparklines
@@ -331,7 +333,7 @@ func buildReport(c Config, run runFacts, users iter.Seq[userFigures], views []*V
 		}
 	}
 	if c.Fast {
-		r.Ticks = run.FastTicks
+		r.Ticks, r.DrainTicks = run.FastTicks, run.FastDrain
 	} else if c.Tick > 0 {
 		// The ticks that passed, though every user missed some: offline,
 		// or not yet online.
@@ -575,8 +577,11 @@ func (r *Report) writeText(w io.Writer) error {
 	}
 	p("users", "%d%s, %s, tick %s, chance %g%s", r.Users, online, mode, r.Tick, r.Chance, r.faultText())
 	drain := ""
-	if r.Drain >= 0.0005 { // shown when it rounds to a millisecond or more
+	switch {
+	case r.Drain >= 0.0005: // shown when it rounds to a millisecond or more
 		drain = ", then " + fmtSeconds(r.Drain) + " to drain"
+	case r.DrainTicks > 0:
+		drain = ", then " + plural(r.DrainTicks, "tick") + " to drain"
 	}
 	p("run", "%s, %s, %s%s", fmtSeconds(r.RunTime), plural(r.Ticks, "tick"), r.Stopped, drain)
 	p("ticks", "%d served, %d skipped under load", r.Served, r.Skipped)

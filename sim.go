@@ -108,6 +108,7 @@ type Sim struct {
 	barrier sync.WaitGroup // every round's done
 	lines   []lineBuffer   // lines[i] holds user_{i+1}'s lines of a round
 	ticks   int64          // action ticks run
+	drained int64          // ticks run after the last action tick, to the end of the drain
 
 	runTime  time.Duration // simulated in fast mode
 	wall     time.Duration // wall time from the first tick to the end of the drain
@@ -593,7 +594,7 @@ func (s *Sim) report() *Report {
 		views[i] = u.peer.view
 	}
 	facts := runFacts{
-		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks,
+		Online: len(s.users), Stopped: s.stopped, RunTime: s.runTime, Wall: s.wall, FastTicks: s.ticks, FastDrain: s.drained,
 		LiveRooms: s.live.spark(), Deliveries: s.delivers.spark(),
 		LiveSeries: s.live.averages(), DelSeries: s.delivers.averages(), TombsAll: s.tombsAll,
 	}
