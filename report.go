@@ -623,7 +623,7 @@ func (r *Report) writeText(w io.Writer) error {
 	p("stability", "%s; tombstones kept: at most %d in a view, %d in all at once; %s and %d news",
 		known, st.TombsPeak, st.TombsPeakAll, plural(st.Reports, "report"), st.News)
 	if f := r.Faults; f != nil && f.LateJoiners > 0 {
-		p("late", "joiners had the rooms %s online after coming online (median), %s at most; a complete view after %s (median), %s at most",
+		p("late", "joiners had the rooms after %s online (median), %s at most; a complete view after %s (median), %s at most",
 			plural(f.ToRoomsMedian, "tick"), plural(f.ToRoomsMax, "tick"), plural(f.ToCompleteMedian, "tick"), plural(f.ToCompleteMax, "tick"))
 	}
 	if l := r.Latency; l != nil {
