@@ -451,8 +451,9 @@ func TestCastLogRefusesTheTickBeingRead(t *testing.T) {
 	c.file(cast{}, 7)
 }
 
-// The summary says how many ticks a fast run's drain took: the sparklines
-// have a column for each tick, the action ticks and the drain's.
+// The summary says how many ticks a fast run's drain took: in a run this
+// short the sparklines have a column for each tick, the action ticks and
+// the drain's.
 func TestFastDrainTicks(t *testing.T) {
 	for _, join := range []int{0, 3} {
 		cfg := Config{Users: 12, Seed: 9, Tick: time.Second, Chance: 0.3, Fast: true, Quiet: true, Duration: 20 * time.Second, Join: join}

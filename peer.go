@@ -526,9 +526,9 @@ func (p *Peer) send(r int32, ev *Event, out port) {
 // yet noticed, at its tick, that it is back online takes nothing in: its
 // own log says when it is away, and nothing is applied while the log says
 // so. A late joiner without links keeps it instead, and applies it once
-// it has come online: in real time a later joiner's hello can reach it
-// before its own tick does, and without links nothing would send the
-// hello again.
+// it has come online: in real time what a later joiner sends (its hello
+// first), or a user that heard it, can reach it before its own tick does,
+// and without links nothing would send it again.
 func (p *Peer) deliver(d Delivery, now time.Duration, out port) {
 	if !p.online {
 		if p.stage == notYetOnline && p.links == nil {

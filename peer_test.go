@@ -22,6 +22,7 @@ type peerHistory struct {
 	maxDelay time.Duration
 	late     int32 // the late joiner, or 0
 	lateAt   int   // the step it comes online
+	joinOnly []int // late joiners alone, without links: the step each of the last users comes online, in uid order
 	log      []Record
 	incs     []uint32 // incs[i]: the incarnation that made log[i]
 	crashes  *crashPlay
@@ -30,11 +31,19 @@ type peerHistory struct {
 // newPeerHistory makes the history of n users configured as base, with
 // the test's choices from rng and the peers' own sources from seed.
 func newPeerHistory(tb testing.TB, rng chooser, seed uint64, n int, base peerConfig) *peerHistory {
-	faults := base.faulty
+	faults := base.faulty && base.links
 	h := &peerHistory{rng: rng, faults: faults, maxDelay: time.Duration(1+rng.IntN(5)) * time.Second}
 	late := 0
-	if faults && n >= 3 {
+	switch {
+	case faults && n >= 3:
 		late, h.late, h.lateAt = 1, int32(n), 1+rng.IntN(40)
+	case base.faulty && n >= 3: // late joiners alone: up to three, and often at the same step
+		late = 1 + rng.IntN(min(3, n-2))
+		at := 1 + rng.IntN(20)
+		for range late {
+			h.joinOnly = append(h.joinOnly, at)
+			at += rng.IntN(3)
+		}
 	}
 	h.tn = newTestNetOf(tb, n, late, seed, base)
 	return h
@@ -79,7 +88,34 @@ func (h *peerHistory) step(i int) {
 	if h.crashes != nil {
 		h.crashOrRestart(i)
 	}
-	tn.tickAll(actRoll)
+	if h.joinOnly == nil {
+		tn.tickAll(actRoll)
+	} else {
+		// Joiners come online in uid order, but ticks come in any order
+		// and deliveries between them, as in real time: a later joiner's
+		// hello can reach one that has not yet noticed it is online.
+		first := len(tn.peers) - len(h.joinOnly)
+		for j, at := range h.joinOnly {
+			if i == at {
+				tn.join(int32(first + j))
+			}
+		}
+		tn.now += tn.period
+		tn.tick++
+		tn.deliverTree()
+		order := make([]int32, len(tn.peers)-1)
+		for k := range order {
+			j := h.rng.IntN(k + 1) // a shuffle, inside out
+			order[k], order[j] = order[j], int32(k+1)
+		}
+		for _, u := range order {
+			tn.tickOne(u, actRoll)
+			if h.rng.IntN(2) == 0 {
+				h.collect()
+				h.carry(false)
+			}
+		}
+	}
 	h.collect()
 	h.carry(false)
 }
@@ -119,6 +155,11 @@ func (h *peerHistory) drain() bool {
 	tn := h.tn
 	if h.late != 0 && tn.away[h.late] && tn.p(h.late).stage == notYetOnline {
 		tn.join(h.late)
+	}
+	for u := len(tn.peers) - len(h.joinOnly); u < len(tn.peers); u++ {
+		if tn.away[u] {
+			tn.join(int32(u))
+		}
 	}
 	for u := range tn.away {
 		tn.away[u] = false
@@ -215,9 +256,10 @@ func (h *peerHistory) check() []string {
 	return bad
 }
 
-// playPeers plays one whole history of peers and returns what broke.
-func playPeers(tb testing.TB, rng chooser, seed uint64, steps int, faults bool) (*peerHistory, []string) {
-	h := newPeerHistory(tb, rng, seed, 2+rng.IntN(5), peerConfig{faulty: faults, links: faults})
+// playPeers plays one whole history of peers and returns what broke:
+// with faults, over links; with joinOnly, late joiners and no links.
+func playPeers(tb testing.TB, rng chooser, seed uint64, steps int, faults, joinOnly bool) (*peerHistory, []string) {
+	h := newPeerHistory(tb, rng, seed, 2+rng.IntN(5), peerConfig{faulty: faults || joinOnly, links: faults})
 	return h, h.play(steps)
 }
 
@@ -243,7 +285,7 @@ func TestPeerHistories(t *testing.T) {
 	for seed := range uint64(histories) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 3))
-			h, bad := playPeers(t, rng, seed, 40+rng.IntN(120), seed%3 != 0)
+			h, bad := playPeers(t, rng, seed, 40+rng.IntN(120), seed%3 != 0, seed%6 == 3)
 			if len(bad) > 0 {
 				t.Fatal(bad)
 			}
@@ -281,7 +323,7 @@ func FuzzPeers(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, seed uint64, data []byte) {
 		c := &byteChooser{data: data}
-		if _, bad := playPeers(t, c, seed, 60, c.IntN(2) == 0); len(bad) > 0 {
+		if _, bad := playPeers(t, c, seed, 60, c.IntN(2) == 0, c.IntN(3) == 0); len(bad) > 0 {
 			t.Fatal(bad)
 		}
 	})

@@ -52,10 +52,12 @@ func (c Config) faulty() bool {
 
 // lossy reports whether the network may lose or repeat what a user
 // sends, so that users keep links (links.go). Late joiners alone do not
-// make it so: a user sends to a late joiner only once it has heard its
-// hello, and a joiner once online stays online, so nothing sent is lost;
-// a joiner learns what it missed by state transfer (see Peer.comeOnline),
-// not by retransmission. Without links such a run costs what a run
+// make it so: a user learns of a joiner only from its hello or a later
+// joiner's, and joiners come online in uid order and stay online, so
+// nothing is sent to a joiner the network does not have online, and
+// nothing sent is lost (Peer.deliver keeps what reaches a joiner before it
+// notices); a joiner learns what it missed by state transfer (see
+// Peer.comeOnline), not by retransmission. Without links such a run costs what a run
 // without faults does, not 7 times as much.
 func (c Config) lossy() bool {
 	return c.Loss > 0 || c.Dup > 0 || c.Partition > 0 || c.Offline > 0 || c.Clog > 0 || c.Crash > 0
